@@ -1,0 +1,21 @@
+# flashsim workflow: reference detector simulation -> prepare -> train -> export -> validate.
+# All logic lives in src/flashsim; rules hold paths and resources and call `flashsim <verb>`.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+validate(config, "schemas/params.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    input:
+        rules.data_all.input,
+    default_target: True

@@ -1,0 +1,32 @@
+# Reference detector simulation and ingestion: data/raw/<sample>.root -> results/prepared/<sample>/*.parquet
+
+
+rule generate:
+    output:
+        "data/raw/{sample}.root",
+    params:
+        size=lambda wc: scaled(config["detsim"]["samples"][wc.sample]["size"]),
+    log:
+        "logs/generate/{sample}.log",
+    shell:
+        "{FLASHSIM} generate {wildcards.sample} --output {output} > {log} 2>&1"
+
+
+rule prepare:
+    input:
+        lambda wc: config["inputs"][wc.sample]["files"] if not any(
+            f.startswith("root://") or any(ch in f for ch in "*?[") for f in config["inputs"][wc.sample]["files"]
+        ) else [],
+    output:
+        train=f"{PREPARED}/{{sample}}/train.parquet",
+        val=f"{PREPARED}/{{sample}}/val.parquet",
+        test=f"{PREPARED}/{{sample}}/test.parquet",
+    log:
+        "logs/prepare/{sample}.log",
+    shell:
+        "{FLASHSIM} prepare {wildcards.sample} --outdir {PREPARED}/{wildcards.sample} > {log} 2>&1"
+
+
+rule data_all:
+    input:
+        expand(f"{PREPARED}/{{sample}}/{{split}}.parquet", sample=SAMPLES, split=["train", "val", "test"]),

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# System packages that the tests' real servers need (Debian/Ubuntu): XRootD (root:// and WebDAV),
+# Slurm + munge, rsync and Node.js for gitlab-ci-local. Idempotent; uses sudo when not root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pkgs=(xrootd-server xrootd-client slurm-wlm munge rsync nodejs npm)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+if [ ${#missing[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ ! -x node_modules/.bin/gitlab-ci-local ]; then
+  npm install --no-save --no-audit --no-fund --silent gitlab-ci-local@4.73.0 >/dev/null
+fi

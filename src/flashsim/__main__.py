@@ -1,0 +1,3 @@
+from flashsim.cli import main
+
+raise SystemExit(main())

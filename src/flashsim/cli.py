@@ -1,0 +1,52 @@
+"""The ``flashsim`` command: one entry point, one subcommand per module.
+
+Each subcommand module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+Modules are imported lazily so that ``flashsim --help`` stays fast and torch loads only when needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from flashsim.errors import FlashsimError
+
+# subcommand -> module; adding a subcommand is one line here plus its module.
+COMMANDS: dict[str, str] = {
+    "generate": "flashsim.detsim.cli",
+    "prepare": "flashsim.prepare",
+    "contract": "flashsim.io.contract",
+    "bench": "flashsim.bench",
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flashsim", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, modname in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help="")
+            continue
+        mod = importlib.import_module(modname)
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    only = next((a for a in argv if a in COMMANDS), None)
+    args = build_parser(only).parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args._run(args) or 0)
+    except FlashsimError as err:
+        print(f"flashsim {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130

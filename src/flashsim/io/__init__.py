@@ -1,0 +1,1 @@
+"""Input/output: the data contract, ROOT readers and atomic writers."""
