@@ -64,8 +64,7 @@ def mass_of(pdg: np.ndarray) -> np.ndarray:
 
 def sample_species(rng: np.random.Generator, n: int, fractions: np.ndarray = FRACTIONS) -> np.ndarray:
     """Species indices drawn with the given relative abundances."""
-    cdf = np.cumsum(fractions / np.sum(fractions))
-    return np.searchsorted(cdf, rng.random(n, dtype=np.float32), side="right").clip(0, len(cdf) - 1).astype(np.int8)
+    return species_from_uniform(rng.random(n, dtype=np.float32), fractions)
 
 
 def momentum_from_uniform(u: np.ndarray, p0: np.ndarray | float, index: np.ndarray | float,
@@ -159,41 +158,57 @@ def sample_events(rng: np.random.Generator, n_particles: int, stored_fraction: f
                   pv[2] * np.float32(BEAMSPOT_Z), particle_event)
 
 
+# signed PDG id by species and charge: _PDG_BY_CHARGE[species, charge > 0]
+_PDG_BY_CHARGE = np.stack([pdg_id(np.arange(5), np.full(5, -1)), pdg_id(np.arange(5), np.full(5, 1))], axis=1)
+
+
+def species_from_uniform(u: np.ndarray, fractions: np.ndarray = FRACTIONS) -> np.ndarray:
+    """Species index from a uniform: the number of cumulative fractions below ``u`` (vectorised compares)."""
+    cdf = np.cumsum(fractions / np.sum(fractions))[:-1].astype(np.float32)
+    out = (u >= cdf[0]).view(np.int8).copy()
+    for c in cdf[1:]:
+        out += (u >= c).view(np.int8)
+    return out
+
+
 def generate_particles(rng: np.random.Generator, n: int, chunk_index: int, chunk_size: int,
                        fractions: np.ndarray = FRACTIONS) -> dict[str, np.ndarray]:
     """``n`` charged particles from pp collisions: the contract's generator-level columns.
 
     ``evtNumber`` is ``chunk_index * chunk_size + (event index in the chunk)``: unique within a file and
-    computable from the chunk alone.
+    computable from the chunk alone. Secondaries (heavy-flavour and V0 decay products) start displaced along
+    their direction of flight.
     """
     ev = sample_events(rng, n)
     e = ev.particle_event
-    species = sample_species(rng, n, fractions)
-    u = rng.random((4, n), dtype=np.float32)
-    charge = np.where(u[0] < 0.5, 1, -1).astype(np.int32)
-    p = _species_momentum(u[1], species)
-    eta = sample_eta(rng, n)
-    phi = np.float32(2 * np.pi) * u[2] - np.float32(np.pi)
+    u = rng.random((8, n), dtype=np.float32)  # species, charge, p, phi, PV, secondary, eta (2)
+    species = species_from_uniform(u[0], fractions)
+    positive = u[1] < np.float32(0.5)
+    p = _species_momentum(u[2], species)
+    eta = np.float32(ETA_MIN) + np.float32(ETA_MAX - ETA_MIN) * (np.float32(0.62) * u[6] + np.float32(0.38) * u[7])
+    phi = np.float32(2 * np.pi) * u[3] - np.float32(np.pi)
     px, py, pz = momentum_vector(p, eta, phi)
-    # origin: one of the event's PVs, displaced along the flight direction for secondaries
-    pv_row = ev.pv_offset[e] + (u[3] * ev.n_pvs[e]).astype(np.int64)
+    # origin: one of the event's PVs, displaced along the flight direction for secondaries; the secondary's
+    # uniform, rescaled within its class, gives the exponential flight length
+    pv_row = ev.pv_offset[e] + (u[4] * ev.n_pvs[e]).astype(np.int64)
     x, y, z = ev.pv_x[pv_row], ev.pv_y[pv_row], ev.pv_z[pv_row]
-    kind = rng.random(n, dtype=np.float32)
-    flight = rng.standard_exponential(n, dtype=np.float32)
-    dz = np.where(kind < SECONDARY_HF[0], flight * np.float32(SECONDARY_HF[1]),
-                  np.where(kind < SECONDARY_HF[0] + SECONDARY_V0[0], flight * np.float32(SECONDARY_V0[1]), 0))
-    dz = dz.astype(np.float32)
-    tx, ty = px / pz, py / pz
+    f_hf, l_hf = SECONDARY_HF
+    f_v0, l_v0 = SECONDARY_V0
+    k = u[5]
+    sec = np.flatnonzero(k < np.float32(f_hf + f_v0))
+    ks = k[sec]
+    hf = ks < np.float32(f_hf)
+    w = np.where(hf, ks * np.float32(1 / f_hf), (ks - np.float32(f_hf)) * np.float32(1 / f_v0))
+    dz = -np.log(np.maximum(w, np.float32(1e-30)))
+    dz *= np.where(hf, np.float32(l_hf), np.float32(l_v0))
+    x[sec] += px[sec] / pz[sec] * dz
+    y[sec] += py[sec] / pz[sec] * dz
+    z[sec] += dz
     return {
-        "evtNumber": (np.int64(chunk_index) * np.int64(chunk_size) + e).astype(np.int64),
+        "evtNumber": np.int64(chunk_index) * np.int64(chunk_size) + e,
         "nTracks": ev.n_tracks[e],
         "nPVs": ev.n_pvs[e],
-        "mc_x": (x + tx * dz).astype(np.float32),
-        "mc_y": (y + ty * dz).astype(np.float32),
-        "mc_z": (z + dz).astype(np.float32),
-        "mc_px": px.astype(np.float32),
-        "mc_py": py.astype(np.float32),
-        "mc_pz": pz.astype(np.float32),
-        "mc_charge": charge,
-        "mcID": pdg_id(species, charge),
+        "mc_x": x, "mc_y": y, "mc_z": z, "mc_px": px, "mc_py": py, "mc_pz": pz,
+        "mc_charge": np.where(positive, np.int32(1), np.int32(-1)),
+        "mcID": _PDG_BY_CHARGE[species, positive.view(np.int8)],
     }

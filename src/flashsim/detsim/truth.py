@@ -115,49 +115,83 @@ def logistic(x: np.ndarray) -> np.ndarray:
     return F(0.5) * np.tanh(F(0.5) * x) + F(0.5)
 
 
-def _edge(x: np.ndarray) -> np.ndarray:
-    """A soft step: 0 below -2, 1 above +2, a cubic smoothstep in between (x in units of the edge width)."""
-    y = np.clip(F(0.5) + F(0.25) * x, F(0), F(1))
-    return y * y * (F(3) - F(2) * y)
+def _ramp(d: np.ndarray, scale) -> np.ndarray:
+    """A soft step in place: 0 for d * scale < -1/2, 1 above +1/2, linear in between (``scale`` = 1 / (4 w):
+    an edge of width w is blurred over ±2 w). ``d`` is overwritten."""
+    d *= scale
+    d += F(0.5)
+    return np.clip(d, F(0), F(1), out=d)
 
 
-def _box(x, y, half_x, half_y, w):
-    """Soft probability to be inside the rectangle |x| < half_x, |y| < half_y (edge width w)."""
-    inv_w = F(1) / w
-    return _edge((F(half_x) - np.abs(x)) * inv_w) * _edge((F(half_y) - np.abs(y)) * inv_w)
+def _box(x, y, half_x, half_y, scale):
+    """Soft probability to be inside the rectangle |x| < half_x, |y| < half_y."""
+    inside = _ramp(F(half_x) - np.abs(x), scale)
+    inside *= _ramp(F(half_y) - np.abs(y), scale)
+    return inside
+
+
+def _outside(x, y, half, scale):
+    """Soft probability to be outside the square beam hole |x|, |y| < half."""
+    hole = _box(x, y, half, half, scale)
+    np.subtract(F(1), hole, out=hole)
+    return hole
 
 
 def station_probabilities(cols: Mapping | Kin) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Probabilities (v, u, t) to leave enough hits in the VELO, the UT and the T stations (independent)."""
-    k = cols if isinstance(cols, Kin) else derive(cols)
+    v, u, t, _ = station_details(cols if isinstance(cols, Kin) else derive(cols))
+    return v, u, t
+
+
+def velo_length(k: Kin) -> np.ndarray:
+    """z length (mm) of the trajectory inside the VELO's sensitive radii (may be negative: not crossed)."""
     inv_t = F(1) / k.t
-    # VELO: z length of the trajectory inside the sensitive radii, at least VELO_L_MIN
-    lo = np.maximum(np.maximum(k.z0, k.zc + F(VELO_R_IN) * inv_t), F(VELO_Z_MIN))
-    hi = np.minimum(k.zc + F(VELO_R_OUT) * inv_t, F(VELO_Z_MAX))
-    v = _edge((hi - lo - F(VELO_L_MIN)) * F(1 / VELO_WIDTH))
+    lo = np.maximum(k.zc + F(VELO_R_IN) * inv_t, k.z0)
+    np.maximum(lo, F(VELO_Z_MIN), out=lo)
+    hi = k.zc + F(VELO_R_OUT) * inv_t
+    np.minimum(hi, F(VELO_Z_MAX), out=hi)
+    hi -= lo
+    return hi
+
+
+def station_details(k: Kin) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(v, u, t) of :func:`station_probabilities` and the :func:`velo_length` (which sets the VELO hits)."""
+    length = velo_length(k)
+    v = _ramp(length - F(VELO_L_MIN), F(1 / (4 * VELO_WIDTH)))
     theta0 = F(MS_THETA) / k.p
-    # UT: a plane with a beam hole, reached before the magnet
-    lever = F(Z_UT) - k.zc
-    w = np.sqrt(F(EDGE_WIDTH**2) + (theta0 * lever) ** 2)
-    xu, yu = k.x0 + k.tx * (F(Z_UT) - k.z0), k.y0 + k.ty * (F(Z_UT) - k.z0)
-    u = (_box(xu, yu, UT_X, UT_Y, w) * (F(1) - _box(xu, yu, UT_HOLE, UT_HOLE, w))
-         * _edge((F(Z_UT - 50) - k.z0) * F(1 / 20)))
+    # UT: a plane with a beam hole, reached before the magnet; the edges blurred by multiple scattering
+    dz_ut = F(Z_UT) - k.z0
+    ms = theta0 * (F(Z_UT) - k.zc)
+    scale = F(0.25) / np.sqrt(F(EDGE_WIDTH**2) + ms * ms)
+    xu, yu = k.x0 + k.tx * dz_ut, k.y0 + k.ty * dz_ut
+    u = _box(xu, yu, UT_X, UT_Y, scale)
+    u *= _outside(xu, yu, UT_HOLE, scale)
+    u *= _ramp(dz_ut - F(50), F(1 / 80))
     # T stations after the dipole kick: box at T3, beam hole at T1; decays and interactions on the way
     xm = k.x0 + k.tx * (F(Z_MAG) - k.z0)
-    tx_t = k.tx + k.q * F(PT_KICK) / k.pz
-    w = np.sqrt(F(EDGE_WIDTH**2) + (theta0 * (F(Z_T3) - k.zc)) ** 2)
-    x1, y1 = xm + tx_t * F(Z_T1 - Z_MAG), k.y0 + k.ty * (F(Z_T1) - k.z0)
-    x3, y3 = xm + tx_t * F(Z_T3 - Z_MAG), k.y0 + k.ty * (F(Z_T3) - k.z0)
-    path = (F(Z_T3) - k.z0) * np.sqrt(F(1) + k.t * k.t)
-    survive = HADRONIC_SURVIVAL[k.species] * np.exp(-path * MASS_OVER_CTAU[k.species] / k.p)
-    t = (_box(x3, y3, T_X, T_Y, w) * (F(1) - _box(x1, y1, T_HOLE, T_HOLE, w)) * survive
-         * _edge((F(Z_T1 - 300) - k.z0) * F(1 / 50)))
-    return v, u, t
+    tx_t = k.q * F(PT_KICK) / k.pz
+    tx_t += k.tx
+    ms = theta0 * (F(Z_T3) - k.zc)
+    scale = F(0.25) / np.sqrt(F(EDGE_WIDTH**2) + ms * ms)
+    dz_t3 = F(Z_T3) - k.z0
+    t = _box(xm + tx_t * F(Z_T3 - Z_MAG), k.y0 + k.ty * dz_t3, T_X, T_Y, scale)
+    t *= _outside(xm + tx_t * F(Z_T1 - Z_MAG), k.y0 + k.ty * (F(Z_T1) - k.z0), T_HOLE, scale)
+    path = dz_t3 * np.sqrt(F(1) + k.t * k.t)
+    path *= MASS_OVER_CTAU[k.species]
+    path /= k.p
+    t *= np.exp(-path)
+    t *= HADRONIC_SURVIVAL[k.species]
+    t *= _ramp(dz_t3 - F(Z_T3 - Z_T1 + 300), F(1 / 200))
+    return v, u, t, length
 
 
 def acceptance_probability(cols: Mapping | Kin) -> np.ndarray:
     """P(acceptance = 1): at least two of VELO, UT and T stations crossed."""
     v, u, t = station_probabilities(cols)
+    return acceptance_fromstation_details(v, u, t)
+
+
+def acceptance_fromstation_details(v: np.ndarray, u: np.ndarray, t: np.ndarray) -> np.ndarray:
     return v * u + v * t + u * t - F(2) * v * u * t
 
 
@@ -283,3 +317,71 @@ def residual_std(cols: Mapping | Kin, track_type: np.ndarray | int) -> dict[str,
     brem_var = qop * qop * F(m2 - m1 * m1)
     out["qop"] = np.where(k.species == 0, np.sqrt(out["qop"] ** 2 + brem_var), out["qop"])
     return out
+
+
+# --- ghost tracks -----------------------------------------------------------------------------------------------
+# Ghost sample model: event occupancy and eta are drawn first; the class (ghost or real) from a prior that rises
+# with occupancy and towards the acceptance edges; then every other feature from a class-conditional distribution
+# with a closed-form density. The true ghost probability is the exact Bayes posterior P(ghost | the 17 features).
+GHOST_PRIOR = (-2.4, 0.006, 0.5)  # logit = a + b * (nTracks - 100) + c * (eta - 3.5)^2
+GHOST_SPECTRUM = {0: (6000.0, 2.7), 1: (4000.0, 3.0)}  # class -> (p0, index) of the momentum spectrum
+GHOST_VELO_HITS = (7.0, 1.5, 0.85)  # nVeloHits = 6 + Poisson(lam), lam = (a + b * (eta - 2)) * (c if ghost)
+GHOST_VELO_HOLES = (0.3, 0.6)  # Poisson mean, real / ghost
+GHOST_UT_EFF = (0.88, 0.72)  # nUTHits ~ Binomial(4, .)
+GHOST_FT_EFF = (0.85, 0.72)  # nFTHits = 9 + Binomial(3, .)
+GHOST_FT_HOLES = (0.2, 0.4)
+GHOST_VELO_CHI2_SCALE = (1.0, 1.15)  # veloChi2PerDoF ~ Gamma(veloNDoF / 2, scale * 2 / veloNDoF)
+GHOST_T_CHI2_SCALE = (1.0, 1.3)
+GHOST_MATCH_THETA = (1.2, 3.0)  # matchChi2 ~ Gamma(2, theta); real: theta * (1 + 3 GeV/p) (scattering)
+
+
+def ghost_velo_lambda(eta: np.ndarray, ghost: np.ndarray | bool) -> np.ndarray:
+    a, b, c = GHOST_VELO_HITS
+    lam = a + b * (np.asarray(eta, dtype=np.float64) - 2.0)
+    return np.maximum(lam, 1.0) * np.where(ghost, c, 1.0)
+
+
+def ghost_match_theta(p: np.ndarray, ghost: np.ndarray | bool) -> np.ndarray:
+    """Scale of the matchChi2 Gamma(2, theta): multiple scattering raises it for real low-momentum tracks."""
+    real = GHOST_MATCH_THETA[0] * (1.0 + 3000.0 / np.asarray(p, dtype=np.float64))
+    return np.where(ghost, GHOST_MATCH_THETA[1], real)
+
+
+def ghost_prior_logit(n_tracks: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    a, b, c = GHOST_PRIOR
+    return a + b * (np.asarray(n_tracks, np.float64) - 100.0) + c * (np.asarray(eta, np.float64) - 3.5) ** 2
+
+
+def ghost_log_odds(cols: Mapping) -> np.ndarray:
+    """Exact log posterior odds log P(ghost | features) / P(real | features) of the ghost sample (float64)."""
+    g = {name: np.asarray(cols[name], dtype=np.float64) for name in
+         ("nTracks", "eta", "p", "nVeloHits", "nVeloHoles", "nUTHits", "nFTHits", "nFTHoles",
+          "veloChi2PerDoF", "veloNDoF", "TChi2PerDoF", "TNDoF", "matchChi2")}
+    out = ghost_prior_logit(g["nTracks"], g["eta"])
+    out += kin.momentum_log_pdf(g["p"], *GHOST_SPECTRUM[1]) - kin.momentum_log_pdf(g["p"], *GHOST_SPECTRUM[0])
+    lam0, lam1 = ghost_velo_lambda(g["eta"], False), ghost_velo_lambda(g["eta"], True)
+    out += _poisson_llr(g["nVeloHits"] - 6, lam1, lam0) + _poisson_llr(g["nVeloHoles"], *GHOST_VELO_HOLES[::-1])
+    out += _poisson_llr(g["nFTHoles"], *GHOST_FT_HOLES[::-1])
+    out += _binomial_llr(g["nUTHits"], 4, *GHOST_UT_EFF[::-1]) + _binomial_llr(g["nFTHits"] - 9, 3, *GHOST_FT_EFF[::-1])
+    for x, ndof, (s0, s1) in ((g["veloChi2PerDoF"], g["veloNDoF"], GHOST_VELO_CHI2_SCALE),
+                              (g["TChi2PerDoF"], g["TNDoF"], GHOST_T_CHI2_SCALE)):
+        out += _gamma_llr(x, ndof / 2, s1 * 2 / ndof, s0 * 2 / ndof)
+    out += _gamma_llr(g["matchChi2"], 2.0, GHOST_MATCH_THETA[1], ghost_match_theta(g["p"], False))
+    return out
+
+
+def ghost_probability(cols: Mapping) -> np.ndarray:
+    """True ghost probability of each track of the ghost sample, from its 17 features (float64)."""
+    return 1.0 / (1.0 + np.exp(-ghost_log_odds(cols)))
+
+
+def _poisson_llr(k, lam1, lam0):
+    return k * np.log(lam1 / lam0) - (lam1 - lam0)
+
+
+def _binomial_llr(k, n, q1, q0):
+    return k * np.log(q1 / q0) + (n - k) * np.log((1 - q1) / (1 - q0))
+
+
+def _gamma_llr(x, shape, theta1, theta0):
+    return -x * (1 / theta1 - 1 / theta0) - shape * np.log(theta1 / theta0)
