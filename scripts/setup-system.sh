@@ -5,11 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(xrootd-server xrootd-client slurm-wlm munge rsync nodejs npm)
 missing=()
-for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+for p in "${pkgs[@]}"; do
+  # nodejs builds from NodeSource bundle npm (and conflict with Debian's npm package): a working npm is enough.
+  if [ "$p" = npm ] && command -v npm >/dev/null; then continue; fi
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 if [ ${#missing[@]} -gt 0 ]; then
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if [ ! -x node_modules/.bin/gitlab-ci-local ]; then
   npm install --no-save --no-audit --no-fund --silent gitlab-ci-local@4.73.0 >/dev/null
