@@ -19,6 +19,9 @@ COMMANDS: dict[str, str] = {
     "prepare": "flashsim.prepare",
     "contract": "flashsim.io.contract",
     "bench": "flashsim.bench",
+    "promote": "flashsim.mlops.promote",
+    "compare": "flashsim.mlops.compare",
+    "provenance": "flashsim.mlops.provenance",
 }
 
 
