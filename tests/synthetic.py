@@ -8,6 +8,7 @@ Jagged contract branches ``<group>_<field>`` are written as one uproot record pe
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,15 +75,16 @@ def make_columns(kind: str, n: int, *, seed: int = 0, first_event: int = 0) -> C
 
 
 def write_root(path: str | Path, columns: Columns, tree: str, *, rename: dict[str, str] | None = None,
-               compression: Any = None, chunks: int = 2) -> Path:
-    """Write ``columns`` as a TTree ``tree``: flat arrays as branches, jagged ones grouped into records."""
+               compression: Any = None, chunks: int = 2, loose: tuple[str, ...] = ()) -> Path:
+    """Write ``columns`` as a TTree ``tree``: flat arrays as branches, jagged ones grouped into records
+    (except those in ``loose``: standalone jagged branches with their own counter)."""
     rename = rename or {}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     branches: dict[str, Any] = {}
     records: dict[str, dict[str, Any]] = {}
     for name, values in columns.items():
-        if isinstance(values, ak.Array):
+        if isinstance(values, ak.Array) and name not in loose:
             group, fld = name.split("_", 1)
             records.setdefault(group, {})[fld] = values
         else:
@@ -94,7 +96,7 @@ def write_root(path: str | Path, columns: Columns, tree: str, *, rename: dict[st
     with uproot.recreate(path, compression=compression or uproot.ZLIB(1)) as f:
         t = f.mktree(tree, types)
         bounds = np.linspace(0, n, chunks + 1).astype(int)
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        for a, b in itertools.pairwise(bounds):
             if b > a:
                 t.extend({k: v[a:b] for k, v in branches.items()})
     return path
@@ -102,9 +104,9 @@ def write_root(path: str | Path, columns: Columns, tree: str, *, rename: dict[st
 
 def write_sample(path: str | Path, kind: str, n: int = 2000, *, seed: int = 0, tree: str | None = None,
                  rename: dict[str, str] | None = None, modify: Callable[[Columns], None] | None = None,
-                 first_event: int = 0, chunks: int = 2) -> Path:
+                 first_event: int = 0, chunks: int = 2, loose: tuple[str, ...] = ()) -> Path:
     """A contract-conforming file of ``kind`` (``modify`` may break it on purpose before writing)."""
     cols = make_columns(kind, n, seed=seed, first_event=first_event)
     if modify is not None:
         modify(cols)
-    return write_root(path, cols, tree or SAMPLES[kind].tree, rename=rename, chunks=chunks)
+    return write_root(path, cols, tree or SAMPLES[kind].tree, rename=rename, chunks=chunks, loose=loose)

@@ -26,6 +26,7 @@ Optional (truth-only) contract branches are read when every file has them and dr
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import glob
 import logging
@@ -173,6 +174,15 @@ def _expand_url(url: str, globbed: bool, tree: str | None) -> list[str]:
     return sorted(fs.unstrip_protocol(p) for p in paths)
 
 
+def _forget_listings(url: str) -> None:
+    """Drop fsspec's cached directory listings for ``url``'s server: fsspec-xrootd answers size queries from
+    them and fails on files created after the listing."""
+    import fsspec
+
+    with contextlib.suppress(Exception):
+        fsspec.core.url_to_fs(url)[0].invalidate_cache()
+
+
 # ------------------------------------------------------------------------------------------------ opening
 def _root_header(path: str) -> tuple[int, int] | None:
     """(fEND, size on disk) of a local ROOT file, None if it is not one (checked by the caller)."""
@@ -202,6 +212,8 @@ def open_tree(path: str, spec: SampleSpec) -> Any:
         if size < end:
             raise InputError(f"truncated file: {size} bytes on disk, the ROOT header says {end}",
                              file=path, tree=tree)
+    if is_url(path):
+        _forget_listings(path)
     try:
         f = uproot.open(path)
     except FileNotFoundError as err:
@@ -210,7 +222,10 @@ def open_tree(path: str, spec: SampleSpec) -> Any:
         raise InputError(f"cannot open as a ROOT file (corrupt or truncated?): {_short(err)}",
                          file=path, tree=tree) from err
     if is_url(path):
-        size = f.file.source.num_bytes
+        try:
+            size = f.file.source.num_bytes
+        except Exception as err:
+            raise InputError(f"cannot stat the file: {_short(err)}", file=path, tree=tree) from err
         if size is not None and size < f.file.fEND:
             raise InputError(f"truncated file: {size} bytes, the ROOT header says {f.file.fEND}",
                              file=path, tree=tree)
@@ -246,8 +261,9 @@ def check_schema(ttree: Any, path: str, spec: SampleSpec) -> list[Column]:
                 continue
             near = difflib.get_close_matches(name, sorted(present), n=1)
             hint = f"; closest in file: '{near[0]}'" if near else ""
-            raise InputError(f"missing branch (contract '{col.name}' of kind {spec.kind}){hint}; map it with "
-                             f"inputs.{spec.name}.branches", file=path, tree=spec.tree, branch=name)
+            what = f"contract branch '{col.name}' required" if name != col.name else "required"
+            raise InputError(f"missing branch ({what} by the {spec.kind} contract){hint}; map the file's name "
+                             f"with inputs.{spec.name}.branches", file=path, tree=spec.tree, branch=name)
         _check_type(ttree[name], col, path, spec)
         cols.append(col)
     return cols
