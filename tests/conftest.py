@@ -1,10 +1,11 @@
-"""Shared fixtures: the repository root and a scratch copy of params."""
+"""Shared fixtures: the repository root and the real servers (servers.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from servers import xrootd  # noqa: F401 - session fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 
