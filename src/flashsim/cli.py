@@ -19,6 +19,9 @@ COMMANDS: dict[str, str] = {
     "prepare": "flashsim.prepare",
     "contract": "flashsim.io.contract",
     "bench": "flashsim.bench",
+    "train": "flashsim.drivers.train",
+    "export": "flashsim.drivers.export",
+    "validate": "flashsim.drivers.validate",
 }
 
 
