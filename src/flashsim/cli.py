@@ -23,6 +23,9 @@ COMMANDS: dict[str, str] = {
     "promote": "flashsim.mlops.promote",
     "compare": "flashsim.mlops.compare",
     "provenance": "flashsim.mlops.provenance",
+    "train": "flashsim.drivers.train",
+    "export": "flashsim.drivers.export",
+    "validate": "flashsim.drivers.validate",
 }
 
 
