@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import socket
 import socketserver
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -243,3 +245,36 @@ def test_server_lost_during_job_replays_into_local_store(tracked, monkeypatch, m
 
     remote = MlflowClient(mlflow_tracking_server.url)
     assert [m.value for m in remote.get_metric_history(server_run, "loss")] == [1.0]
+
+
+def test_eight_concurrent_jobs_lose_nothing(tmp_path, mlflow_tracking_server):
+    """8 training processes log to one server at once: every run, metric point, artifact and version arrives."""
+    from mlflow import MlflowClient
+
+    root = make_project(tmp_path / "proj")
+    env = {**os.environ, "FLASHSIM_TRACKING": "on", "MLFLOW_TRACKING_URI": mlflow_tracking_server.url,
+           "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    epochs = 40
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "mlflow_worker.py"), f"conc{i}", str(i),
+                               str(epochs), str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                              text=True) for i in range(8)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    client = MlflowClient(mlflow_tracking_server.url)
+    assert len({r["run_id"] for r in results}) == 8
+    for r in results:
+        assert r["uri"] == mlflow_tracking_server.url and not r["fallback"], r
+        run = client.get_run(r["run_id"])
+        assert run.info.status == "FINISHED" and run.data.params["seed"] == r["name"][4:]
+        history = client.get_metric_history(r["run_id"], "loss")
+        assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == list(enumerate(r["losses"]))
+        assert len(client.get_metric_history(r["run_id"], "accuracy")) == epochs
+        dst = tmp_path / "dl" / r["name"]
+        got = Path(client.download_artifacts(r["run_id"], f"model/{r['name']}.onnx", str(dst)))
+        assert tracking.file_sha256(got) == r["onnx_sha256"]
+        mv = client.get_model_version_by_alias(r["name"], "candidate")
+        assert str(mv.version) == r["version"] == "1" and mv.run_id == r["run_id"]
+        assert mv.tags["onnx_sha256"] == r["onnx_sha256"]
