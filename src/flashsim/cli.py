@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "promote": "flashsim.mlops.promote",
     "compare": "flashsim.mlops.compare",
     "provenance": "flashsim.mlops.provenance",
+    "summarize": "flashsim.mlops.summary",
 }
 
 
