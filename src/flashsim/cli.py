@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "train": "flashsim.drivers.train",
     "export": "flashsim.drivers.export",
     "validate": "flashsim.drivers.validate",
+    "summarize": "flashsim.mlops.summary",
 }
 
 
