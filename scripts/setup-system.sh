@@ -3,13 +3,11 @@
 # Slurm + munge, rsync and Node.js for gitlab-ci-local. Idempotent; uses sudo when not root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(xrootd-server xrootd-client slurm-wlm munge rsync nodejs npm)
+pkgs=(xrootd-server xrootd-client slurm-wlm munge rsync)
 missing=()
-for p in "${pkgs[@]}"; do
-  # nodejs builds from NodeSource bundle npm (and conflict with Debian's npm package): a working npm is enough.
-  if [ "$p" = npm ] && command -v npm >/dev/null; then continue; fi
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+# Node.js may come from another source that bundles npm: only ask Debian for it when npm is missing.
+command -v npm >/dev/null || missing+=(nodejs npm)
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq

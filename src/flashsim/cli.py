@@ -20,6 +20,9 @@ COMMANDS: dict[str, str] = {
     "contract": "flashsim.io.contract",
     "bench": "flashsim.bench",
     "install-profiles": "flashsim.cluster",
+    "promote": "flashsim.mlops.promote",
+    "compare": "flashsim.mlops.compare",
+    "provenance": "flashsim.mlops.provenance",
 }
 
 
