@@ -19,6 +19,10 @@ COMMANDS: dict[str, str] = {
     "prepare": "flashsim.prepare",
     "contract": "flashsim.io.contract",
     "bench": "flashsim.bench",
+    "install-profiles": "flashsim.cluster",
+    "promote": "flashsim.mlops.promote",
+    "compare": "flashsim.mlops.compare",
+    "provenance": "flashsim.mlops.provenance",
 }
 
 
