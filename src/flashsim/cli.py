@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "prepare": "flashsim.prepare",
     "contract": "flashsim.io.contract",
     "bench": "flashsim.bench",
+    "simulate": "flashsim.runtime.simulate",
+    "cabi": "flashsim.runtime.export_c",
 }
 
 
