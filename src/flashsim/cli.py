@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "export": "flashsim.drivers.export",
     "validate": "flashsim.drivers.validate",
     "summarize": "flashsim.mlops.summary",
+    "simulate": "flashsim.runtime.simulate",
+    "cabi": "flashsim.runtime.export_c",
 }
 
 
