@@ -70,6 +70,25 @@ def check_weights(w: np.ndarray | None, *, file: str, branch: str | None) -> np.
     return w
 
 
+SWEIGHT_SCHEMA = {
+    "sweights": {"type": "string", "enum": ["regressed", "direct"], "default": "regressed",
+                 "description": "regressed: train with E[sWeight | conditions, targets] (non-negative, unbiased); "
+                                "direct: the sWeights themselves in the loss"},
+}
+
+
+def training_weights(fam, df, seen: list[np.ndarray]) -> np.ndarray | None:
+    """The training weights of a PID family: sWeights checked, then regressed to P(signal | everything the loss
+    sees) unless ``sweights: direct`` (see :func:`flashsim.training.signal_probability_weights`)."""
+    from flashsim.training import signal_probability_weights
+
+    raw = fam.weights(df)
+    if raw is None or fam.cfg.get("sweights", "regressed") == "direct":
+        return raw
+    x = np.hstack([np.asarray(a, dtype=np.float32).reshape(len(a), -1) for a in seen])
+    return signal_probability_weights(x, raw, seed=fam.spec.seed, threads=fam.cfg.get("threads") or 1)
+
+
 # ---------------------------------------------------------------- cut efficiencies
 _CUT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<|==)\s*([-+0-9.eE]+)\s*$")
 _OPS = {">": np.greater, "<": np.less, ">=": np.greater_equal, "<=": np.less_equal, "==": np.equal}
@@ -132,6 +151,19 @@ def cut_efficiency_report(fam, ref: dict[str, np.ndarray], gen: dict[str, np.nda
     plot = plot_efficiency_curves(curves, edges, p, report_dir / "pid_efficiencies.png",
                                     xlabel="p [MeV/c]", title=fam.spec.name)
     return metrics, [plot]
+
+
+def truth_metrics(df, x: np.ndarray, ref: np.ndarray, gen: np.ndarray, seed: int) -> dict[str, float]:
+    """Where the reference simulation's truth is present (``is_signal``): the two-sample AUC of the model against
+    the pure signal, unweighted (more sensitive than the sWeighted AUC, which real data allows)."""
+    from flashsim import validation as V
+
+    if "is_signal" not in df.columns:
+        return {}
+    s = df["is_signal"].to_numpy() == 1
+    if s.sum() < 200:
+        return {}
+    return {"truth.signal_only_auc": V.two_sample_auc(ref[s], gen[s], conditions=x[s], seed=seed)}
 
 
 def _w(w: np.ndarray | None, like: np.ndarray) -> np.ndarray:

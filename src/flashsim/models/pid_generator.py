@@ -25,6 +25,10 @@ PID_SCHEMA: dict[str, Any] = {
     "unit_interval": {"type": "array", "items": {"type": "string"}, "default": [],
                       "description": "targets bounded to [0, 1] (ProbNN)"},
     "momentum": {"type": "string", "default": pc.KINEMATICS[0], "description": "column of the momentum bins"},
+    "differences": {"type": "object", "additionalProperties": {"type": "string"}, "default": {},
+                    "description": "target -> another target: the core generates their difference and the graph "
+                                   "adds the other back (exact equalities, e.g. DLLp == DLLk below both "
+                                   "thresholds, become an exact atom at 0)"},
 }
 
 
@@ -43,11 +47,46 @@ class ClampColumns(nn.Module):
         return torch.minimum(torch.maximum(y, self.lo), self.hi)
 
 
+class AddColumns(nn.Module):
+    """``y[:, i] += y[:, j]`` for each (i, j) pair, sources taken before any addition."""
+
+    def __init__(self, n_out: int, pairs: list[tuple[int, int]]) -> None:
+        super().__init__()
+        self.n_out, self.pairs = n_out, pairs
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        out = [y[:, k] for k in range(y.shape[1])]
+        for i, j in self.pairs:  # exact float addition (a matmul would not keep d == 0 -> y_i == y_j exactly)
+            out[i] = y[:, i] + y[:, j]
+        return torch.stack(out, dim=1)
+
+
 class Family(generator.Family):
-    SCHEMA: ClassVar[dict[str, Any]] = {**generator.GEN_SCHEMA, **PID_SCHEMA}
+    SCHEMA: ClassVar[dict[str, Any]] = {**generator.GEN_SCHEMA, **PID_SCHEMA, **pc.SWEIGHT_SCHEMA}
 
     def derive(self, df):
         return pc.derive(super().derive(df))
+
+    def _difference_pairs(self) -> list[tuple[int, int]]:
+        names = self.output_names_core()
+        pairs = []
+        for a, b in self.cfg["differences"].items():
+            if a not in names or b not in names or a == b or b in self.cfg["differences"]:
+                from flashsim.errors import ConfigError
+
+                raise ConfigError(f"models/{self.spec.name}/differences: {a} -> {b} must map a target to another "
+                                  f"target that is not itself a difference")
+            pairs.append((names.index(a), names.index(b)))
+        return pairs
+
+    def targets_core(self, df) -> np.ndarray:
+        y = np.array(super().targets_core(df))  # a copy: the frame's buffer may be read-only
+        for i, j in self._difference_pairs():
+            y[:, i] = y[:, i] - y[:, j]
+        return y
+
+    def targets(self, df) -> np.ndarray:
+        return self._columns(df, self.output_names(), "target")
 
     def weights(self, df) -> np.ndarray | None:
         return pc.check_weights(super().weights(df), file=str(self.spec.prepared("train")),
@@ -62,8 +101,13 @@ class Family(generator.Family):
 
             raise ConfigError(f"models/{self.spec.name}/unit_interval: {unknown} are not targets")
         cols = [names.index(c) for c in self.cfg["unit_interval"]]
-        mods = [m for m in (shared, ClampColumns(len(names), cols) if cols else None) if m is not None]
+        pairs = self._difference_pairs()
+        mods = [m for m in (shared, AddColumns(len(names), pairs) if pairs else None,
+                            ClampColumns(len(names), cols) if cols else None) if m is not None]
         return None if not mods else mods[0] if len(mods) == 1 else nn.Sequential(*mods)
+
+    def training_weights(self, df, seen: list[np.ndarray]) -> np.ndarray | None:
+        return pc.training_weights(self, df, seen)
 
     def validate(self, df, predict, report_dir: Path) -> tuple[dict, list[Path]]:
         metrics, plots = super().validate(df, predict, report_dir)
@@ -79,4 +123,5 @@ class Family(generator.Family):
         m, p = pc.cut_efficiency_report(self, ref, gcols, df[self.cfg["momentum"]].to_numpy(np.float64),
                                         self.weights(df), self.cfg["cuts"], report_dir)
         metrics.update(m)
+        metrics.update(pc.truth_metrics(df, x, self.targets(df), gen, self.spec.seed))
         return metrics, plots + p

@@ -190,6 +190,7 @@ class Family(TorchFamily):
         m, p = pc.cut_efficiency_report(self, ref, gcols, df[momentum].to_numpy(np.float64),
                                         self.weights(df), self.cfg["cuts"], report_dir)
         metrics.update(m)
+        metrics.update(pc.truth_metrics(df, x, self.targets(df), gen, self.spec.seed))
         # the NaN convention of the muon LLs holds row by row
         is_mu = gen[:, 0] > 0.5
         mu_cols = [j for j, n in enumerate(self.stage_outputs()) if n in pc.MUON]
