@@ -21,11 +21,13 @@ from torch import nn
 TARGETS = ("gaussian", "uniform")
 
 
-def weighted_cdf(values: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def weighted_cdf(values: np.ndarray, weights: np.ndarray | None = None,
+                 upper: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct values and the monotone weighted CDF at each (mid-point of each jump).
 
     Negative weights are allowed: the cumulative sum is normalised by the total, made non-decreasing with a
-    running maximum and clipped to [0, 1]. Returns ``(xs, u)`` with ``xs`` strictly increasing.
+    running maximum and clipped to [0, 1]. Returns ``(xs, u)`` with ``xs`` strictly increasing (``upper``: u at
+    the top of each jump instead of its middle).
     """
     v = np.asarray(values, dtype=np.float64)
     w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -41,8 +43,22 @@ def weighted_cdf(values: np.ndarray, weights: np.ndarray | None = None) -> tuple
     if not total > 0:
         raise ValueError("the sum of weights must be positive")
     hi = np.clip(np.maximum.accumulate(np.cumsum(wsum) / total), 0.0, 1.0)
+    if upper:
+        return xs, hi
     lo = np.concatenate([[0.0], hi[:-1]])
     return xs, 0.5 * (lo + hi)
+
+
+def _to_target(u: np.ndarray, target: str, tail: float) -> np.ndarray:
+    u = np.clip(u, tail, 1.0 - tail)
+    return ndtri(u) if target == "gaussian" else u
+
+
+def _column_steps(values: np.ndarray, weights: np.ndarray | None, target: str,
+                  tail: float) -> tuple[np.ndarray, np.ndarray]:
+    """Discrete column: its values and the target-space boundaries between them (top of each CDF jump)."""
+    xs, hi = weighted_cdf(values, weights, upper=True)
+    return _strict_float32(xs), _strict_float32(_to_target(hi[:-1], target, tail))
 
 
 def _column_knots(values: np.ndarray, weights: np.ndarray | None, n_knots: int, target: str,
@@ -59,10 +75,8 @@ def _column_knots(values: np.ndarray, weights: np.ndarray | None, n_knots: int, 
         kx[0], kx[-1] = xs[0], xs[-1]
         kx = np.unique(kx.astype(np.float32)).astype(np.float64)
         ku = np.interp(kx, xs, u)
-    # keep the targets strictly increasing even where the CDF is flat (negative weights)
-    ku = np.clip(ku, tail, 1.0 - tail)
-    kt = ndtri(ku) if target == "gaussian" else ku
-    return _strict_float32(kx), _strict_float32(kt)
+    # strictly increasing targets even where the CDF is flat (negative weights)
+    return _strict_float32(kx), _strict_float32(_to_target(ku, target, tail))
 
 
 def _strict_float32(k: np.ndarray) -> np.ndarray:
@@ -90,6 +104,23 @@ class _PiecewiseLinear(nn.Module):
         return self.y0 + (seg * self.s).sum(-1)
 
 
+class _Staircase(nn.Module):
+    """Per column ``y = v0 + sum_k dv_k [t > b_k]`` for discrete columns, mixed with a continuous map by mask."""
+
+    def __init__(self, b: torch.Tensor, dv: torch.Tensor, v0: torch.Tensor, mask: torch.Tensor,
+                 continuous: nn.Module) -> None:
+        super().__init__()
+        self.register_buffer("b", b)  # [F, S] boundaries in target space
+        self.register_buffer("dv", dv)  # [F, S] value increments (0 for padding and continuous columns)
+        self.register_buffer("v0", v0)  # [F]
+        self.register_buffer("mask", mask)  # [F] 1 for discrete columns
+        self.continuous = continuous
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        stairs = self.v0 + ((t.unsqueeze(-1) > self.b).to(t.dtype) * self.dv).sum(-1)
+        return self.continuous(t) + (stairs - self.continuous(t)) * self.mask
+
+
 def _segments(src: list[np.ndarray], dst: list[np.ndarray]) -> tuple[torch.Tensor, ...]:
     n_seg = max(max(len(k) for k in src) - 1, 1)
     f = len(src)
@@ -112,35 +143,69 @@ def _segments(src: list[np.ndarray], dst: list[np.ndarray]) -> tuple[torch.Tenso
 class QuantileTransform(nn.Module):
     """Per-column weighted quantile transform (physical units -> ``target`` space); see the module doc."""
 
-    def __init__(self, knots_x: list[np.ndarray], knots_t: list[np.ndarray], target: str = "gaussian") -> None:
+    def __init__(self, knots_x: list[np.ndarray], knots_t: list[np.ndarray], target: str = "gaussian",
+                 steps: list[tuple[np.ndarray, np.ndarray] | None] | None = None) -> None:
         super().__init__()
         if target not in TARGETS:
             raise ValueError(f"unknown target {target!r}; choose from {TARGETS}")
         self.target = target
         self.knots_x = [np.asarray(k, dtype=np.float64) for k in knots_x]
         self.knots_t = [np.asarray(k, dtype=np.float64) for k in knots_t]
+        self.steps = [None if s is None else (np.asarray(s[0], dtype=np.float64), np.asarray(s[1], dtype=np.float64))
+                      for s in (steps or [None] * len(self.knots_x))]
         self.fwd = _PiecewiseLinear(*(t.float() for t in _segments(self.knots_x, self.knots_t)))
 
     @property
     def n_features(self) -> int:
         return len(self.knots_x)
 
+    @property
+    def discrete(self) -> list[bool]:
+        return [s is not None for s in self.steps]
+
     @classmethod
     def fit(cls, x: np.ndarray, weights: np.ndarray | None = None, n_knots: int = 256,
-            target: str = "gaussian", tail: float = 1e-4) -> QuantileTransform:
-        """Fit on ``x`` [N, F] with optional per-row ``weights`` (may be negative)."""
+            target: str = "gaussian", tail: float = 1e-4, max_discrete: int = 0) -> QuantileTransform:
+        """Fit on ``x`` [N, F] with optional per-row ``weights`` (may be negative).
+
+        Columns with at most ``max_discrete`` distinct values are discrete: their inverse is the staircase
+        inverse CDF (every output is one of the training values, with the training frequencies).
+        """
         x = np.asarray(x, dtype=np.float64)
         if x.ndim == 1:
             x = x[:, None]
         knots = [_column_knots(x[:, j], weights, n_knots, target, tail) for j in range(x.shape[1])]
-        return cls([k[0] for k in knots], [k[1] for k in knots], target)
+        steps = []
+        for j in range(x.shape[1]):
+            n_distinct = len(np.unique(x[:, j][np.isfinite(x[:, j])]))
+            discrete = 1 < n_distinct <= max_discrete
+            steps.append(_column_steps(x[:, j], weights, target, tail) if discrete else None)
+        return cls([k[0] for k in knots], [k[1] for k in knots], target, steps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fwd(x)
 
-    def inverse(self) -> _PiecewiseLinear:
+    def inverse(self) -> nn.Module:
         """The inverse map (``target`` space -> physical units) as its own exportable module."""
-        return _PiecewiseLinear(*(t.float() for t in _segments(self.knots_t, self.knots_x)))
+        cont = _PiecewiseLinear(*(t.float() for t in _segments(self.knots_t, self.knots_x)))
+        if not any(self.discrete):
+            return cont
+        n_s = max(max((len(s[1]) for s in self.steps if s is not None), default=1), 1)
+        f = len(self.steps)
+        b = np.zeros((f, n_s))
+        dv = np.zeros((f, n_s))
+        v0 = np.zeros(f)
+        for j, st in enumerate(self.steps):
+            if st is None:
+                continue
+            values, bounds = st
+            v0[j] = values[0]
+            b[j, :len(bounds)] = bounds
+            b[j, len(bounds):] = bounds[-1] if len(bounds) else 0.0
+            dv[j, :len(bounds)] = np.diff(values)
+        t = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in
+             {"b": b, "dv": dv, "v0": v0, "mask": np.asarray(self.discrete, dtype=np.float64)}.items()}
+        return _Staircase(t["b"], t["dv"], t["v0"], t["mask"], cont)
 
     # -- numpy convenience (float64, for training-time use) --
     def transform(self, x: np.ndarray) -> np.ndarray:
@@ -150,15 +215,23 @@ class QuantileTransform(nn.Module):
 
     def inverse_transform(self, t: np.ndarray) -> np.ndarray:
         t = np.asarray(t, dtype=np.float64).reshape(len(t), -1)
-        return np.stack([np.interp(t[:, j], kt, kx) for j, (kx, kt) in
-                         enumerate(zip(self.knots_x, self.knots_t, strict=True))], axis=1)
+        cols = []
+        for j, (kx, kt) in enumerate(zip(self.knots_x, self.knots_t, strict=True)):
+            st = self.steps[j]
+            if st is None:
+                cols.append(np.interp(t[:, j], kt, kx))
+            else:
+                cols.append(st[0][np.searchsorted(st[1], t[:, j], side="left")])
+        return np.stack(cols, axis=1)
 
     def state(self) -> dict:
         """A picklable description (for checkpoints); rebuild with :meth:`from_state`."""
         return {"target": self.target, "knots_x": [k.tolist() for k in self.knots_x],
-                "knots_t": [k.tolist() for k in self.knots_t]}
+                "knots_t": [k.tolist() for k in self.knots_t],
+                "steps": [None if s is None else [s[0].tolist(), s[1].tolist()] for s in self.steps]}
 
     @classmethod
     def from_state(cls, state: dict) -> QuantileTransform:
+        steps = [None if s is None else (np.asarray(s[0]), np.asarray(s[1])) for s in state.get("steps") or []]
         return cls([np.asarray(k) for k in state["knots_x"]], [np.asarray(k) for k in state["knots_t"]],
-                   state["target"])
+                   state["target"], steps or None)

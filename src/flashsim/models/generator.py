@@ -30,6 +30,9 @@ GEN_SCHEMA = {
     "critic_depth": {"type": "integer", "minimum": 1, "default": G.DEFAULTS["critic_depth"]},
     "ode_steps": {"type": "integer", "minimum": 1, "default": G.DEFAULTS["ode_steps"]},
     "ema": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0},
+    "max_discrete": {"type": "integer", "minimum": 0, "default": 64,
+                     "description": "targets with at most this many distinct values are generated as discrete "
+                                    "(staircase inverse CDF: only training values, at their frequencies)"},
 }
 
 
@@ -73,7 +76,7 @@ class Family(TorchFamily):
         ok = np.isfinite(y).all(axis=1)
         x, y, w = x[ok], y[ok], None if w is None else w[ok]
         qx = QuantileTransform.fit(x, w, self.cfg["n_knots"])
-        qy = QuantileTransform.fit(y, w, self.cfg["n_knots"])
+        qy = QuantileTransform.fit(y, w, self.cfg["n_knots"], max_discrete=self.cfg["max_discrete"])
         xv, yv, wv = self.features(va), self.targets_core(va), self.weights(va)
         okv = np.isfinite(yv).all(axis=1)
         xv, yv, wv = xv[okv], yv[okv], None if wv is None else wv[okv]
