@@ -105,8 +105,14 @@ def make_chunk(i: int, n: int, chunk_size: int, rng: np.random.Generator) -> dic
     return out
 
 
+ENTRIES_PER_UNIT = len(DAUGHTERS)  # file entries per unit of ``size`` (one Lb0 decay)
+UNIT = "decays"
+
+
 def chunks(n: int, chunk_size: int, rng_for: Callable[[int], np.random.Generator],
            options: dict) -> Iterator[dict[str, np.ndarray]]:
-    """The registry's entry point: ``n`` Lb0 decays (4 n entries) in chunks of ``chunk_size`` decays."""
-    for i, start in enumerate(range(0, n, chunk_size)):
-        yield make_chunk(i, min(chunk_size, n - start), chunk_size, rng_for(i))
+    """The registry's entry point: ``n`` Lb0 decays (4 n entries), ``chunk_size`` entries (chunk_size / 4
+    decays) per chunk."""
+    per_chunk = max(1, chunk_size // ENTRIES_PER_UNIT)
+    for i, start in enumerate(range(0, n, per_chunk)):
+        yield make_chunk(i, min(per_chunk, n - start), per_chunk, rng_for(i))
