@@ -55,7 +55,7 @@ SX0 = np.array([0.010, 0.012, 0.60], dtype=F)  # mm, constant term of x, y
 SX1 = np.array([40.0, 40.0, 2500.0], dtype=F)  # mm * MeV/c, multiple-scattering term / p
 ST0 = np.array([4e-5, 6e-5, 3e-4], dtype=F)  # slope constant term
 ST1 = np.array([0.9, 1.0, 2.0], dtype=F)  # MeV/c, slope multiple-scattering term / p
-SQ0 = np.array([0.0045, 0.12, 0.006], dtype=F)  # relative q/p resolution, constant term
+SQ0 = np.array([0.0045, 0.08, 0.006], dtype=F)  # relative q/p resolution, constant term
 SQ1 = np.array([4.5e-8, 2e-7, 6e-8], dtype=F)  # relative q/p resolution term ∝ p (per MeV/c)
 RHO_XT = np.array([-0.5, -0.5, -0.85], dtype=F)  # correlation position-slope in each view
 RHO_TQ = np.array([0.2, 0.5, 0.5], dtype=F)  # correlation slope-(q/p) (times the charge)
