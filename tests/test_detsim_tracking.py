@@ -133,6 +133,11 @@ def test_covariance_positive_definite_and_pulls(sample):
             cov[:, i, j] = cov[:, j, i] = sample[f"cov_ClosestToBeam_{i}_{j}"][rec]
     assert np.all(np.linalg.eigvalsh(cov)[:, 0] > 0)
     np.linalg.cholesky(cov)  # raises if any is not positive definite
+    # the reported matrices scatter around the truth's expected covariance (log-normal hit quality)
+    exp_cov = tr.expected_covariance({k: v[rec] for k, v in sample.items()}, sample["type"][rec])
+    ratio = cov / exp_cov  # h^2 / E[h^2]: one factor per track, mean 1
+    assert np.mean(ratio[:, 0, 0]) == pytest.approx(1, abs=0.01)
+    np.testing.assert_allclose(ratio, np.broadcast_to(ratio[:, :1, :1], ratio.shape), rtol=2e-3)
     # core pulls are unit normal (the reported covariance ignores the hard-scatter tail)
     long_ = sample["type"][rec] == 3
     for s, i in (("x", 0), ("tx", 2)):
