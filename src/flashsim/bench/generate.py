@@ -85,6 +85,7 @@ def _measure(quick: bool, params: dict, size: int | None, cpus: list[int] | None
         "write_particles_per_s": entries / max(wall - gen_wall, 1e-9),
         "file_bytes": size, "bytes_per_particle": size / entries, "write_MB_per_s": size / 1e6 / wall,
         "target_particles_per_s": TARGET_RATE, "meets_target": rate >= TARGET_RATE,
+        "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
 

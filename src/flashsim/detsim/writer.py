@@ -26,7 +26,7 @@ from flashsim.io.contract import Sample
 
 FIXED_TIME = _dt.datetime(2025, 1, 1, 0, 0, 0)  # the timestamp written into generated files
 COMPRESSION = ("none", "lz4", "zlib", "zstd")
-MIN_SAVING = 0.10  # a branch is stored uncompressed when compressing its first basket saves less than this
+MIN_SAVING = 0.65  # a branch is stored uncompressed when compressing its first basket saves less than this
 _PROBE_ENTRIES = 65536  # entries of the first chunk used to decide
 
 
