@@ -43,6 +43,11 @@ def test_same_seed_same_chunks_byte_identical(tmp_path, repo_root, monkeypatch):
         assert back[col.name].dtype == np.dtype(col.dtype), col.name
         np.testing.assert_array_equal(back[col.name], np.concatenate([ch[col.name] for ch in chunks]))
     assert not list(a.parent.glob(".*"))  # no temporary left behind
+    # nothing in the file depends on the clock or a random UUID
+    f = uproot.open(a)
+    assert uproot._util.code_to_datetime(f.key(TRACKING.tree).fDatime) == writer.FIXED_TIME
+    assert uproot._util.code_to_datetime(f.file.root_directory.fDatimeC) == writer.FIXED_TIME
+    assert f.file.uuid == writer.deterministic_uuid("tracking:5:30000:12000")
 
 
 def test_all_kinds_generate_at_small_size(tmp_path, repo_root, monkeypatch):
