@@ -267,8 +267,9 @@ BAD_DATA = {
 def assert_refused(rc: int, err: str, outdir: Path, file: Path | str, tree: str | None, branch: str | None,
                    phrase: str) -> None:
     assert rc != 0
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if "error" in ln.lower()]
     assert len(lines) == 1 and lines[0].startswith("flashsim prepare: error:"), err  # one clear line
+    assert "Traceback" not in err
     assert f"file '{file}'" in err
     if tree:
         assert f"tree '{tree}'" in err
