@@ -373,6 +373,11 @@ def test_prepare_over_xrootd(xrootd, tmp_path, capsys):
     url = f"{xrootd.url}/{rel}/cut.root"
     rc, err = prepare(make_params(tmp_path, [url], kind="pid_calib"), tmp_path / "x", capsys)
     assert_refused(rc, err, tmp_path / "x", url, "DecayTree", None, "truncated")
+    # so are a missing remote file and a remote glob without matches
+    for url, phrase in ((f"{xrootd.url}/{rel}/gone.root", "does not exist"),
+                        (f"{xrootd.url}/{rel}/none_*.root", "no file matches")):
+        rc, err = prepare(make_params(tmp_path, [url], kind="pid_calib"), tmp_path / "x", capsys)
+        assert_refused(rc, err, tmp_path / "x", url, "DecayTree", None, phrase)
 
 
 def test_castable_types_are_converted_to_the_contract(tmp_path, capsys):
