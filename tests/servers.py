@@ -1,8 +1,8 @@
-"""Real servers on loopback for the tests: XRootD (root:// and WebDAV over XrdHttp).
+"""Real servers on loopback for the tests: XRootD (root:// and WebDAV over XrdHttp), moto S3, MLflow tracking.
 
 Each server is a context manager (start, wait until it answers, stop and reap on exit) and a session fixture
 (imported by conftest.py), so every server starts at most once per test session. A server whose program is
-missing makes its tests skip with the reason. (The mlops branch extends this module with moto S3 and MLflow.)
+missing makes its tests skip with the reason.
 """
 
 from __future__ import annotations
@@ -156,8 +156,85 @@ def _has_user(name: str) -> bool:
     return True
 
 
+# ------------------------------------------------------------------------------------------------- moto S3
+@dataclass
+class S3:
+    endpoint: str
+    access_key: str = "testing"
+    secret_key: str = "testing"
+    region: str = "us-east-1"
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, region_name=self.region)
+
+    def create_bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@contextlib.contextmanager
+def moto_s3_server() -> Iterator[S3]:
+    """moto_server: an S3-compatible endpoint on loopback (in-memory)."""
+    exe = _program("moto_server")
+    work = Path(tempfile.mkdtemp(prefix="flashsim-moto-"))
+    port = free_port()
+    proc = _spawn([exe, "-H", "127.0.0.1", "-p", str(port)], work / "moto.log")
+    try:
+        wait_until(http_ok(f"http://127.0.0.1:{port}/moto-api/"), 60, proc, work / "moto.log")
+        yield S3(f"http://127.0.0.1:{port}")
+    finally:
+        stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------- MLflow
+@dataclass
+class MLflow:
+    url: str
+    db: Path
+    artifacts: Path
+    proc: subprocess.Popen
+
+
+@contextlib.contextmanager
+def mlflow_server(workdir: Path | None = None, port: int | None = None) -> Iterator[MLflow]:
+    """``mlflow server`` (SQLite backend, proxied artifacts, one worker, no job-execution workers)."""
+    exe = _program("mlflow")
+    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="flashsim-mlflow-"))
+    work.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    db, artifacts = work / "mlflow.db", work / "artifacts"
+    cmd = [exe, "server", "--backend-store-uri", f"sqlite:///{db}", "--artifacts-destination", str(artifacts),
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = _spawn(cmd, work / "server.log", env=env, cwd=work)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(http_ok(f"{url}/health"), 90, proc, work / "server.log")
+        yield MLflow(url, db, artifacts, proc)
+    finally:
+        stop(proc)
+        if workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 # ------------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
 def xrootd() -> Iterator[XRootD]:
     with xrootd_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3]:
+    with moto_s3_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mlflow_tracking_server() -> Iterator[MLflow]:
+    with mlflow_server() as server:
         yield server
