@@ -24,12 +24,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from flashsim.detsim.ecal import REGIONS
+from flashsim.detsim.ecal import REGIONS, Z_ECAL
 from flashsim.models import ecal_data as D
 from flashsim.models.nets import MLP
 from flashsim.preprocessing import QuantileTransform
 
-N_FEATURES = 6  # normalised x, y, tx, ty, log E, log cell
+N_FEATURES = 7  # normalised x, y, tx, ty, log E, log ET, log cell
+N_RAW = 6
 
 
 def cell_size_t(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -42,16 +43,20 @@ def cell_size_t(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class PhotonFeatures(nn.Module):
-    """Physical photons [..., 5] (x, y, tx, ty, E) -> normalised features [..., 6] (fitted affine scaling)."""
+    """Physical photons [..., 5] (x, y, tx, ty, E) -> normalised features [..., 7]: x, y, tx, ty, log E and
+    log ET (the ECAL threshold is in transverse energy; ET from the impact point as seen from the origin) with a
+    fitted affine scaling, and the log of the local cell size."""
 
     def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.as_tensor(np.zeros(5) if mean is None else mean, dtype=torch.float32))
-        self.register_buffer("std", torch.as_tensor(np.ones(5) if std is None else std, dtype=torch.float32))
+        self.register_buffer("mean", torch.as_tensor(np.zeros(N_RAW) if mean is None else mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(np.ones(N_RAW) if std is None else std, dtype=torch.float32))
 
     @staticmethod
     def raw(photons: np.ndarray) -> np.ndarray:
-        return np.column_stack([photons[:, :4], np.log(photons[:, 4])])
+        r = np.hypot(photons[:, 0], photons[:, 1])
+        log_et = np.log(photons[:, 4] * r / np.hypot(r, Z_ECAL))
+        return np.column_stack([photons[:, :4], np.log(photons[:, 4]), log_et])
 
     @classmethod
     def fit(cls, photons: np.ndarray) -> PhotonFeatures:
@@ -59,7 +64,10 @@ class PhotonFeatures(nn.Module):
         return cls(r.mean(0), np.maximum(r.std(0), 1e-6))
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
-        r = torch.cat([p[..., :4], torch.log(p[..., 4:5])], -1)
+        log_e = torch.log(p[..., 4:5])
+        r2 = p[..., 0:1] * p[..., 0:1] + p[..., 1:2] * p[..., 1:2]
+        log_et = log_e + 0.5 * (torch.log(r2 + 1e-6) - torch.log(r2 + Z_ECAL * Z_ECAL))
+        r = torch.cat([p[..., :4], log_e, log_et], -1)
         cell = cell_size_t(p[..., 0], p[..., 1]).unsqueeze(-1)
         return torch.cat([(r - self.mean) / self.std, torch.log(cell / 60.6)], -1)
 
@@ -178,7 +186,7 @@ class LossConfig:
     mse_weight: float = 1.0
     mse_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     adv_weight: float = 1.0
-    energy_weight: float = 0.0  # optional energy-score term (proper scoring rule, two samples per slot)
+    energy_weight: float = 1.0  # energy-score term (proper scoring rule, two samples per slot)
 
 
 def generator_loss(model: nn.Module, logit: torch.Tensor, s: torch.Tensor, on: torch.Tensor, t: torch.Tensor,

@@ -42,7 +42,7 @@ ECAL_SCHEMA: dict[str, Any] = {
     "mse_weights": {"type": "array", "items": {"type": "number", "minimum": 0}, "minItems": 3, "maxItems": 3,
                     "default": [1.0, 1.0, 1.0], "description": "per-target MSE weights (dx, dy, log E ratio)"},
     "adv_weight": {"type": "number", "minimum": 0, "default": 1.0},
-    "energy_weight": {"type": "number", "minimum": 0, "default": 0.0,
+    "energy_weight": {"type": "number", "minimum": 0, "default": 1.0,
                       "description": "weight of the optional energy-score term (two samples per matched slot)"},
     "n_knots": {"type": "integer", "minimum": 2, "default": 64,
                 "description": "knots of the target quantile transform (inverted inside the graph)"},
