@@ -105,8 +105,10 @@ def test_local_store_run_has_params_metrics_tags_datasets_artifacts(tracked, mon
     assert [(m.step, m.value) for m in history] == [(e, 1.0 / (e + 1)) for e in range(4)]
     assert run.data.metrics["validation.auc"] == 0.52 and run.data.metrics["validation.ks.max"] == 0.01
     tags = run.data.tags
-    head = subprocess.run(["git", "-C", str(tracked), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
-    assert tags["git.sha"] == head.strip() and tags["git.dirty"] == "false"
+    # the commit of the code that ran (this checkout), not of the scratch project
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    status = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True).stdout
+    assert tags["git.sha"] == head.strip() and tags["git.dirty"] == str(bool(status.strip())).lower()
     assert tags["data.train.sha256"] == tracking.file_sha256(tracked / "results/prepared/tracking/train.parquet")
     assert tags["train.slurm.job_id"] == "4242" and tags["train.snakemake.rule"] == "train_torch"
     assert tags["train.snakemake.wildcards"] == "model=effi"

@@ -157,9 +157,16 @@ def _git(root: Path, *args: str) -> str | None:
     return out.stdout.decode(errors="replace")
 
 
+def code_root(root: Path | None = None) -> Path:
+    """The git work tree holding the running flashsim code (a source checkout), else the project root."""
+    src = Path(__file__).resolve().parents[2]
+    top = (_git(src, "rev-parse", "--show-toplevel") or "").strip()
+    return Path(top) if top and (Path(top) / "src" / "flashsim").is_dir() else (root or repo_root())
+
+
 def git_state(root: Path | None = None) -> dict[str, Any]:
     """Commit, dirty flag and a patch (tracked changes + untracked files) that rebuilds the working tree."""
-    root = root or repo_root()
+    root = root or code_root()
     sha = (_git(root, "rev-parse", "HEAD") or "").strip()
     if not sha:
         return {"sha": "unknown", "dirty": True, "patch": ""}
@@ -174,7 +181,8 @@ def git_state(root: Path | None = None) -> dict[str, Any]:
                 patch += out.stdout.decode(errors="replace")
             except (OSError, subprocess.SubprocessError):
                 pass
-    return {"sha": sha, "dirty": bool(patch.strip() or untracked), "patch": patch, "untracked": untracked}
+    return {"sha": sha, "dirty": bool(patch.strip() or untracked), "patch": patch, "untracked": untracked,
+            "root": str(root)}
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -494,7 +502,7 @@ def _start(kind: str, model: str, experiment: str, params, config, inputs, devic
     state = {} if new_run else _read_state(model, root)
     tracker = Tracker(store, None, root, experiment, extra)
     tracker.kind = kind
-    git = git_state(root)
+    git = git_state(code_root(root))
     try:
         with store.locked():
             resumed = bool(state) and _resumable(store, state)
