@@ -26,9 +26,12 @@ from flashsim.errors import GateError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_project(path: Path) -> Path:
-    """A scratch flashsim project: params + schema, a git commit, one prepared Parquet file."""
+def make_project(path: Path, store_template: Path | None = None) -> Path:
+    """A scratch flashsim project: params + schema, a git commit, one prepared Parquet file; with
+    ``store_template``, an initialised (empty) local MLflow store (saves the schema migrations)."""
     path.mkdir(parents=True, exist_ok=True)
+    if store_template is not None:
+        shutil.copy(store_template, path / tracking.LOCAL_DB)
     shutil.copy(ROOT / "params.yaml", path / "params.yaml")
     shutil.copytree(ROOT / "schemas", path / "schemas")
     (path / ".gitignore").write_text("mlflow.db*\nmlruns/\nresults/\n")
@@ -45,8 +48,8 @@ def make_project(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    return make_project(tmp_path_factory.mktemp("proj"))
+def project(tmp_path_factory, mlflow_store_template) -> Path:
+    return make_project(tmp_path_factory.mktemp("proj"), mlflow_store_template)
 
 
 @pytest.fixture
