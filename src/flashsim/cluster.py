@@ -91,6 +91,7 @@ class RuleInfo:
     runs_command: bool  # False for pure target rules (input only), which never become jobs
     conda_env: str | None
     snakefile: str
+    shellcmd: str | None = None
 
 
 def workflow_rules(root: Path) -> list[RuleInfo]:
@@ -100,8 +101,8 @@ def workflow_rules(root: Path) -> list[RuleInfo]:
 
     with SnakemakeApi(OutputSettings()) as api:
         wf = api.workflow(resource_settings=ResourceSettings(), snakefile=root / "Snakefile", workdir=root)
-        return [RuleInfo(r.name, not r.norun, None if r.conda_env is None else str(r.conda_env), str(r.snakefile))
-                for r in wf._workflow.rules]
+        return [RuleInfo(r.name, not r.norun, None if r.conda_env is None else str(r.conda_env), str(r.snakefile),
+                         r.shellcmd) for r in wf._workflow.rules]
 
 
 @dataclass
