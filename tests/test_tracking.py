@@ -235,6 +235,7 @@ def test_server_lost_during_job_replays_into_local_store(tracked, monkeypatch, m
         assert not t.fallback
         server_run = t.run_id
         t.log_epoch(0, {"loss": 1.0})
+        t.flush()  # metrics are buffered for up to FLUSH_SECONDS: make this one reach the server
         proxy.cut()
         for epoch in (1, 2):
             t.log_epoch(epoch, {"loss": 1.0 / (epoch + 1)})
