@@ -125,8 +125,7 @@ def test_provenance_rebuilds_the_onnx_bit_for_bit(built, tmp_path, monkeypatch, 
             info["data"][label]["sha256"]
     # 4. retrain + export with that code, in a fresh process
     env = {**os.environ, "PYTHONPATH": str(code / "src"), "FLASHSIM_TRACKING": "off"}
-    for verb in ("train", "export"):
-        out = subprocess.run([sys.executable, "-m", "flashsim", verb, name], cwd=rebuild, env=env,
-                             capture_output=True, text=True)
-        assert out.returncode == 0, out.stderr[-3000:]
+    script = f"from flashsim.cli import main; raise SystemExit(main(['train', '{name}']) or main(['export', '{name}']))"
+    out = subprocess.run([sys.executable, "-c", script], cwd=rebuild, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
     assert (rebuild / "models" / f"{name}.onnx").read_bytes() == registered_onnx.read_bytes()
