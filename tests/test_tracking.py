@@ -76,7 +76,8 @@ def build(name: str, root: Path, onnx_bytes: bytes, metrics: dict, passed: bool,
     params = {"family": "mlp", "hidden": [16, 16], "optim": {"lr": 1e-3}}
     config = {"scale": "demo", "seed": 7, "models": {name: params}}
     train = root / "results" / "prepared" / "tracking" / "train.parquet"
-    with tracking.job_run("train", name, params=params, config=config, inputs={"train": train}, root=root) as t:
+    with tracking.job_run("train", name, params=params, config=config, inputs={"train": train}, root=root,
+                          device="cpu") as t:
         for epoch in range(epochs):
             t.log_epoch(epoch, {"loss": 1.0 / (epoch + 1), "val_loss": 2.0 / (epoch + 1)})
     onnx, card = root / "models" / f"{name}.onnx", root / "models" / f"{name}.json"
