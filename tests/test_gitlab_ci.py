@@ -136,7 +136,8 @@ def test_lint_test_and_retrain_jobs_run_green(tmp_path):
     store.mkdir()
     tiny = " ".join(f"detsim.samples.{s}.size.demo=3000" for s in _samples(repo))
     selection = "-m 'not slow' tests/test_config.py tests/test_envs.py tests/test_gitlab_ci.py"
-    proc = gcl(repo, "--force-shell-executor", "--variable", f"VENV={venv}", "--variable", f"PYTEST_ARGS={selection}",
+    proc = gcl(repo, "--force-shell-executor", "--shell-isolation",  # a fresh copy of the clone per job
+               "--variable", f"VENV={venv}", "--variable", f"PYTEST_ARGS={selection}",
                "--variable", "CI_PIPELINE_SOURCE=web",
                "--variable", "FLASHSIM_DEVICE=cpu", "--variable", "FLASHSIM_SCALE=demo",
                "--variable", f"FLASHSIM_PARAMS={tiny}", "--variable", f"DVC_REMOTE_URL={store}",
