@@ -111,7 +111,8 @@ def provisioned_venv(dest: Path, repo: Path) -> Path:
     base = getattr(sys, "_base_executable", sys.executable)
     subprocess.run([base, "-m", "venv", "--without-pip", str(dest)], check=True)
     purelib = Path(sysconfig.get_paths(vars={"base": str(dest), "platbase": str(dest)})["purelib"])
-    (purelib / "_flashsim_runner.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    site_dirs = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]  # incl. layered ones
+    (purelib / "_flashsim_runner.pth").write_text("".join(f"{p}\n" for p in site_dirs))
     shared_bin, python = Path(sys.prefix) / "bin", dest / "bin" / "python"
     for script in shared_bin.iterdir():
         if script.name.startswith(("python", "activate")) or not script.is_file():
@@ -135,7 +136,7 @@ def test_lint_test_and_retrain_jobs_run_green(tmp_path):
     store = tmp_path / "dvc-store"
     store.mkdir()
     tiny = " ".join(f"detsim.samples.{s}.size.demo=3000" for s in _samples(repo))
-    selection = "-m 'not slow' tests/test_config.py tests/test_envs.py tests/test_gitlab_ci.py"
+    selection = "-m 'not slow' tests/test_config.py tests/test_envs.py tests/test_profiles.py"
     proc = gcl(repo, "--force-shell-executor", "--shell-isolation",  # a fresh copy of the clone per job
                "--variable", f"VENV={venv}", "--variable", f"PYTEST_ARGS={selection}",
                "--variable", "CI_PIPELINE_SOURCE=web",
