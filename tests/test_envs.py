@@ -35,11 +35,16 @@ def pyproject_deps() -> dict[str, Requirement]:
 
 
 def env_specs(path: Path) -> dict[str, SpecifierSet]:
-    """``name -> version specifier`` of a conda env file's conda dependencies."""
+    """``name -> version specifier`` of a conda env file's dependencies (its ``pip:`` section included, for
+    packages that only PyPI publishes)."""
     env = yaml.safe_load(path.read_text())
     out = {}
-    for dep in env["dependencies"]:
-        assert isinstance(dep, str), f"{path.name}: pip sections are not used, put {dep} on conda-forge names"
+    deps = [d for d in env["dependencies"] if isinstance(d, str)]
+    for d in env["dependencies"]:
+        if isinstance(d, dict):
+            assert set(d) == {"pip"}, f"{path.name}: unexpected section {d}"
+            deps += d["pip"]
+    for dep in deps:
         m = re.fullmatch(r"([A-Za-z0-9_.\-]+)\s*(.*)", dep.strip())
         assert m, f"{path.name}: cannot parse {dep!r}"
         out[canonicalize_name(m.group(1))] = SpecifierSet(m.group(2).replace(" ", ""))
@@ -59,6 +64,7 @@ def test_env_pins_agree_with_pyproject(path):
     assert env["name"] == f"flashsim-{path.stem}"
     assert env["channels"][0] == "conda-forge"
     specs = env_specs(path)
+    specs.pop("pip", None)  # the installer of a pip: section
     assert specs.pop("python") == SpecifierSet(pyproject()["project"]["requires-python"])
     deps = pyproject_deps()
     for name, spec in specs.items():

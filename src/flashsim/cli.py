@@ -23,6 +23,12 @@ COMMANDS: dict[str, str] = {
     "promote": "flashsim.mlops.promote",
     "compare": "flashsim.mlops.compare",
     "provenance": "flashsim.mlops.provenance",
+    "train": "flashsim.drivers.train",
+    "export": "flashsim.drivers.export",
+    "validate": "flashsim.drivers.validate",
+    "summarize": "flashsim.mlops.summary",
+    "simulate": "flashsim.runtime.simulate",
+    "cabi": "flashsim.runtime.export_c",
 }
 
 
