@@ -4,13 +4,17 @@ and (slow) the lint, test and retrain jobs run green for real."""
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -52,8 +56,10 @@ def fresh_clone(dest: Path) -> Path:
 
 
 def gcl(repo: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CI_", "GITLAB_"))}
-    quiet = ["--ignore-predefined-vars", "CI_PIPELINE_SOURCE,CI_COMMIT_BRANCH"]  # overridden on purpose
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CI_", "GITLAB_", "MLFLOW_")) and k != "FLASHSIM_TRACKING"}
+    # predefined variables the tests set on purpose
+    quiet = ["--ignore-predefined-vars", "CI_PIPELINE_SOURCE,CI_COMMIT_BRANCH,CI_API_V4_URL,CI_PROJECT_ID"]
     return subprocess.run([str(GCL), "--no-color", *quiet, *args], cwd=repo, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -128,33 +134,66 @@ def provisioned_venv(dest: Path, repo: Path) -> Path:
     return dest
 
 
+class _NoteCatcher(http.server.BaseHTTPRequestHandler):
+    """Stands in for GitLab's notes API: records what the retrain job posts."""
+
+    posted: ClassVar[list[dict]] = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.posted.append({"path": self.path, "token": self.headers.get("PRIVATE-TOKEN"), **json.loads(body)})
+        self.send_response(201)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def gitlab_api():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoteCatcher)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _NoteCatcher.posted.clear()
+    yield f"http://127.0.0.1:{server.server_port}/api/v4"
+    server.shutdown()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif("CI_JOB_ID" in os.environ, reason="already inside a CI job: the pipeline does not run itself")
-def test_lint_test_and_retrain_jobs_run_green(tmp_path):
+def test_lint_test_and_retrain_jobs_run_green(tmp_path, mlflow_tracking_server, gitlab_api):
     repo = fresh_clone(tmp_path / "repo")
     venv = provisioned_venv(tmp_path / "venv", repo)
     store = tmp_path / "dvc-store"
     store.mkdir()
     tiny = " ".join(f"detsim.samples.{s}.size.demo=3000" for s in _samples(repo))
     selection = "-m 'not slow' tests/test_config.py tests/test_envs.py tests/test_profiles.py"
-    proc = gcl(repo, "--force-shell-executor", "--shell-isolation",  # a fresh copy of the clone per job
-               "--variable", f"VENV={venv}", "--variable", f"PYTEST_ARGS={selection}",
-               "--variable", "CI_PIPELINE_SOURCE=web",
-               "--variable", "FLASHSIM_DEVICE=cpu", "--variable", "FLASHSIM_SCALE=demo",
-               "--variable", f"FLASHSIM_PARAMS={tiny}", "--variable", f"DVC_REMOTE_URL={store}",
+    variables = {
+        "VENV": str(venv), "PYTEST_ARGS": selection,
+        "CI_PIPELINE_SOURCE": "web",  # a manual pipeline: retrain runs whatever changed
+        "FLASHSIM_DEVICE": "cpu", "FLASHSIM_SCALE": "demo", "FLASHSIM_PARAMS": tiny,
+        "DVC_REMOTE_URL": str(store), "MLFLOW_TRACKING_URI": mlflow_tracking_server.url,
+        # as in a merge-request pipeline with a token: the metrics diff becomes a note
+        "FLASHSIM_GITLAB_TOKEN": "glpat-test", "CI_MERGE_REQUEST_IID": "7", "CI_API_V4_URL": gitlab_api,
+        "CI_PROJECT_ID": "42",
+    }
+    args = [a for k, v in variables.items() for a in ("--variable", f"{k}={v}")]
+    proc = gcl(repo, "--force-shell-executor", "--shell-isolation", *args,  # a fresh copy of the clone per job
                "lint", "test", "retrain", timeout=1500)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-8000:]
     for job in ("lint", "test", "retrain"):
-        assert f"{job} finished" in log or f"PASS  {job}" in log, log[-4000:]
+        assert f"PASS  {job}" in log, log[-4000:]
     assert "Congratulations, your workflow is in a good condition" in log  # snakemake --lint
-    assert " passed" in log and "test_lint_test_and_retrain_jobs_run_green" not in log
-    # retrain: pushed to the DVC remote, printed the metrics diff, kept reports as artifacts
-    assert any(store.rglob("*")), "dvc push wrote nothing to the remote"
+    assert re.search(r"test > =+ \d+ passed", log), "pytest did not run in the test job"
+    # retrain: pushed to the DVC remote, printed the metrics diff, posted it, kept reports as artifacts
+    assert any(p.is_file() for p in store.rglob("*")), "dvc push wrote nothing to the remote"
     assert "flashsim retrain: metrics against `origin/main`" in log
+    (note,) = _NoteCatcher.posted
+    assert note["path"] == "/api/v4/projects/42/merge_requests/7/notes" and note["token"] == "glpat-test"
+    assert note["body"].startswith("### flashsim retrain: metrics against `origin/main`")
     artifacts = repo / ".gitlab-ci-local" / "artifacts" / "retrain"
-    assert (artifacts / "retrain-metrics-diff.md").exists()
-    assert any((artifacts / "reports").rglob("metrics.json"))
+    assert (artifacts / "retrain-metrics-diff.md").read_text() == note["body"]
 
 
 def _samples(repo: Path) -> list[str]:
