@@ -53,6 +53,7 @@ class Chain:
         self.spec = spec or ChainSpec()
         self.refs = {k: v for k, v in refs.items() if k in self.spec.names()}
         self.device = device
+        self.trace: list[tuple[str, torch.Tensor | None, torch.Tensor, torch.Tensor | None]] | None = None
         self.models: dict[str, OrtModel | CTreeModel] = {}
         for name, ref in self.refs.items():
             if tree_libs and name in tree_libs and device.kind == "cpu":
@@ -74,6 +75,8 @@ class Chain:
         noise = None
         if ref.noise:
             noise = torch.randn((x.shape[0], ref.noise), generator=gen, device=self.device.torch)
+        if self.trace is not None:  # record every model call (benchmarks replay them per particle)
+            self.trace.append((name, rows, x, noise))
         return self.models[name].run(x, noise)
 
     def _store(self, batch: F.Batch, ref: ModelRef, y: torch.Tensor, rows: torch.Tensor | None) -> None:
