@@ -8,8 +8,10 @@ rule generate:
         size=lambda wc: scaled(config["detsim"]["samples"][wc.sample]["size"]),
     log:
         "logs/generate/{sample}.log",
+    conda:
+        "../envs/data.yaml"
     shell:
-        "{FLASHSIM} generate {wildcards.sample} --output {output} > {log} 2>&1"
+        "flashsim generate {wildcards.sample} --output {output} > {log} 2>&1"
 
 
 rule prepare:
@@ -21,10 +23,14 @@ rule prepare:
         train=f"{PREPARED}/{{sample}}/train.parquet",
         val=f"{PREPARED}/{{sample}}/val.parquet",
         test=f"{PREPARED}/{{sample}}/test.parquet",
+    params:
+        outdir=lambda wc: f"{PREPARED}/{wc.sample}",
     log:
         "logs/prepare/{sample}.log",
+    conda:
+        "../envs/data.yaml"
     shell:
-        "{FLASHSIM} prepare {wildcards.sample} --outdir {PREPARED}/{wildcards.sample} > {log} 2>&1"
+        "flashsim prepare {wildcards.sample} --outdir {params.outdir} > {log} 2>&1"
 
 
 rule data_all:

@@ -138,7 +138,8 @@ PID_CALIB = Sample(
 ECAL = Sample(
     "ecal", "Calo", "one event (jagged lists of photons and clusters)",
     "Photons reaching the ECAL face and the clusters reconstructed from them (merging of close photons, an "
-    "energy threshold and a/sqrt(E) (+) b resolution, so n photons give m != n clusters).",
+    "energy threshold and a/sqrt(E) (+) b resolution, so n photons give m != n clusters). Photons are ordered "
+    "by decreasing energy within an event; positions are on the ECAL face plane (z = 12620 mm).",
     (
         Column("evtNumber", "int64", "1", "event number"),
         Column("nPhotons", "int32", "1", "number of generated photons reaching the ECAL"),
@@ -149,6 +150,8 @@ ECAL = Sample(
         *_cols("cluster_x cluster_y", "var * float32", "mm", "cluster barycentre on the ECAL face ({n})"),
         Column("cluster_E", "var * float32", "MeV", "cluster energy"),
         Column("cluster_nPhotons", "var * int32", "1", "truth: photons merged into the cluster", True),
+        Column("photon_clusterIndex", "var * int32", "1",
+               "truth: index in the event's cluster list of the cluster the photon went into, -1 if lost", True),
     ),
 )
 

@@ -1,0 +1,61 @@
+"""``flashsim bench TARGET``: benchmarks that write their figures as JSON (``reports/bench/TARGET.json``).
+
+Targets are a registry (name -> module); a target module defines ``HELP`` and
+``run(quick: bool, params: dict) -> dict`` returning JSON-serialisable results. Add one with a line in TARGETS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+HELP = "run a benchmark target and write its results as JSON"
+TARGETS: dict[str, str] = {
+    "generate": "flashsim.bench.generate",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", choices=sorted(TARGETS), help="what to benchmark")
+    p.add_argument("--quick", action="store_true", help="a short run (smaller sizes) for smoke tests")
+    p.add_argument("--out", type=Path, help="JSON output (default: reports/bench/TARGET.json)")
+    p.add_argument("--params", type=Path, help="params file (default: params.yaml of the repository)")
+
+
+def environment() -> dict:
+    """Where a figure was measured: host, CPU, load, library versions, git commit."""
+    import numpy as np
+
+    cpu = ""
+    try:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        sha = ""
+    return {"host": platform.node(), "cpu_model": cpu or platform.processor(), "cpu_count": os.cpu_count(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "python": sys.version.split()[0], "numpy": np.__version__, "git_commit": sha}
+
+
+def run(args: argparse.Namespace) -> int:
+    from flashsim.config import load_params, repo_root
+    from flashsim.io.atomic import write_json
+
+    params = load_params(args.params)
+    module = importlib.import_module(TARGETS[args.target])
+    result = {"target": args.target, "quick": bool(args.quick), "environment": environment(),
+              **module.run(quick=args.quick, params=params)}
+    out = args.out or repo_root() / "reports" / "bench" / f"{args.target}.json"
+    write_json(out, result)
+    print(module.summary(result) if hasattr(module, "summary") else result)
+    print(f"-> {out}")
+    return 0

@@ -1,0 +1,126 @@
+"""Generic model drivers behind ``flashsim train|export|validate NAME`` (families do the model-specific part)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from flashsim.config import load_params
+from flashsim.errors import GateError, InputError
+from flashsim.io.atomic import atomic_outputs, write_json
+from flashsim.models import get_family, get_spec
+from flashsim.training import run_context
+
+log = logging.getLogger(__name__)
+
+
+def add_model_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="model name (a key of params.yaml models:, species expanded)")
+    p.add_argument("--params", default=None, help="params file (default: params.yaml of the repository)")
+
+
+def family_for(args: argparse.Namespace):
+    params = load_params(args.params) if args.params else load_params()
+    return get_family(get_spec(args.name, params))
+
+
+def train_model(fam) -> dict:
+    """Train, write ``results/train/<name>/trained.json`` (the rule's output) last."""
+    spec = fam.spec
+    t0 = time.perf_counter()
+    with run_context(spec.name, "train", spec.train_dir) as ctx:
+        ctx.set_tags({"model": spec.name, "family": spec.family, "sample": spec.sample, "scale": spec.scale})
+        from flashsim.config import flatten
+
+        ctx.log_params(flatten({"model": spec.cfg, "seed": spec.seed}))
+        summary = fam.fit(ctx)
+        summary.update(getattr(fam, "summary_extra", dict)())
+        summary["train_seconds"] = time.perf_counter() - t0
+        summary["family"] = spec.family
+        write_json(spec.train_dir / "trained.json", summary)
+        ctx.log_metrics({"train_seconds": summary["train_seconds"]})
+    log.info("%s trained in %.1f s", spec.name, summary["train_seconds"])
+    return summary
+
+
+def export_model(fam) -> dict:
+    """ONNX + parity check (held-out rows + family extra rows) + model card, written together atomically."""
+    from flashsim.export import model_card, parity_check
+
+    spec = fam.spec
+    fam.load()
+    df = fam.frame("test", fam.cfg["parity"]["rows"])
+    x = fam.features(df)
+    x = np.vstack([x, fam.parity_rows(x)]).astype(np.float32)
+    noise = None
+    if fam.noise_dim:
+        noise = np.random.default_rng(spec.seed + 3).standard_normal((len(x), fam.noise_dim)).astype(np.float32)
+    with atomic_outputs([spec.onnx_path, spec.card_path]) as (tmp_onnx, tmp_card):
+        fam.to_onnx(tmp_onnx)
+        parity = parity_check(fam.predict, tmp_onnx, x, noise, atol=fam.cfg["parity"]["atol"],
+                              rtol=fam.cfg["parity"]["rtol"], name=spec.name)
+        summary = fam.training_summary()
+        metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        card = model_card(spec.name, family=spec.family, inputs=fam.io_inputs(), outputs=fam.io_outputs(),
+                          onnx_path=tmp_onnx, training_files=fam.training_files(),
+                          params={"model": spec.cfg, "seed": spec.seed, "scale": spec.scale}, metrics=metrics,
+                          parity=parity, noise_dim=fam.noise_dim,
+                          extra={"task": fam.task, "onnx": str(spec.onnx_path.relative_to(spec.root))})
+        write_json(tmp_card, card)
+    with run_context(spec.name, "export", spec.train_dir) as ctx:
+        ctx.log_metrics({"parity_max_abs_deviation": parity["max_abs_deviation"]})
+        ctx.log_artifact(spec.onnx_path)
+        ctx.log_artifact(spec.card_path)
+    log.info("%s exported: parity max |dev| %.3g on %d rows", spec.name, parity["max_abs_deviation"],
+             parity["rows"])
+    return card
+
+
+def onnx_predictor(path: Path):
+    from flashsim.export import onnx_predict, ort_session
+
+    if not path.exists():
+        raise InputError("exported model missing (run `flashsim export` first)", file=str(path))
+    sess = ort_session(path)
+    return lambda x, noise=None: onnx_predict(sess, x, noise)
+
+
+def validate_model(fam, enforce_gates: bool = True) -> dict:
+    """Metrics on the test split with the exported ONNX model, gates, report page, index; GateError on fail."""
+    from flashsim import validation as V
+
+    spec = fam.spec
+    t0 = time.perf_counter()
+    df = fam.frame("test", fam.cfg["validation_rows"])
+    if len(df) == 0:
+        raise InputError(f"{spec.name}: no test rows after selection", file=str(spec.prepared("test")))
+    predict = onnx_predictor(spec.onnx_path)
+    metrics, plots = fam.validate(df, predict, spec.report_dir)
+    summary = fam.training_summary()
+    if summary.get("history"):
+        plots.append(V.plot_history(summary["history"], spec.report_dir / "training.png",
+                                    [k for k in summary["history"][-1] if k.endswith("loss")]))
+    metrics = {k: float(v) for k, v in metrics.items()}
+    metrics["validate_seconds"] = time.perf_counter() - t0
+    gates = V.evaluate_gates(metrics, spec.gates)
+    card = json.loads(spec.card_path.read_text()) if spec.card_path.exists() else None
+    out = {"model": spec.name, "family": spec.family, "scale": spec.scale, "metrics": metrics, "gates": gates,
+           "passed": all(g["passed"] for g in gates), "plots": [p.name for p in plots]}
+    write_json(spec.report_dir / "metrics.json", out)
+    V.write_model_page(spec.report_dir, spec.name, metrics, gates, plots, card)
+    V.write_index(spec.report_dir.parent)
+    with run_context(spec.name, "validate", spec.train_dir) as ctx:
+        ctx.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        ctx.set_tags({"gates_passed": out["passed"]})
+        ctx.log_artifact(spec.report_dir)
+    if enforce_gates:
+        V.enforce(spec.name, gates)
+    return out
+
+
+__all__ = ["GateError", "export_model", "train_model", "validate_model"]

@@ -1,0 +1,252 @@
+"""The family interface and its shared parts (data access, parity rows, default validation per task).
+
+A family module ``flashsim.models.<family>`` defines ``class Family(base.Family)`` implementing::
+
+    fit(ctx) -> dict                       # train on the prepared train/val splits, save to spec.train_dir
+    load() -> None                         # load the saved native model
+    predict(x, noise=None) -> ndarray      # native prediction, physical units (classifiers: probabilities [N, C])
+    to_onnx(path) -> None                  # write the ONNX graph (x[, noise] -> y), preprocessing inside
+
+and may override ``derive`` (derived columns), ``parity_rows`` (extra rows for the parity check, e.g. tree
+thresholds), ``validate`` (metrics and plots; defaults exist for ``task`` classifier and generator),
+``output_names``/``output_units`` and ``SCHEMA``/``DEFAULTS`` (its hyperparameters; unknown keys are errors).
+
+Common keys of every model entry (besides family, sample, gates): see ``COMMON_SCHEMA`` below.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from flashsim.errors import ConfigError, InputError
+from flashsim.models import ModelSpec
+
+log = logging.getLogger(__name__)
+
+COMMON_SCHEMA: dict[str, Any] = {
+    "species": {"type": "string", "description": "set by the species expansion"},
+    "derive": {"type": "string", "description": "'module:function' adding derived columns to the frame"},
+    "selection": {"type": "string", "description": "pandas query selecting the rows the model is trained on"},
+    "features": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                 "description": "input columns, in the order of the ONNX input x"},
+    "weight": {"type": ["string", "null"], "default": None, "description": "per-row weight column (sWeights)"},
+    "units": {"type": "object", "additionalProperties": {"type": "string"}, "default": {},
+              "description": "units of derived columns (contract columns have theirs)"},
+    "max_rows": {"type": ["integer", "null"], "minimum": 100, "default": None,
+                 "description": "use at most this many training rows"},
+    "validation_rows": {"type": "integer", "minimum": 100, "default": 100000,
+                        "description": "held-out (test split) rows used by validate"},
+    "bins": {"type": "object", "default": {}, "additionalProperties": False,
+             "properties": {"p": {"type": "string", "default": "p"}, "eta": {"type": "string", "default": "eta"},
+                            "n_p": {"type": "integer", "minimum": 1, "default": 4},
+                            "n_eta": {"type": "integer", "minimum": 1, "default": 3}}},
+    "oracle": {"type": "string", "description": "'module:function' (frame -> true probabilities [N, C])"},
+    "parity": {"type": "object", "default": {}, "additionalProperties": False,
+               "properties": {"atol": {"type": "number", "minimum": 0, "default": 1e-4},
+                              "rtol": {"type": "number", "minimum": 0, "default": 1e-4},
+                              "rows": {"type": "integer", "minimum": 10, "default": 5000}}},
+    "threads": {"type": "integer", "minimum": 0, "default": 0, "description": "CPU threads (0: all)"},
+    "device": {"type": "string", "default": "auto", "description": "auto (CUDA when present), cpu, cuda:N"},
+}
+
+
+def import_object(ref: str):
+    """``'package.module:attr'`` -> the object."""
+    mod, _, attr = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"cannot import {ref!r}: {err}") from err
+
+
+class Family:
+    task: ClassVar[str] = "classifier"  # or "generator"
+    SCHEMA: ClassVar[dict[str, Any]] = {}
+    REQUIRED: ClassVar[tuple[str, ...]] = ("features",)
+    noise_dim: int = 0
+
+    def __init__(self, spec: ModelSpec) -> None:
+        from flashsim.config import _default_filling_validator
+
+        self.spec = spec
+        schema = {"type": "object", "properties": {**COMMON_SCHEMA, **self.SCHEMA},
+                  "required": list(self.REQUIRED), "additionalProperties": False}
+        cfg = json.loads(json.dumps(spec.cfg))
+        errors = sorted(_default_filling_validator()(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+        if errors:
+            e = errors[0]
+            where = "/".join(str(p) for p in e.absolute_path)
+            raise ConfigError(f"params.yaml: models/{spec.name}{'/' + where if where else ''}: {e.message}")
+        self.cfg = cfg
+
+    # ------------------------------------------------------------ data
+    def derive(self, df):
+        """Add derived columns (``derive: module:function`` in params); families may override."""
+        ref = self.cfg.get("derive")
+        return import_object(ref)(df) if ref else df
+
+    def frame(self, split: str, max_rows: int | None = None):
+        """The prepared ``split`` as a pandas frame, derived columns added, selection applied."""
+        import pandas as pd
+        import pyarrow.parquet as pq
+
+        path = self.spec.prepared(split)
+        if not path.exists():
+            raise InputError(f"prepared data missing (run `flashsim prepare {self.spec.sample}`)", file=str(path))
+        df: pd.DataFrame = pq.read_table(path).to_pandas()
+        df = self.derive(df)
+        if sel := self.cfg.get("selection"):
+            try:
+                df = df.query(sel)
+            except Exception as err:
+                raise ConfigError(f"models/{self.spec.name}/selection {sel!r}: {err}") from err
+        if max_rows is not None and len(df) > max_rows:
+            df = df.iloc[:max_rows]
+        return df.reset_index(drop=True)
+
+    def _columns(self, df, names: list[str], what: str) -> np.ndarray:
+        missing = [n for n in names if n not in df.columns]
+        if missing:
+            raise InputError(f"{self.spec.name}: {what} column(s) missing from the prepared data",
+                             file=str(self.spec.prepared("train")), branch=", ".join(missing))
+        return df[names].to_numpy(dtype=np.float32)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.cfg["features"])
+
+    def features(self, df) -> np.ndarray:
+        x = self._columns(df, self.feature_names, "feature")
+        bad = ~np.isfinite(x)
+        if bad.any():
+            j = int(np.argwhere(bad.any(0))[0, 0])
+            raise InputError(f"{self.spec.name}: {int(bad.sum())} non-finite feature values",
+                             file=str(self.spec.prepared("train")), branch=self.feature_names[j])
+        return x
+
+    def weights(self, df) -> np.ndarray | None:
+        w = self.cfg.get("weight")
+        return None if not w else self._columns(df, [w], "weight")[:, 0].astype(np.float64)
+
+    def unit(self, name: str) -> str:
+        from flashsim.io.contract import SAMPLES
+
+        if name in self.cfg.get("units", {}):
+            return self.cfg["units"][name]
+        if name in DERIVED_UNITS:
+            return DERIVED_UNITS[name]
+        for s in SAMPLES.values():
+            for c in s.columns:
+                if c.name == name:
+                    return c.unit
+        return "1"
+
+    def io_inputs(self) -> list[dict]:
+        return [{"name": "x", "shape": ["N", len(self.feature_names)], "dtype": "float32",
+                 "columns": [{"name": n, "unit": self.unit(n)} for n in self.feature_names]}] + (
+            [{"name": "noise", "shape": ["N", self.noise_dim], "dtype": "float32",
+              "distribution": "standard normal"}] if self.noise_dim else [])
+
+    def output_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def output_units(self) -> list[str]:
+        return [self.unit(n) for n in self.output_names()]
+
+    def io_outputs(self) -> list[dict]:
+        names = self.output_names()
+        return [{"name": "y", "shape": ["N", len(names)], "dtype": "float32",
+                 "columns": [{"name": n, "unit": u} for n, u in zip(names, self.output_units(), strict=True)]}]
+
+    def training_files(self) -> list[Path]:
+        return [self.spec.prepared("train"), self.spec.prepared("val")]
+
+    # ------------------------------------------------------------ model (family-specific)
+    def fit(self, ctx) -> dict:
+        raise NotImplementedError
+
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def predict(self, x: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def to_onnx(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def parity_rows(self, x: np.ndarray) -> np.ndarray:
+        """Extra rows for the parity check (e.g. on tree thresholds); default: none."""
+        return np.empty((0, x.shape[1]), dtype=np.float32)
+
+    def training_summary(self) -> dict:
+        p = self.spec.train_dir / "trained.json"
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    # ------------------------------------------------------------ validation
+    def validate(self, df, predict, report_dir: Path) -> tuple[dict, list[Path]]:
+        """Metrics and plots on held-out rows; ``predict(x, noise)`` is the exported (ONNX) model."""
+        from flashsim.models import validate_default
+
+        if self.task == "classifier":
+            return validate_default.classifier(self, df, predict, report_dir)
+        if self.task == "generator":
+            return validate_default.generator(self, df, predict, report_dir)
+        raise NotImplementedError(f"no default validation for task {self.task!r}")
+
+
+DERIVED_UNITS: dict[str, str] = {}
+"""Units of derived columns, filled by the modules that derive them (``DERIVED_UNITS.update(...)``)."""
+
+
+class ClassifierMixin:
+    """Label handling for classifiers: ``label`` column, ``classes`` (label values in class order)."""
+
+    CLASSIFIER_SCHEMA: ClassVar[dict[str, Any]] = {
+        "label": {"type": "string"},
+        "classes": {"type": "array", "minItems": 2, "items": {"type": "number"}, "default": [0, 1]},
+        "class_names": {"type": "array", "items": {"type": "string"}},
+    }
+
+    def labels(self, df) -> np.ndarray:
+        col = self.cfg["label"]
+        if col not in df.columns:
+            raise InputError(f"{self.spec.name}: label column missing", file=str(self.spec.prepared("train")),
+                             branch=col)
+        values = df[col].to_numpy()
+        classes = np.asarray(self.cfg["classes"])
+        idx = np.full(len(values), -1)
+        for i, c in enumerate(classes):
+            idx[values == c] = i
+        if (idx < 0).any():
+            bad = np.unique(values[idx < 0])[:5]
+            raise InputError(f"{self.spec.name}: label values {bad.tolist()} not in classes {classes.tolist()}",
+                             file=str(self.spec.prepared("train")), branch=col)
+        return idx
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.cfg.get("class_names") or [f"{self.cfg['label']}={c}" for c in self.cfg["classes"]])
+
+    def output_names(self) -> list[str]:
+        return [f"P({n})" for n in self.class_names]
+
+    def output_units(self) -> list[str]:
+        return ["1"] * len(self.class_names)
+
+    def oracle(self, df) -> np.ndarray | None:
+        ref = self.cfg.get("oracle")
+        if not ref:
+            return None
+        try:
+            fn = import_object(ref)
+        except ConfigError as err:
+            log.warning("oracle unavailable: %s", err)
+            return None
+        p = np.asarray(fn(df), dtype=np.float64)
+        return np.stack([1 - p, p], axis=1) if p.ndim == 1 else p

@@ -1,0 +1,106 @@
+"""Generic conditional generator family (``method: gan | flow``) from feature and target columns.
+
+ONNX: ``x`` (physical conditions), ``noise`` (standard normal [N, Z]) -> quantile transform -> core ->
+inverse target transform -> optional post-processing -> ``y`` (physical targets). Families with derived targets or
+structured outputs subclass this and override ``targets``/``output_names``/``post_module``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from torch import nn
+
+from flashsim.models import generative as G
+from flashsim.models.torch_base import TORCH_SCHEMA, TorchFamily
+from flashsim.preprocessing import QuantileTransform
+from flashsim.training import DeviceData, normalised_weights
+
+GEN_SCHEMA = {
+    **TORCH_SCHEMA,
+    **{k: {**TORCH_SCHEMA[k], "default": G.DEFAULTS[k]} for k in TORCH_SCHEMA if k in G.DEFAULTS},
+    "targets": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+    "method": {"type": "string", "enum": list(G.METHODS), "default": G.DEFAULTS["method"]},
+    "noise_dim": {"type": "integer", "minimum": 0, "default": 0},
+    "lr_schedule": {"type": "string", "enum": ["cosine", "constant"], "default": "cosine"},
+    "n_critic": {"type": "integer", "minimum": 1, "default": G.DEFAULTS["n_critic"]},
+    "gp_lambda": {"type": "number", "minimum": 0, "default": G.DEFAULTS["gp_lambda"]},
+    "critic_width": {"type": "integer", "minimum": 1, "default": G.DEFAULTS["critic_width"]},
+    "critic_depth": {"type": "integer", "minimum": 1, "default": G.DEFAULTS["critic_depth"]},
+    "ode_steps": {"type": "integer", "minimum": 1, "default": G.DEFAULTS["ode_steps"]},
+    "ema": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0},
+}
+
+
+class Family(TorchFamily):
+    task = "generator"
+    REQUIRED = ("features",)
+    SCHEMA: ClassVar[dict[str, Any]] = GEN_SCHEMA
+
+    @property
+    def noise_dim(self) -> int:  # type: ignore[override]
+        if self.cfg["method"] == "flow":
+            return len(self.output_names_core())
+        return self.cfg["noise_dim"] or len(self.output_names_core())
+
+    # targets seen by the core (before post-processing); by default the output columns themselves
+    def output_names_core(self) -> list[str]:
+        return list(self.cfg["targets"])
+
+    def targets_core(self, df) -> np.ndarray:
+        return self._columns(df, self.output_names_core(), "target")
+
+    def output_names(self) -> list[str]:
+        return self.output_names_core()
+
+    def targets(self, df) -> np.ndarray:
+        """Reference values of the ONNX outputs (what validation compares with)."""
+        return self.targets_core(df)
+
+    def post_module(self) -> nn.Module | None:
+        """Physical core outputs -> ONNX outputs (e.g. covariance assembly); None: identity."""
+        return None
+
+    def _assemble(self, qx: QuantileTransform, qy: QuantileTransform, core: nn.Module) -> G.PhysicalGenerator:
+        return G.PhysicalGenerator(qx, core, qy.inverse(), self.post_module()).eval()
+
+    def fit(self, ctx) -> dict:
+        device = self.setup()
+        tr = self.frame("train", self.cfg["max_rows"])
+        va = self.frame("val", self.cfg["max_rows"])
+        x, y, w = self.features(tr), self.targets_core(tr), self.weights(tr)
+        ok = np.isfinite(y).all(axis=1)
+        x, y, w = x[ok], y[ok], None if w is None else w[ok]
+        qx = QuantileTransform.fit(x, w, self.cfg["n_knots"])
+        qy = QuantileTransform.fit(y, w, self.cfg["n_knots"])
+        xv, yv, wv = self.features(va), self.targets_core(va), self.weights(va)
+        okv = np.isfinite(yv).all(axis=1)
+        xv, yv, wv = xv[okv], yv[okv], None if wv is None else wv[okv]
+        data = DeviceData(device, c=qx.transform(x).astype(np.float32), y=qy.transform(y).astype(np.float32),
+                          w=normalised_weights(w, len(x)))
+        val = DeviceData(device, c=qx.transform(xv).astype(np.float32), y=qy.transform(yv).astype(np.float32),
+                         w=normalised_weights(wv, len(xv)))
+        trainer = G.Trainer(self.cfg["method"], x.shape[1], y.shape[1], self.cfg, device, self.spec.seed)
+        history = trainer.fit(data, val, ctx, self.checkpointer(), desc=self.spec.name)
+        core = trainer.final_core().cpu()
+        self.module = self._assemble(qx, qy, core)
+        self.save({"qx": qx.state(), "qy": qy.state(), "core": core.state_dict(), "n_cond": x.shape[1],
+                   "n_out": y.shape[1]})
+        return {"rows": len(x), "val_rows": len(xv), "history": history, "device": str(device),
+                "val_loss": history[-1].get("val_loss")}
+
+    def load(self) -> None:
+        s = self.load_payload()
+        core = G.build_core(self.cfg["method"], s["n_cond"], s["n_out"], {**G.DEFAULTS, **self.cfg})
+        core.load_state_dict(s["core"])
+        self.module = self._assemble(QuantileTransform.from_state(s["qx"]), QuantileTransform.from_state(s["qy"]),
+                                     core.eval())
+
+    def predict(self, x: np.ndarray, noise: np.ndarray | None = None, batch_size: int = 65536) -> np.ndarray:
+        if noise is None:
+            noise = np.random.default_rng(self.spec.seed).standard_normal((len(x), self.noise_dim))
+        return super().predict(x, noise, batch_size)
+
+
+

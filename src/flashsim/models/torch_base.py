@@ -1,0 +1,71 @@
+"""Shared parts of torch families: device/threads/seed setup, training data on device, model.pt save/load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from flashsim.io.atomic import atomic_output
+from flashsim.models import base
+from flashsim.training import Checkpointer, choose_device, seed_everything, set_threads
+
+TORCH_SCHEMA: dict[str, Any] = {
+    "epochs": {"type": "integer", "minimum": 1},
+    "batch_size": {"type": "integer", "minimum": 1},
+    "lr": {"type": "number", "exclusiveMinimum": 0},
+    "weight_decay": {"type": "number", "minimum": 0},
+    "width": {"type": "integer", "minimum": 1},
+    "depth": {"type": "integer", "minimum": 1},
+    "activation": {"type": "string", "enum": ["relu", "leaky_relu", "silu", "gelu", "tanh"]},
+    "amp": {"type": "boolean"},
+    "compile": {"type": "boolean"},
+    "n_knots": {"type": "integer", "minimum": 2, "default": 256,
+                "description": "knots of the quantile transforms"},
+    "checkpoint_every": {"type": "integer", "minimum": 1, "default": 5, "description": "epochs"},
+}
+
+
+class TorchFamily(base.Family):
+    """Base for torch families; subclasses build ``self.module`` (the exportable physical-units model)."""
+
+    SCHEMA: ClassVar[dict[str, Any]] = TORCH_SCHEMA
+    module: torch.nn.Module
+
+    @property
+    def model_path(self) -> Path:
+        return self.spec.train_dir / "model.pt"
+
+    def setup(self) -> torch.device:
+        set_threads(self.cfg["threads"] or None)
+        seed_everything(self.spec.seed)
+        return choose_device(self.cfg["device"])
+
+    def checkpointer(self) -> Checkpointer:
+        return Checkpointer(self.spec.train_dir, self.cfg["checkpoint_every"])
+
+    def save(self, payload: dict) -> None:
+        self.spec.train_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_output(self.model_path) as tmp:
+            torch.save(payload, tmp)
+
+    def load_payload(self) -> dict:
+        return torch.load(self.model_path, map_location="cpu", weights_only=False)
+
+    def predict(self, x: np.ndarray, noise: np.ndarray | None = None, batch_size: int = 65536) -> np.ndarray:
+        self.module.eval()
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                args = [torch.tensor(np.asarray(x[i:i + batch_size], dtype=np.float32))]
+                if self.noise_dim:
+                    args.append(torch.tensor(np.asarray(noise[i:i + batch_size], dtype=np.float32)))
+                out.append(self.module(*args))
+        return torch.cat(out).numpy() if out else np.empty((0, 0), dtype=np.float32)
+
+    def to_onnx(self, path: Path) -> None:
+        from flashsim.export import export_torch
+
+        export_torch(self.module, path, len(self.feature_names), self.noise_dim)

@@ -1,0 +1,69 @@
+"""Helpers for tests of model families: a scratch repository and a synthetic prepared sample.
+
+``scratch_repo(tmp, models)`` writes ``params.yaml`` (with the given ``models:`` section) and the schema into
+``tmp``; ``write_synthetic(tmp, "synth", n)`` writes ``results/prepared/synth/{train,val,test}.parquet`` with
+columns ``p`` (MeV/c), ``eta``, ``x1``, a binary ``label`` drawn from ``true_prob``, two targets ``y1``/``y2``
+that depend on the conditions, and ``sw``: sWeight-like weights (signal rows 1, plus background rows in pairs
+of +1/-1 that cancel in expectation), so weighted fits recover the signal distribution.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+
+def scratch_repo(root: str | Path, models: dict, scale: str = "demo", seed: int = 7, **extra) -> Path:
+    root = Path(root)
+    (root / "schemas").mkdir(parents=True, exist_ok=True)
+    for f in SCHEMA_DIR.glob("*.yaml"):
+        (root / "schemas" / f.name).write_text(f.read_text())
+    (root / "params.yaml").write_text(yaml.safe_dump({"scale": scale, "seed": seed, "models": models, **extra}))
+    return root
+
+
+def synthetic_frame(n: int, rng: np.random.Generator, background: float = 0.0) -> dict[str, np.ndarray]:
+    """Signal rows (and ``background`` fraction of +/-1 weighted pairs from a different distribution)."""
+    p = np.exp(rng.normal(np.log(2e4), 0.8, n))
+    eta = rng.uniform(2.0, 5.0, n)
+    x1 = rng.normal(0, 1, n)
+    lp = np.log(p / 2e4)
+    true_prob = 1 / (1 + np.exp(-(1.2 * lp - 0.8 * (eta - 3.5) + 0.5 * x1)))
+    label = (rng.uniform(size=n) < true_prob).astype(np.int32)
+    y1 = 0.5 * x1 + (0.2 + 0.1 * eta) * rng.normal(size=n)
+    y2 = np.exp(0.3 * lp + 0.4 * rng.normal(size=n))
+    cols = {"p": p, "eta": eta, "x1": x1, "label": label, "true_prob": true_prob, "y1": y1, "y2": y2,
+            "sw": np.ones(n)}
+    nb = int(background * n) // 2 * 2
+    if nb:
+        bkg = {"p": np.exp(rng.normal(np.log(2e4), 1.0, nb)), "eta": rng.uniform(2.0, 5.0, nb),
+               "x1": rng.normal(0, 1, nb), "label": rng.integers(0, 2, nb).astype(np.int32),
+               "true_prob": np.full(nb, 0.5), "y1": rng.normal(2.0, 0.5, nb), "y2": rng.exponential(2.0, nb),
+               "sw": np.tile([1.0, -1.0], nb // 2)}
+        cols = {k: np.concatenate([v, bkg[k]]) for k, v in cols.items()}
+        order = rng.permutation(len(cols["p"]))
+        cols = {k: v[order] for k, v in cols.items()}
+    return {k: (v.astype(np.float32) if v.dtype == np.float64 and k != "sw" else v) for k, v in cols.items()}
+
+
+def write_synthetic(root: str | Path, sample: str = "synth", n: int = 6000, seed: int = 1,
+                    background: float = 0.0) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(root) / "results" / "prepared" / sample
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, frac in (("train", 0.6), ("val", 0.2), ("test", 0.2)):
+        cols = synthetic_frame(int(n * frac), rng, background)
+        pq.write_table(pa.table(cols), out / f"{split}.parquet")
+    return out
+
+
+def synth_oracle(df) -> np.ndarray:
+    """The true P(label = 1) of the synthetic sample."""
+    return df["true_prob"].to_numpy(np.float64)

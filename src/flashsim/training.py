@@ -1,0 +1,276 @@
+"""Training core shared by every torch model: device, seeds, run context (metrics hook), checkpoints, epoch loop.
+
+The one hook for experiment tracking is :class:`RunContext`: drivers create it with :func:`run_context`, which asks
+every factory in ``SINK_FACTORIES`` for a sink (an object with any of ``log_params``, ``log_metrics``,
+``set_tags``, ``log_artifact``, ``close``). The local sink always writes ``metrics.jsonl`` next to the
+checkpoints; the MLflow integration registers one more factory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from flashsim.io.atomic import atomic_output
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- device and seeds
+def choose_device(preference: str = "auto") -> torch.device:
+    """``auto``: CUDA when present, else CPU; or an explicit torch device string (``FLASHSIM_DEVICE`` overrides)."""
+    preference = os.environ.get("FLASHSIM_DEVICE", preference)
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(preference)
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
+    """Seed python, numpy and torch (all devices); return a torch CPU generator seeded with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (third-party code may use the legacy global)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.backends.cudnn.benchmark = False
+        with contextlib.suppress(Exception):
+            torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch.Generator().manual_seed(seed)
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bfloat16 autocast on CUDA (no grad scaler needed); a no-op context on CPU."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def set_threads(n: int | None = None) -> None:
+    """Limit torch intra-op threads (``FLASHSIM_THREADS`` or ``n``; default: all cores)."""
+    n = int(os.environ.get("FLASHSIM_THREADS", n or 0)) or None
+    if n:
+        torch.set_num_threads(n)
+
+
+# ---------------------------------------------------------------- run context (tracking hook)
+class Sink(Protocol):
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+
+
+class LocalSink:
+    """Appends metrics as JSON lines, params/tags to JSON files, in ``outdir``."""
+
+    def __init__(self, outdir: Path) -> None:
+        self.outdir = Path(outdir)
+        self.outdir.mkdir(parents=True, exist_ok=True)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        _merge_json(self.outdir / "params.json", params)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        _merge_json(self.outdir / "tags.json", tags)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        with open(self.outdir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "time": time.time(), **metrics}, default=float) + "\n")
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass  # artifacts already live on disk
+
+
+def _merge_json(path: Path, update: dict) -> None:
+    old = json.loads(path.read_text()) if path.exists() else {}
+    old.update({k: v if isinstance(v, (int, float, str, bool)) or v is None else str(v) for k, v in update.items()})
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(old, indent=2, sort_keys=True))
+
+
+SinkFactory = Callable[[str, str, Path], Any]
+"""``factory(model_name, stage, outdir) -> sink or None``; stage is train, export or validate."""
+
+SINK_FACTORIES: list[SinkFactory] = []
+
+
+def register_sink_factory(factory: SinkFactory) -> None:
+    if factory not in SINK_FACTORIES:
+        SINK_FACTORIES.append(factory)
+
+
+class RunContext:
+    """What a training/export/validation job reports to: fans out to every sink."""
+
+    def __init__(self, name: str, stage: str, outdir: str | Path, sinks: list[Any] | None = None) -> None:
+        self.name, self.stage, self.outdir = name, stage, Path(outdir)
+        self.sinks = list(sinks) if sinks is not None else [LocalSink(self.outdir)]
+
+    def _call(self, method: str, *args, **kwargs) -> None:
+        for s in self.sinks:
+            fn = getattr(s, method, None)
+            if fn is not None:
+                fn(*args, **kwargs)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._call("log_params", params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._call("log_metrics", {k: float(v) for k, v in metrics.items()}, step)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self._call("set_tags", tags)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._call("log_artifact", path, artifact_path)
+
+    def close(self, status: str = "FINISHED") -> None:
+        self._call("close", status)
+
+    def __enter__(self) -> RunContext:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close("FAILED" if exc_type else "FINISHED")
+
+
+def run_context(name: str, stage: str, outdir: str | Path) -> RunContext:
+    """A RunContext with the local sink plus one sink per registered factory (e.g. MLflow)."""
+    sinks: list[Any] = [LocalSink(Path(outdir))]
+    for factory in SINK_FACTORIES:
+        sink = factory(name, stage, Path(outdir))
+        if sink is not None:
+            sinks.append(sink)
+    return RunContext(name, stage, outdir, sinks)
+
+
+# ---------------------------------------------------------------- checkpoints
+class Checkpointer:
+    """Atomic ``torch.save`` of a state dict every ``every`` epochs to ``<dir>/checkpoint.pt``; resume with load."""
+
+    def __init__(self, directory: str | Path, every: int = 1) -> None:
+        self.dir = Path(directory)
+        self.every = max(int(every), 1)
+        self.path = self.dir / "checkpoint.pt"
+
+    def due(self, epoch: int, last: bool = False) -> bool:
+        return last or (epoch + 1) % self.every == 0
+
+    def save(self, state: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with atomic_output(self.path) as tmp:
+            torch.save(state, tmp)
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        return torch.load(self.path, map_location="cpu", weights_only=False)
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),  # noqa: NPY002
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def epoch_loop(n_epochs: int, epoch_fn: Callable[[int], dict[str, float]], *,
+               get_state: Callable[[], dict], set_state: Callable[[dict], None],
+               checkpointer: Checkpointer | None = None, ctx: RunContext | None = None,
+               desc: str = "train", stop_after: int | None = None) -> list[dict[str, float]]:
+    """Run ``epoch_fn(epoch) -> metrics`` for epochs not yet done, resuming from the checkpoint if present.
+
+    The checkpoint holds ``get_state()`` (model/optimizer/etc.), the RNG states and the metrics history; it is
+    written atomically every ``checkpointer.every`` epochs and after the last one. ``stop_after`` ends the run
+    after that many epochs in this call (to test resumption). Returns the full metrics history.
+    """
+    from tqdm.auto import tqdm
+
+    start, history = 0, []
+    if checkpointer is not None and (ck := checkpointer.load()) is not None:
+        set_state(ck["state"])
+        set_rng_state(ck["rng"])
+        start, history = ck["epoch"] + 1, ck["history"]
+        log.info("resuming %s from epoch %d", desc, start)
+    done_here = 0
+    bar = tqdm(range(start, n_epochs), desc=desc, initial=start, total=n_epochs, mininterval=2.0,
+               disable=None)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        metrics = dict(epoch_fn(epoch))
+        metrics["epoch_seconds"] = time.perf_counter() - t0
+        history.append({"epoch": epoch, **metrics})
+        if ctx is not None:
+            ctx.log_metrics(metrics, step=epoch)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in list(metrics.items())[:3]})
+        last = epoch == n_epochs - 1
+        done_here += 1
+        stop = stop_after is not None and done_here >= stop_after
+        if checkpointer is not None and (checkpointer.due(epoch, last) or stop):
+            checkpointer.save({"state": get_state(), "rng": rng_state(), "epoch": epoch, "history": history})
+        if stop:
+            break
+    return history
+
+
+# ---------------------------------------------------------------- data on device
+class DeviceData:
+    """Named tensors kept on the training device; random mini-batches drawn by index on the device."""
+
+    def __init__(self, device: torch.device, **arrays: np.ndarray | torch.Tensor) -> None:
+        self.device = device
+        self.tensors = {k: torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v).to(device)
+                        for k, v in arrays.items() if v is not None}
+        sizes = {len(t) for t in self.tensors.values()}
+        if len(sizes) != 1:
+            raise ValueError(f"arrays of different lengths: {sizes}")
+        self.n = sizes.pop()
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.tensors[key]
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None,
+                drop_last: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+        """One epoch of shuffled batches (permutation drawn on the CPU generator for reproducibility)."""
+        perm = torch.randperm(self.n, generator=generator).to(self.device)
+        stop = self.n - batch_size + 1 if drop_last and self.n >= batch_size else self.n
+        for i in range(0, max(stop, 1), batch_size):
+            idx = perm[i:i + batch_size]
+            yield {k: t[idx] for k, t in self.tensors.items()}
+
+
+def normalised_weights(weights: np.ndarray | None, n: int) -> np.ndarray:
+    """Per-row weights scaled to mean 1 over the whole training set (ones when ``weights`` is None).
+
+    Losses then use ``(loss_i * w_i).mean()`` per batch: unbiased, and safe with negative sWeights (a batch sum
+    of signed weights can be near zero, so batches are never normalised by their own sum).
+    """
+    if weights is None:
+        return np.ones(n, dtype=np.float32)
+    w = np.asarray(weights, dtype=np.float64)
+    total = w.sum()
+    if not total > 0:
+        raise ValueError("the sum of the per-row weights must be positive")
+    return (w * (len(w) / total)).astype(np.float32)
+
+
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """``(values * w).mean()`` over rows (and columns) with globally normalised ``weights`` (see above)."""
+    if weights is None:
+        return values.mean()
+    if values.dim() > 1:
+        values = values.mean(dim=tuple(range(1, values.dim())))
+    return (values * weights).mean()

@@ -1,0 +1,29 @@
+"""Shared validation: weighted metrics, gates from params, plots and HTML reports (tracking, PID, ECAL reuse it)."""
+
+from flashsim.validation.gates import enforce, evaluate_gates
+from flashsim.validation.metrics import (
+    bin_edges,
+    bin_index,
+    calibration_chi2,
+    generator_metrics,
+    log_loss,
+    log_loss_gap,
+    two_sample_auc,
+    weighted_auc,
+    weighted_ks,
+    weighted_wasserstein,
+)
+from flashsim.validation.report import (
+    plot_binned,
+    plot_calibration,
+    plot_distributions,
+    plot_history,
+    write_index,
+    write_model_page,
+)
+
+__all__ = [
+    "bin_edges", "bin_index", "calibration_chi2", "enforce", "evaluate_gates", "generator_metrics", "log_loss",
+    "log_loss_gap", "plot_binned", "plot_calibration", "plot_distributions", "plot_history", "two_sample_auc",
+    "weighted_auc", "weighted_ks", "weighted_wasserstein", "write_index", "write_model_page",
+]

@@ -1,0 +1,39 @@
+"""Gates: thresholds on validation metrics from ``params.yaml`` (``models.<name>.gates.{demo,full}``)."""
+
+from __future__ import annotations
+
+import math
+
+from flashsim.errors import ConfigError, GateError
+
+
+def evaluate_gates(metrics: dict[str, float], gates: dict[str, dict]) -> list[dict]:
+    """One result row per gate: ``{metric, value, max|min, passed}``.
+
+    ``gates`` maps a metric name (as in metrics.json, e.g. ``two_sample_auc``, ``calibration.chi2_ndf``) to
+    ``{max: x}`` and/or ``{min: y}``. A metric that is missing or NaN fails its gate.
+    """
+    rows = []
+    for name, bound in (gates or {}).items():
+        if not isinstance(bound, dict) or not set(bound) <= {"max", "min"} or not bound:
+            raise ConfigError(f"gate {name!r}: expected {{max: x}} and/or {{min: y}}, got {bound!r}")
+        value = metrics.get(name)
+        ok = value is not None and not (isinstance(value, float) and math.isnan(value))
+        if ok and "max" in bound:
+            ok = value <= bound["max"]
+        if ok and "min" in bound:
+            ok = value >= bound["min"]
+        rows.append({"metric": name, "value": value, **bound, "passed": bool(ok)})
+    return rows
+
+
+def enforce(model: str, rows: list[dict]) -> None:
+    """Raise GateError naming every failing metric."""
+    failed = [r for r in rows if not r["passed"]]
+    if failed:
+        parts = []
+        for r in failed:
+            v = "missing" if r["value"] is None else f"{r['value']:.4g}"
+            lim = " and ".join(f"{k} {r[k]}" for k in ("min", "max") if k in r)
+            parts.append(f"{r['metric']} = {v} (gate: {lim})")
+        raise GateError(f"{model}: validation gate failed: " + "; ".join(parts))
