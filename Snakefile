@@ -13,9 +13,11 @@ validate(config, "schemas/params.schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/pipeline.smk"
 
 
 rule all:
     input:
         rules.data_all.input,
+        rules.pipeline_all.input,
     default_target: True

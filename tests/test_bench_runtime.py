@@ -19,9 +19,13 @@ from flashsim.runtime.session import Device
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return toys.build(tmp_path_factory.mktemp("bench_models"), n=3000, steps=30, width=32,
-                      which=("acceptance", "efficiency", "resolution"))
+def models(runtime_toy_models, tmp_path_factory):
+    """A private copy of the session's toy models (tests add .so files next to them)."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("models")
+    shutil.copytree(runtime_toy_models, out, dirs_exist_ok=True)
+    return out
 
 
 def test_gradient_boosting_equivalent_has_the_same_trees(models):

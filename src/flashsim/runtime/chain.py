@@ -135,6 +135,8 @@ class Chain:
             cols += [_target_name(o) for o in self.refs[name].outputs]
         if "isMuon" in cols:
             cols += [c for c in ("MuonMuLL", "MuonBgLL") if c not in cols]
+        if "x_ClosestToBeam" in cols and "y_ClosestToBeam" in cols:
+            cols.append("z_ClosestToBeam")
         return list(dict.fromkeys(cols))
 
 
@@ -195,6 +197,14 @@ def _finish(batch: F.Batch, gen: torch.Generator) -> None:
                 batch.set(c, torch.where(flag > 0, batch.columns[c], torch.full_like(batch.columns[c], math.nan)))
     if "qop_ClosestToBeam" in batch.columns and "p" not in batch.columns:
         batch.set("p", 1.0 / batch.columns["qop_ClosestToBeam"].abs())
+    if "x_ClosestToBeam" in batch.columns and "y_ClosestToBeam" in batch.columns \
+            and "z_ClosestToBeam" not in batch.columns:
+        # the reconstructed line's closest approach to the beam moves along z by the residual's projection on
+        # the slope (as in the reference simulation: x, y are given at the true closest-approach z)
+        tx, ty = batch["true_tx_ClosestToBeam"], batch["true_ty_ClosestToBeam"]
+        dx = batch.columns["x_ClosestToBeam"] - batch["true_x_ClosestToBeam"]
+        dy = batch.columns["y_ClosestToBeam"] - batch["true_y_ClosestToBeam"]
+        batch.set("z_ClosestToBeam", batch["true_z_ClosestToBeam"] - (dx * tx + dy * ty) / (tx * tx + ty * ty))
 
 
 def batch_to_numpy(batch: F.Batch, names: Iterable[str]) -> dict:
