@@ -22,6 +22,7 @@ import logging
 import os
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -182,23 +183,23 @@ def _our_c_libs(refs, work: Path) -> tuple[dict[str, tuple[str, str]], dict]:
     """Our C-ABI shared objects: ``models/NAME.so`` where the workflow built it, else built here (cached)."""
     from flashsim.runtime import cabi
 
-    libs, info = {}, {}
-    for name, ref in refs.items():
+    def one(item) -> tuple[str, tuple[str, str], str]:
+        name, ref = item
         sym = cabi.symbol_for(name)
         built = ref.onnx.with_suffix(".so")
         if built.exists() and built.stat().st_mtime >= ref.onnx.stat().st_mtime:
-            libs[name] = (str(built.resolve()), sym)
-            info[name] = json.loads(Path(f"{built}.json").read_text()).get("route") if Path(f"{built}.json").exists() \
-                else "prebuilt"
-            continue
+            meta = Path(f"{built}.json")
+            route = json.loads(meta.read_text())["route"] if meta.exists() else "built"
+            return name, (str(built.resolve()), sym), route
         so = work / "cabi" / f"{name}-{_digest([ref.onnx])}.so"
+        route = "cached"
         if not so.exists():
-            art = cabi.build(ref.onnx, so, name=name, workdir=work / "cabi" / f"{name}_c")
-            info[name] = art.route
-        else:
-            info[name] = "cached"
-        libs[name] = (str(so.resolve()), sym)
-    return libs, info
+            route = cabi.build(ref.onnx, so, name=name, workdir=work / "cabi" / f"{name}_c").route
+        return name, (str(so.resolve()), sym), route
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # compiles run as subprocesses: threads suffice
+        done = list(pool.map(one, refs.items()))
+    return {n: lib for n, lib, _ in done}, {n: route for n, _, route in done}
 
 
 def _scikinc_libs(refs, traced, work: Path) -> tuple[dict[str, tuple[str, str]], dict]:
