@@ -79,3 +79,23 @@ def test_c_driver_replays_the_chain_calls(models, tmp_path):
     stats = json.loads(run.stdout)
     assert stats["calls"] == sum(len(r) for _, r in traced.values())
     assert stats["particles"] == int(plan[0])
+
+
+def test_flow_generator_graph_is_read_as_one_repeated_block(tmp_path):
+    """mlcore's flow-matching generator: SiLU residual MLP applied 2 x ode_steps times, quantile transforms."""
+    from flashsim.export import export_torch
+    from flashsim.models.generative import DEFAULTS, PhysicalGenerator, build_core
+    from flashsim.preprocessing import QuantileTransform
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(500, 5)), rng.normal(size=(500, 3))
+    core = build_core("flow", 5, 3, {**DEFAULTS, "width": 16, "depth": 4, "ode_steps": 3})
+    gen = PhysicalGenerator(QuantileTransform.fit(x, n_knots=20), core, QuantileTransform.fit(y, n_knots=20).inverse())
+    export_torch(gen, tmp_path / "flow.onnx", 5, 3)
+    net = scikinc.net_layers(onnx.load(str(tmp_path / "flow.onnx")))
+    assert net.repeats == 6 and net.residual and not net.exact
+    assert [a for *_, a, _ in net.layers] == ["silu"] * 5 + ["linear"]
+    assert net.layers[0][0].shape == (3 + 3 + 5, 16) and net.n_quantiles == 20
+    # the torch reference of the same layers computes what the graph's first block computes without the skips
+    seq = bench._torch_layers(net)
+    assert sum(isinstance(m, torch.nn.SiLU) for m in seq) == 5

@@ -225,7 +225,8 @@ def _scikinc_libs(refs, traced, work: Path) -> tuple[dict[str, tuple[str, str]],
             info[name] = f"no scikinC equivalent: {err}"
             continue
         stages.append(st)
-        info[name] = {"kind": st.kind, "max_dev_vs_onnx": st.parity, "objects": sorted(st.objects)}
+        info[name] = {"kind": st.kind, "max_dev_vs_onnx": st.parity, "equivalence": st.equivalence,
+                      "network_calls_per_particle": st.repeats, "objects": sorted(st.objects)}
     symbols = scikinc.build_library(stages, so, work / "scikinc" / f"src-{key}")
     meta_path.write_text(json.dumps({"symbols": symbols, "info": info}))
     return {n: (str(so.resolve()), s) for n, s in symbols.items()}, info
@@ -349,8 +350,8 @@ def _gpu(refs, spec, cols, traced, per_model_cpu, cfg, settings) -> dict:
             seq = _torch_layers(layers).to(dev.torch, torch.bfloat16)
             n_rows = len(data)
             h = torch.randn((cfg["sweep"][-1], layers.layers[0][0].shape[0]), device=dev.torch, dtype=torch.bfloat16)
-            with torch.inference_mode():
-                per_row = timed(lambda seq=seq, h=h: seq(h), cfg["min_time"], sync) / h.shape[0]
+            with torch.inference_mode():  # a flow applies the block `repeats` times per particle
+                per_row = layers.repeats * timed(lambda seq=seq, h=h: seq(h), cfg["min_time"], sync) / h.shape[0]
             entry["bf16_rows_per_s"] = 1.0 / per_row
             bf16_time += per_row * n_rows
         except NoEquivalent as err:
@@ -377,7 +378,8 @@ def _torch_layers(layers) -> torch.nn.Module:
             lin.bias.copy_(torch.from_numpy(b))
         mods.append(lin)
         mods += {"relu": [torch.nn.ReLU()], "tanh": [torch.nn.Tanh()], "sigmoid": [torch.nn.Sigmoid()],
-                 "elu": [torch.nn.ELU()], "leaky_relu": [torch.nn.LeakyReLU(slope)]}.get(act, [])
+                 "elu": [torch.nn.ELU()], "leaky_relu": [torch.nn.LeakyReLU(slope)],
+                 "silu": [torch.nn.SiLU()]}.get(act, [])
     if layers.softmax:
         mods.append(torch.nn.Softmax(dim=1))
     return torch.nn.Sequential(*mods).eval()
