@@ -1,4 +1,5 @@
 # Shared helpers for the rules: sample lists and the flashsim command line.
+import glob
 import shlex
 from pathlib import Path
 
@@ -38,3 +39,12 @@ def model_names():
 def local_files(files):
     """Input files Snakemake can track (none when they are globs or root:// URLs)."""
     return [] if any(f.startswith("root://") or any(ch in f for ch in "*?[") for f in files) else files
+
+
+def prepare_inputs(wc):
+    """Local input files of a sample (globs expanded); root:// URLs are read by the job, not tracked here."""
+    files = []
+    for f in config["inputs"][wc.sample]["files"]:
+        if "://" not in f:
+            files += sorted(glob.glob(f, recursive=True)) if any(ch in f for ch in "*?[") else [f]
+    return files
