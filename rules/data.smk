@@ -8,23 +8,30 @@ rule generate:
         size=lambda wc: scaled(config["detsim"]["samples"][wc.sample]["size"]),
     log:
         "logs/generate/{sample}.log",
+    conda:
+        "../envs/data.yaml"
     shell:
-        "{FLASHSIM} generate {wildcards.sample} --output {output} > {log} 2>&1"
+        "flashsim generate {wildcards.sample} --output {output} > {log} 2>&1"
 
 
 rule prepare:
     input:
-        lambda wc: config["inputs"][wc.sample]["files"] if not any(
-            f.startswith("root://") or any(ch in f for ch in "*?[") for f in config["inputs"][wc.sample]["files"]
-        ) else [],
+        prepare_inputs,
     output:
         train=f"{PREPARED}/{{sample}}/train.parquet",
         val=f"{PREPARED}/{{sample}}/val.parquet",
         test=f"{PREPARED}/{{sample}}/test.parquet",
+    params:
+        outdir=lambda wc: f"{PREPARED}/{wc.sample}",
+        # re-run when the sample's inputs, the split seed or the prepare settings change
+        inputs=lambda wc: config["inputs"][wc.sample],
+        settings={"seed": config["seed"], **config["prepare"]},
     log:
         "logs/prepare/{sample}.log",
+    conda:
+        "../envs/data.yaml"
     shell:
-        "{FLASHSIM} prepare {wildcards.sample} --outdir {PREPARED}/{wildcards.sample} > {log} 2>&1"
+        "flashsim prepare {wildcards.sample} --outdir {params.outdir} > {log} 2>&1"
 
 
 rule data_all:

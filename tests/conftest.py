@@ -1,10 +1,11 @@
-"""Shared fixtures: the repository root and a scratch copy of params."""
+"""Shared fixtures: the repository root, tracking switched off by default, and the real servers (servers.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from servers import mlflow_store_template, mlflow_tracking_server, s3, xrootd  # noqa: F401 - session fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -12,3 +13,19 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def repo_root() -> Path:
     return ROOT
+
+
+@pytest.fixture(autouse=True)
+def _no_tracking_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``flashsim train/export/validate`` record MLflow runs; tests opt in (tests/test_tracking*.py) so that
+    other tests neither pay for a store nor write one into the repository."""
+    monkeypatch.setenv("FLASHSIM_TRACKING", "off")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="session")
+def runtime_toy_models(tmp_path_factory) -> Path:
+    """The toy chain of flashsim.runtime.toys (trained once per session), with the real models' names and IO."""
+    from flashsim.runtime import toys
+
+    return toys.build(tmp_path_factory.mktemp("runtime_toys"), n=3000, steps=40, width=32)

@@ -19,9 +19,18 @@ COMMANDS: dict[str, str] = {
     "prepare": "flashsim.prepare",
     "contract": "flashsim.io.contract",
     "bench": "flashsim.bench",
+    "install-profiles": "flashsim.cluster",
+    "promote": "flashsim.mlops.promote",
+    "compare": "flashsim.mlops.compare",
+    "provenance": "flashsim.mlops.provenance",
     "train": "flashsim.drivers.train",
     "export": "flashsim.drivers.export",
     "validate": "flashsim.drivers.validate",
+    "summarize": "flashsim.mlops.summary",
+    "simulate": "flashsim.runtime.simulate",
+    "cabi": "flashsim.runtime.export_c",
+    "ecal-report": "flashsim.models.ecal_report",
+    "physics-check": "flashsim.runtime.compare",
 }
 
 

@@ -21,6 +21,14 @@ def repo_root() -> Path:
     return here
 
 
+def default_schema() -> Path:
+    """``schemas/params.schema.yaml`` of the repository in the working directory, else of this checkout."""
+    for root in (repo_root(), Path(__file__).resolve().parents[2]):
+        if (root / "schemas" / "params.schema.yaml").exists():
+            return root / "schemas" / "params.schema.yaml"
+    raise ConfigError("cannot find schemas/params.schema.yaml (run from the repository root)")
+
+
 def _default_filling_validator():
     import jsonschema
 
@@ -42,7 +50,7 @@ def _copy(value: Any) -> Any:
 
 def validate(params: dict, schema_path: str | Path | None = None) -> dict:
     """Validate ``params`` in place (defaults filled) and return it; raise ConfigError naming the key."""
-    schema_path = Path(schema_path) if schema_path else repo_root() / "schemas" / "params.schema.yaml"
+    schema_path = Path(schema_path) if schema_path else default_schema()
     schema = yaml.safe_load(schema_path.read_text())
     validator = _default_filling_validator()(schema)
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
@@ -62,7 +70,8 @@ def load_params(path: str | Path | None = None, overrides: dict | None = None) -
         raise ConfigError(f"cannot read {path}: {err}") from err
     if overrides:
         params = merge(params, overrides)
-    return validate(params, path.parent / "schemas" / "params.schema.yaml")
+    schema = path.parent / "schemas" / "params.schema.yaml"  # a params file outside the repo uses the repo's
+    return validate(params, schema if schema.exists() else None)
 
 
 def merge(base: dict, extra: dict) -> dict:

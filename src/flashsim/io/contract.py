@@ -106,7 +106,8 @@ SIGNAL = Sample(
            Column("signal_role", "int32", "1", "1 p, 2 K, 3 pi (from Lc+), 4 mu (from Lb0)"),
            Column("mother_ID", "int32", "1", "PDG id of the mother (±4122 Lc, ±5122 Lb)")]
         + _RECO
-        + PID_RESPONSE
+        + [Column(c.name, c.dtype, c.unit, c.doc + ("; NaN if type 0" if c.dtype == "float32" else "; 0 if type 0"))
+           for c in PID_RESPONSE]
     ),
 )
 
@@ -138,7 +139,8 @@ PID_CALIB = Sample(
 ECAL = Sample(
     "ecal", "Calo", "one event (jagged lists of photons and clusters)",
     "Photons reaching the ECAL face and the clusters reconstructed from them (merging of close photons, an "
-    "energy threshold and a/sqrt(E) (+) b resolution, so n photons give m != n clusters).",
+    "energy threshold and a/sqrt(E) (+) b resolution, so n photons give m != n clusters). Photons are ordered "
+    "by decreasing energy within an event; positions are on the ECAL face plane (z = 12620 mm).",
     (
         Column("evtNumber", "int64", "1", "event number"),
         Column("nPhotons", "int32", "1", "number of generated photons reaching the ECAL"),
@@ -149,6 +151,8 @@ ECAL = Sample(
         *_cols("cluster_x cluster_y", "var * float32", "mm", "cluster barycentre on the ECAL face ({n})"),
         Column("cluster_E", "var * float32", "MeV", "cluster energy"),
         Column("cluster_nPhotons", "var * int32", "1", "truth: photons merged into the cluster", True),
+        Column("photon_clusterIndex", "var * int32", "1",
+               "truth: index in the event's cluster list of the cluster the photon went into, -1 if lost", True),
     ),
 )
 

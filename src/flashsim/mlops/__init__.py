@@ -1,0 +1,1 @@
+"""Command-line front ends of the MLOps backbone: ``flashsim promote``, ``compare`` and ``provenance``."""

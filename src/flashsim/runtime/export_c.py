@@ -1,0 +1,75 @@
+"""``flashsim cabi NAME``: build the C-ABI shared object of an exported model and gate its parity with ONNX."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flashsim.errors import ConfigError, GateError
+
+HELP = "compile models/NAME.onnx into a per-particle C shared object (Lamarr's float* f(float*, const float*))"
+log = logging.getLogger(__name__)
+
+
+def parity_inputs(ref, n: int, seed: int) -> np.ndarray:
+    """``x`` rows for a parity check: the card's features on particle-gun particles (normal where not derivable)."""
+    from flashsim.runtime import toys
+
+    b = toys.gun_batch(n, seed)
+    gen = torch.Generator().manual_seed(seed)
+    b.set("type", torch.tensor([3, 4, 5], dtype=torch.int32)[torch.randint(0, 3, (n,), generator=gen)])
+    cols = []
+    for f in ref.features:
+        try:
+            cols.append(b.f32(f))
+        except KeyError:
+            cols.append(torch.randn(n, generator=gen))
+    return torch.stack(cols, 1).numpy()
+
+
+def build_checked(name: str, models: str | Path = "models", output: str | Path | None = None, *,
+                  rows: int = 20_000, seed: int = 1, tolerance: float = 1e-4) -> dict:
+    """Build ``<models>/<name>.so`` (+ ``.so.json`` with the route and the parity vs onnxruntime)."""
+    from flashsim.io.atomic import write_json
+    from flashsim.runtime import cabi
+    from flashsim.runtime.models import resolve
+
+    ref = resolve(name, models)
+    output = Path(output) if output else Path(models) / f"{name}.so"
+    work = Path("results/cabi") / name
+    art = cabi.build(ref.onnx, output, name=name, workdir=work)
+    rng = np.random.default_rng(seed)
+    data = cabi.parity_rows(ref.onnx, art.inputs, rows, rng, x=parity_inputs(ref, rows, seed))
+    par = cabi.parity(art, ref.onnx, data)
+    meta = {**art.to_dict(), "model": name, "onnx": str(ref.onnx), "features": ref.features, "noise": ref.noise,
+            "outputs": ref.outputs, "parity": par, "tolerance": tolerance,
+            "signature": f"float* {art.symbol}(float* out, const float* in)"}
+    if not par["max_scaled"] <= tolerance or par["nan_mismatch"]:
+        output.unlink(missing_ok=True)
+        raise GateError(f"{name}: C artifact deviates from onnxruntime: max |diff| / output scale = "
+                        f"{par['max_scaled']:.3g} > {tolerance:g} (nan mismatches {par['nan_mismatch']})")
+    write_json(f"{output}.json", meta)
+    log.info("%s: %s via %s, parity max |diff| %.3g (%.3g of scale) on %d rows", name, output, art.route,
+             par["max_abs"], par["max_scaled"], par["rows"])
+    return meta
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="+", metavar="NAME", help="model name(s) in the models directory")
+    p.add_argument("--models", default="models", help="directory with NAME.onnx and NAME.json")
+    p.add_argument("--output", help="output .so (one NAME only; default MODELS/NAME.so)")
+    p.add_argument("--rows", type=int, default=20_000, help="rows of the parity check")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max |C - ONNX| relative to each output's scale")
+    p.add_argument("--seed", type=int, default=1)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.output and len(args.names) > 1:
+        raise ConfigError("--output takes one model name")
+    for name in args.names:
+        build_checked(name, args.models, args.output, rows=args.rows, seed=args.seed, tolerance=args.tolerance)
+    return 0

@@ -1,0 +1,172 @@
+"""``flashsim simulate``: generator-level particles in, flash-simulated analysis-level ntuple out."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flashsim.errors import ConfigError, InputError
+from flashsim.runtime import features as F
+from flashsim.runtime.chain import Chain, ChainSpec, batch_to_numpy
+from flashsim.runtime.io import EXTRAS, GENERATOR
+from flashsim.runtime.models import available
+from flashsim.runtime.session import Device, pick_device
+
+HELP = "run the chain of ONNX models on generator-level particles and write an analysis-level ntuple"
+log = logging.getLogger(__name__)
+OUT_TREE = "FlashSim"
+
+
+@dataclass
+class Settings:
+    """Runtime settings (``params.yaml`` section ``runtime``, overridable on the command line)."""
+
+    models: str = "models"
+    device: str = "auto"
+    threads: int = 0
+    batch_size: int = 100_000
+    io: str = "binding"
+    tree_backend: str = "onnx"
+    species: tuple[str, ...] = ("e", "mu", "pi", "K", "p")
+    pid_types: tuple[int, ...] = (3, 4, 5)
+    compression: str = "lz4"
+
+    @classmethod
+    def from_params(cls, params: dict) -> Settings:
+        from flashsim.config import resolve_scale
+
+        rt = resolve_scale(params.get("runtime", {}), params.get("scale", "demo"))
+        known = {k: rt[k] for k in cls.__dataclass_fields__ if k in rt}
+        for k in ("species", "pid_types"):
+            if k in known:
+                known[k] = tuple(known[k])
+        return cls(**known)
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """The seed of batch ``index``'s torch generator (independent streams per batch)."""
+    from flashsim.detsim.registry import stream_key
+
+    ss = np.random.SeedSequence([seed, stream_key("simulate"), index])
+    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def build_chain(settings: Settings, device: Device | None = None) -> Chain:
+    """Resolve the chain's models in ``settings.models`` and open their sessions."""
+    spec = ChainSpec(pid={s: f"pid_pipeline_{s}" for s in settings.species}, pid_types=settings.pid_types)
+    refs = available(spec.names(), settings.models)
+    if not refs:
+        raise ConfigError(f"no chain model found in {settings.models} (looked for {', '.join(spec.names())})")
+    device = device or pick_device(settings.device)
+    tree_libs = None
+    if settings.tree_backend == "c" and not str(settings.models).startswith("models:/"):
+        from flashsim.runtime.cabi import symbol_for
+
+        tree_libs = {n: (str(Path(settings.models) / f"{n}.so"), symbol_for(n)) for n in refs
+                     if (Path(settings.models) / f"{n}.so").exists() and _is_trees(refs[n].onnx)}
+    return Chain(refs, device, spec=spec, threads=settings.threads, io=settings.io, tree_libs=tree_libs)
+
+
+def _is_trees(path: Path) -> bool:
+    import onnx
+
+    from flashsim.runtime.trees import find_tree_node
+
+    return find_tree_node(onnx.load(str(path))) is not None
+
+
+def to_device(cols: dict[str, np.ndarray], device: Device) -> dict[str, torch.Tensor]:
+    pin = device.kind == "cuda"
+    out = {}
+    for k, v in cols.items():
+        t = torch.from_numpy(np.ascontiguousarray(v))
+        out[k] = (t.pin_memory() if pin else t).to(device.torch, non_blocking=pin)
+    return out
+
+
+def run_chain(chain: Chain, chunks: Iterable[dict[str, np.ndarray]], *, seed: int, batch_size: int,
+              keep: tuple[str, ...] = GENERATOR + EXTRAS) -> Iterator[dict[str, np.ndarray]]:
+    """Simulate ``chunks`` batch by batch; yields output columns (kept input columns + simulated ones)."""
+    index = 0
+    outputs = chain.output_columns()
+    for chunk in chunks:
+        n = len(chunk["mcID"])
+        for start in range(0, n, batch_size):
+            part = {k: v[start:start + batch_size] for k, v in chunk.items()}
+            batch = F.Batch(to_device(part, chain.device))
+            gen = torch.Generator(device=chain.device.torch)
+            gen.manual_seed(batch_seed(seed, index))
+            try:
+                chain.run(batch, gen)
+            except KeyError as err:
+                raise InputError(f"a model needs column {err} which the input does not provide",
+                                 branch=str(err).strip("'")) from err
+            index += 1
+            cols = {k: part[k] for k in keep if k in part}
+            cols.update(batch_to_numpy(batch, outputs))
+            yield cols
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("sample", nargs="?", help="a sample of params.yaml inputs (e.g. signal)")
+    src.add_argument("--input", nargs="+", metavar="FILE", help="ROOT file(s) with generator-level branches")
+    src.add_argument("--gun", metavar="YAML", help="particle-gun configuration")
+    p.add_argument("--tree", help="input tree (default: the sample's, or the file's only tree)")
+    p.add_argument("--output", required=True, help="output ROOT file")
+    p.add_argument("--models", help="models directory or MLflow URI template, e.g. 'models:/{name}@validated'")
+    p.add_argument("--device", help="auto | cpu | cuda[:i]")
+    p.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime (0: all cores)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--io", choices=["binding", "host"])
+    p.add_argument("--tree-backend", choices=["onnx", "c"])
+    p.add_argument("--seed", type=int, help="master seed (default: params.yaml seed)")
+    p.add_argument("--max-particles", type=int)
+    p.add_argument("--params", help="params file (default: params.yaml)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from flashsim.config import load_params
+    from flashsim.io.atomic import atomic_output
+    from flashsim.runtime import io
+
+    params = load_params(args.params)
+    settings = Settings.from_params(params)
+    for k in ("models", "device", "threads", "batch_size", "io", "tree_backend"):
+        v = getattr(args, k)
+        if v is not None:
+            setattr(settings, k, v)
+    seed = params["seed"] if args.seed is None else args.seed
+    step = params.get("prepare", {}).get("step_size", 200_000)
+    if args.gun:
+        cfg = io.load_gun(args.gun)
+        if args.max_particles:
+            cfg["n"] = min(int(cfg["n"]), args.max_particles)
+        chunks, total = io.particle_gun(cfg, cfg.get("seed", seed), chunk=step), int(cfg["n"])
+    elif args.input:
+        chunks, total = io.read_root(args.input, args.tree, step_size=step, max_entries=args.max_particles), None
+    else:
+        chunks, total = io.read_sample(args.sample, params, step_size=step, max_entries=args.max_particles), None
+    chain = build_chain(settings)
+    log.info("chain on %s: %s", chain.device, " -> ".join(chain.stages))
+    t0, n = time.perf_counter(), 0
+    with atomic_output(args.output) as tmp:
+        writer = io.NtupleWriter(tmp, OUT_TREE, settings.compression)
+        with tqdm(total=total, unit="particles", disable=None) as bar:
+            for cols in run_chain(chain, chunks, seed=seed, batch_size=settings.batch_size):
+                writer.write(cols)
+                n += len(cols["mcID"])
+                bar.update(len(cols["mcID"]))
+        writer.close()
+    dt = time.perf_counter() - t0
+    log.info("simulated %d particles in %.1f s (%.3g particles/s) -> %s", n, dt, n / max(dt, 1e-9), args.output)
+    return 0

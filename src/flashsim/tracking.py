@@ -1,0 +1,608 @@
+"""MLflow tracking of flashsim jobs: one MLflow run per model build (train -> export -> validate).
+
+Where runs go
+    * ``MLFLOW_TRACKING_URI`` set: that store (the team's ``mlflow server``).
+    * unset: the local SQLite store ``sqlite:///<repo>/mlflow.db``, artifacts in ``<repo>/mlruns/``
+      (browse with ``mlflow ui --backend-store-uri sqlite:///mlflow.db``).
+    * ``FLASHSIM_TRACKING=off``: nothing is recorded; the job itself runs unchanged.
+
+Training is never lost to tracking: if the server does not answer at the start, or fails during the job, a
+warning is printed and the run is recorded in the local store (everything logged so far is replayed there) with
+the tags ``flashsim.tracking.fallback`` (the reason) and ``flashsim.tracking.intended_uri``.
+
+``train`` starts a new run and remembers its id in ``results/train/<model>/mlflow.json``; ``export`` and
+``validate`` continue that run, so one run holds params, per-epoch metrics, validation metrics and artifacts.
+Snakemake rules name the job with ``FLASHSIM_SMK_RULE`` / ``FLASHSIM_SMK_WILDCARDS`` (``rules/common.smk``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from flashsim.config import flatten, repo_root
+
+log = logging.getLogger(__name__)
+
+LOCAL_DB = "mlflow.db"
+LOCAL_ARTIFACTS = "mlruns"
+EXPERIMENT = "flashsim/{model}"
+STATE_FILE = "results/train/{model}/mlflow.json"
+ENV_OFF = "FLASHSIM_TRACKING"
+ENV_RULE, ENV_WILDCARDS = "FLASHSIM_SMK_RULE", "FLASHSIM_SMK_WILDCARDS"
+FALLBACK_TAG, INTENDED_TAG = "flashsim.tracking.fallback", "flashsim.tracking.intended_uri"
+PACKAGES = ("flashsim", "numpy", "torch", "torch-geometric", "lightgbm", "scikit-learn", "onnx", "onnxruntime",
+            "onnxmltools", "pyarrow", "uproot", "awkward", "mlflow", "snakemake", "dvc")
+_BATCH = 100  # MLflow's per-request limit on params and tags
+FLUSH_SECONDS = 2.0  # buffered metrics are sent at least this often
+
+
+def enabled() -> bool:
+    """False when ``FLASHSIM_TRACKING`` is ``off``/``0``/``false``."""
+    return os.environ.get(ENV_OFF, "on").strip().lower() not in {"off", "0", "false", "no"}
+
+
+def local_uri(root: Path | None = None) -> str:
+    """The default store: SQLite file in the repository root."""
+    return f"sqlite:///{(root or repo_root()) / LOCAL_DB}"
+
+
+def server_reachable(uri: str, timeout: float = 5.0) -> str | None:
+    """None when an http(s) tracking server answers ``/health``; else the reason. Other schemes: None."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import requests
+
+    try:
+        resp = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as err:
+        return f"{type(err).__name__}: {err}"
+    return None if resp.ok else f"HTTP {resp.status_code} from {uri}/health"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class Store:
+    """An MLflow client bound to one tracking URI (plus the local artifact root for the SQLite store)."""
+
+    def __init__(self, uri: str, root: Path) -> None:
+        from mlflow import MlflowClient
+
+        self.uri, self.root = uri, root
+        self.local = uri.startswith("sqlite:")
+        self.lock_path = root / f"{LOCAL_DB}.lock"
+        if self.local:
+            # Several Snakemake jobs may open a fresh store at once: create its tables exactly once.
+            with _file_lock(self.lock_path):
+                self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+                self.client.search_experiments(max_results=1)
+        else:
+            self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    def locked(self) -> contextlib.AbstractContextManager:
+        """Serialise writes to the local SQLite file (concurrent Snakemake jobs); no-op for servers."""
+        return _file_lock(self.lock_path) if self.local else contextlib.nullcontext()
+
+    def experiment_id(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        location = (self.root / LOCAL_ARTIFACTS).as_uri() if self.local else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created concurrently by another job
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+
+def open_store(root: Path | None = None, timeout: float = 5.0) -> tuple[Store, dict[str, str]]:
+    """The store to record in, and fallback tags (empty unless the configured server is unreachable)."""
+    root = root or repo_root()
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if not uri:
+        return Store(local_uri(root), root), {}
+    reason = server_reachable(uri, timeout)
+    if reason is None:
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        return Store(uri, root), {}
+    _warn_fallback(uri, reason, root)
+    return Store(local_uri(root), root), {FALLBACK_TAG: reason[:500], INTENDED_TAG: uri}
+
+
+def _warn_fallback(uri: str, reason: str, root: Path) -> None:
+    msg = (f"MLflow tracking server {uri} is unreachable ({reason}); recording this run in the local store "
+           f"{local_uri(root)} instead (tagged {FALLBACK_TAG}).")
+    log.warning(msg)
+    print(f"flashsim: WARNING: {msg}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------- provenance facts
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.decode(errors="replace")
+
+
+def code_root(root: Path | None = None) -> Path:
+    """The git work tree holding the running flashsim code (a source checkout), else the project root."""
+    src = Path(__file__).resolve().parents[2]
+    top = (_git(src, "rev-parse", "--show-toplevel") or "").strip()
+    return Path(top) if top and (Path(top) / "src" / "flashsim").is_dir() else (root or repo_root())
+
+
+def git_state(root: Path | None = None) -> dict[str, Any]:
+    """Commit, dirty flag and a patch (tracked changes + untracked files) that rebuilds the working tree."""
+    root = root or code_root()
+    sha = (_git(root, "rev-parse", "HEAD") or "").strip()
+    if not sha:
+        return {"sha": "unknown", "dirty": True, "patch": ""}
+    patch = _git(root, "diff", "HEAD", "--binary") or ""
+    untracked = [f for f in (_git(root, "ls-files", "--others", "--exclude-standard", "-z") or "").split("\0") if f]
+    for name in untracked:
+        path = root / name
+        if path.is_file() and path.stat().st_size <= 1 << 20:
+            try:
+                out = subprocess.run(["git", "-C", str(root), "diff", "--no-index", "--binary", "/dev/null", name],
+                                     capture_output=True, timeout=30)
+                patch += out.stdout.decode(errors="replace")
+            except (OSError, subprocess.SubprocessError):
+                pass
+    return {"sha": sha, "dirty": bool(patch.strip() or untracked), "patch": patch, "untracked": untracked,
+            "root": str(root)}
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def environment() -> dict[str, str]:
+    """Interpreter, platform and the versions of the packages that decide the bytes of a model."""
+    env = {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine()}
+    for pkg in PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            env[pkg] = metadata.version(pkg)
+    return env
+
+
+def job_tags(kind: str, device: str | None = None) -> dict[str, str]:
+    """Where this job ran: host, device, Slurm job and Snakemake rule/wildcards (from the environment)."""
+    tags = {"host": socket.gethostname()}
+    if device:
+        tags["device"] = device
+    if os.environ.get("SLURM_JOB_ID"):
+        tags["slurm.job_id"] = os.environ["SLURM_JOB_ID"]
+    if os.environ.get(ENV_RULE):
+        tags["snakemake.rule"] = os.environ[ENV_RULE]
+        tags["snakemake.wildcards"] = os.environ.get(ENV_WILDCARDS, "")
+    tags["command"] = " ".join(["flashsim", *sys.argv[1:]]) if sys.argv else f"flashsim {kind}"
+    return tags
+
+
+# --------------------------------------------------------------------------------------------------- the run
+
+
+def _param_value(v: Any) -> str:
+    if isinstance(v, list | tuple):
+        return json.dumps(list(v), default=str)
+    return str(v)
+
+
+def _metric_key(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in key)
+
+
+class Tracker:
+    """Logging handle of one job. All methods swallow tracking failures (after a warning) so the job goes on."""
+
+    def __init__(self, store: Store | None, run_id: str | None, root: Path, experiment: str,
+                 extra_tags: Mapping[str, str] | None = None) -> None:
+        self.store, self.run_id, self.root, self.experiment = store, run_id, root, experiment
+        self._journal: list[tuple[str, tuple, dict]] = []
+        self._extra_tags = dict(extra_tags or {})
+        self._closed = False
+        self.kind = ""
+        self._pending: list = []
+        self._flushed = time.monotonic()
+
+    # -- state
+    @property
+    def active(self) -> bool:
+        return self.store is not None and self.run_id is not None
+
+    @property
+    def uri(self) -> str | None:
+        return self.store.uri if self.store else None
+
+    @property
+    def fallback(self) -> bool:
+        return FALLBACK_TAG in self._extra_tags
+
+    # -- logging API
+    def log_params(self, params: Mapping[str, Any], prefix: str = "", replay_only: bool = False) -> None:
+        """Flattened params (``a.b.c``), values as strings (lists as JSON).
+
+        ``replay_only``: keep them for a fallback run only (a continued run already has its params).
+        """
+        from mlflow.entities import Param
+
+        flat = flatten(dict(params), prefix) if params else {}
+        items = [Param(k, _param_value(v)[:6000]) for k, v in sorted(flat.items())]
+        for i in range(0, len(items), _BATCH):
+            self._do("log_batch", params=items[i:i + _BATCH], replay_only=replay_only)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)[:8000]) for k, v in sorted(tags.items())]
+        for i in range(0, len(items), _BATCH):
+            self._do("log_batch", tags=items[i:i + _BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, prefix: str = "") -> None:
+        """Numeric entries of ``metrics`` (nested dicts flattened); non-finite and non-numeric values skipped."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = []
+        for k, v in sorted(flatten(dict(metrics), prefix).items()):
+            if isinstance(v, bool):
+                v = float(v)
+            if isinstance(v, int | float) and math.isfinite(float(v)):
+                items.append(Metric(_metric_key(k), float(v), now, step or 0))
+        if self.store is None:
+            return
+        self._pending.extend(items)
+        if len(self._pending) >= 500 or time.monotonic() - self._flushed > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send buffered metrics (a tree booster logs one point per iteration: one request per few seconds)."""
+        pending, self._pending = self._pending, []
+        self._flushed = time.monotonic()
+        for i in range(0, len(pending), 1000):
+            self._do("log_batch", metrics=pending[i:i + 1000])
+
+    def log_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
+        """Per-epoch metrics (step = epoch): use as the training loop's callback."""
+        self.log_metrics(metrics, step=epoch)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """A file, or a directory's content (under ``artifact_path`` or the directory's name)."""
+        if Path(path).is_dir():
+            self.log_artifacts(path, artifact_path or Path(path).name)
+        elif Path(path).exists():
+            self._do("log_artifact", str(path), artifact_path)
+
+    def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
+        if Path(directory).is_dir():
+            self._do("log_artifacts", str(directory), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._do("log_text", text, artifact_file)
+
+    def log_dataset(self, label: str, path: str | Path, sha256: str | None = None) -> str | None:
+        """Record an input file as an MLflow dataset (context = ``label``) plus ``data.<label>.*`` tags."""
+        path = Path(path)
+        if not path.is_file():
+            return None
+        digest = sha256 or file_sha256(path)
+        self.set_tags({f"data.{label}.sha256": digest, f"data.{label}.path": _relpath(path, self.root)})
+        try:
+            entity = _dataset_entity(path, label, digest)
+        except Exception as err:  # a schema we cannot read must not stop the job
+            log.debug("dataset schema for %s: %s", path, err)
+            return digest
+        from mlflow.entities import DatasetInput, InputTag
+
+        self._do("log_inputs", datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", label)])])
+        return digest
+
+    # -- machinery
+    def _do(self, method: str, *args: Any, replay_only: bool = False, **kwargs: Any) -> None:
+        if self.store is None:
+            return
+        self._journal.append((method, args, kwargs))
+        if replay_only or self.run_id is None:
+            return
+        self._send(method, args, kwargs)
+
+    def _send(self, method: str, args: tuple, kwargs: dict) -> None:
+        assert self.store is not None
+        try:
+            with self.store.locked():
+                getattr(self.store.client, method)(self.run_id, *args, **kwargs)
+        except Exception as err:
+            self._failed(err)
+
+    def _failed(self, err: Exception) -> None:
+        assert self.store is not None
+        if self.store.local:
+            msg = f"MLflow local store {self.store.uri} failed ({err}); tracking disabled for the rest of this job."
+            log.warning(msg)
+            print(f"flashsim: WARNING: {msg}", file=sys.stderr)
+            self.store, self.run_id = None, None
+            return
+        intended = self.store.uri
+        reason = f"failed during the job: {type(err).__name__}: {err}"
+        _warn_fallback(intended, reason, self.root)
+        self._extra_tags.update({FALLBACK_TAG: reason[:500], INTENDED_TAG: intended,
+                                 "flashsim.tracking.intended_run_id": self.run_id or ""})
+        try:
+            self.store = Store(local_uri(self.root), self.root)
+            with self.store.locked():
+                exp = self.store.experiment_id(self.experiment)
+                self.run_id = self.store.client.create_run(exp, tags=self._extra_tags).info.run_id
+        except Exception as err2:
+            self.store = None
+            self.run_id = None
+            log.warning("local MLflow store failed too (%s): tracking disabled for this job", err2)
+            return
+        journal, self._journal = self._journal, []
+        for method, args, kwargs in journal:
+            self._journal.append((method, args, kwargs))
+            if self.store is None:
+                return
+            self._send(method, args, kwargs)
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """FINISHED, FAILED on an exception (its message saved as ``<kind>.error``) or KILLED on Ctrl-C."""
+        if exc_type is None:
+            self.close("FINISHED")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close("KILLED")
+        else:
+            self.set_tags({f"{self.kind or 'job'}.error": f"{exc_type.__name__}: {exc}"[:2000]})
+            self.close("FAILED")
+
+    def close(self, status: str = "FINISHED") -> None:
+        """End the run (FINISHED, FAILED or KILLED); later calls are no-ops."""
+        if not self.active or self._closed:
+            return
+        self._closed = True
+        self._finish(status)
+
+    def _finish(self, status: str) -> None:
+        self.flush()
+        if not self.active:
+            return
+        assert self.store is not None
+        try:
+            with self.store.locked():
+                self.store.client.set_terminated(self.run_id, status=status)
+        except Exception as err:
+            self._failed(err)
+            if self.active:
+                with contextlib.suppress(Exception), self.store.locked():
+                    self.store.client.set_terminated(self.run_id, status=status)
+
+
+def _relpath(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _dataset_entity(path: Path, label: str, digest: str):
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import ColSpec, DataType, Schema
+
+    schema = None
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        def dtype(t: pa.DataType) -> DataType:
+            if pa.types.is_floating(t):
+                return DataType.float if t.bit_width == 32 else DataType.double
+            if pa.types.is_boolean(t):
+                return DataType.boolean
+            if pa.types.is_integer(t):
+                return DataType.integer if t.bit_width <= 32 else DataType.long
+            return DataType.string
+
+        schema = Schema([ColSpec(dtype(f.type), f.name) for f in pq.read_schema(path)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(str(path.resolve()))
+    name = f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+    return MetaDataset(source, name=name, digest=digest[:32], schema=schema)._to_mlflow_entity()
+
+
+class NullTracker(Tracker):
+    """Tracking switched off: every call is a no-op."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        super().__init__(None, None, root or Path.cwd(), "")
+
+
+def state_path(model: str, root: Path | None = None) -> Path:
+    return (root or repo_root()) / STATE_FILE.format(model=model)
+
+
+def _read_state(model: str, root: Path) -> dict[str, str]:
+    try:
+        return json.loads(state_path(model, root).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(model: str, root: Path, tracker: Tracker) -> None:
+    from flashsim.io.atomic import write_json
+
+    with contextlib.suppress(OSError):
+        write_json(state_path(model, root), {"tracking_uri": tracker.uri, "run_id": tracker.run_id,
+                                              "experiment": tracker.experiment})
+
+
+def _resumable(store: Store, state: Mapping[str, str]) -> bool:
+    if not state.get("run_id") or state.get("tracking_uri") != store.uri:
+        return False
+    try:
+        run = store.client.get_run(state["run_id"])
+    except Exception:
+        return False
+    return run.info.lifecycle_stage == "active"
+
+
+def start_job(kind: str, model: str, *, params: Mapping[str, Any] | None = None,
+              config: Mapping[str, Any] | None = None, inputs: Mapping[str, str | Path] | None = None,
+              device: str | None = None, root: Path | None = None, new_run: bool | None = None) -> Tracker:
+    """Start tracking one ``kind`` job (train/export/validate) of ``model``; end it with ``tracker.close()``.
+
+    ``params``: the model's hyperparameters (flattened into MLflow params); ``config``: the whole effective
+    configuration (saved as ``provenance/<kind>/params.yaml``); ``inputs``: label -> input file (hashed, logged as
+    datasets and ``data.<label>.sha256`` tags). ``new_run`` defaults to True for train, else the job continues
+    the model's last run (``results/train/<model>/mlflow.json``).
+    """
+    root = (root or repo_root()).resolve()
+    if not enabled():
+        return NullTracker(root)
+    experiment = EXPERIMENT.format(model=model)
+    return _start(kind, model, experiment, params, config, inputs, device, root,
+                  kind == "train" if new_run is None else new_run)
+
+
+@contextlib.contextmanager
+def job_run(kind: str, model: str, **kwargs: Any) -> Iterator[Tracker]:
+    """Context-manager form of :func:`start_job`: the run ends FINISHED, FAILED on an exception (the exception
+    propagates, its message saved as the ``<kind>.error`` tag) or KILLED on Ctrl-C."""
+    with start_job(kind, model, **kwargs) as tracker:
+        yield tracker
+
+
+def start_model_job(fam: Any, kind: str) -> Tracker:
+    """:func:`start_job` for a model family instance (``flashsim.models``): its effective config, and as inputs
+    the prepared splits it reads (train: ``training_files()``, export/validate: the test split) plus, for train,
+    the raw files of its sample."""
+    spec = fam.spec
+    files = list(fam.training_files()) if kind == "train" else [spec.prepared("test")]
+    inputs: dict[str, Path] = {f"{Path(f).parent.name}.{Path(f).stem}": Path(f) for f in files}
+    config = getattr(fam, "config", None) or spec.params
+    if kind == "train":
+        for f in (config.get("inputs", {}).get(spec.sample, {}).get("files") or []):
+            path = spec.root / f
+            if "://" not in f and path.is_file():
+                inputs[f"raw.{path.name}"] = path
+    return start_job(kind, spec.name, config=config, inputs=inputs, root=spec.root)
+
+
+def _start(kind: str, model: str, experiment: str, params, config, inputs, device, root: Path,
+           new_run: bool) -> Tracker:
+    try:
+        store, extra = open_store(root)
+    except Exception as err:
+        log.warning("cannot open the MLflow store (%s): job not tracked", err)
+        print(f"flashsim: WARNING: cannot open the MLflow store ({err}); this job is not tracked", file=sys.stderr)
+        return NullTracker(root)
+    state = {} if new_run else _read_state(model, root)
+    tracker = Tracker(store, None, root, experiment, extra)
+    tracker.kind = kind
+    git = git_state(code_root(root))
+    try:
+        with store.locked():
+            resumed = bool(state) and _resumable(store, state)
+            if resumed:
+                tracker.run_id = state["run_id"]
+                store.client.update_run(tracker.run_id, status="RUNNING")
+            else:
+                exp = store.experiment_id(experiment)
+                name = f"{model} {git['sha'][:8]}{'+dirty' if git['dirty'] else ''}"
+                tags = {"mlflow.runName": name, "flashsim.model": model, "flashsim.first_job": kind, **extra}
+                if state.get("run_id"):
+                    tags["flashsim.previous_run_id"] = state["run_id"]
+                tracker.run_id = store.client.create_run(exp, run_name=name, tags=tags).info.run_id
+    except Exception as err:
+        if store.local:
+            log.warning("local MLflow store failed (%s): job not tracked", err)
+            return NullTracker(root)
+        tracker.run_id = None
+        tracker._failed(err)
+        resumed = False
+    if kind == "train" or not resumed:
+        _write_state(model, root, tracker)
+    _log_start(tracker, kind, model, params, config, inputs, device, git, resumed)
+    return tracker
+
+
+def _log_start(tracker: Tracker, kind: str, model: str, params, config, inputs, device, git: dict,
+               resumed: bool) -> None:
+    import yaml
+
+    jt = job_tags(kind, device)
+    tags: dict[str, Any] = {f"{kind}.{k}": v for k, v in jt.items()}
+    tags.update({f"{kind}.git.sha": git["sha"], f"{kind}.git.dirty": str(git["dirty"]).lower(),
+                 **tracker._extra_tags})
+    if not resumed:
+        tags.update({"git.sha": git["sha"], "git.dirty": str(git["dirty"]).lower(), "mlflow.source.git.commit":
+                     git["sha"], "mlflow.source.name": f"flashsim {kind} {model}", "mlflow.source.type": "JOB",
+                     **jt})
+    if config is not None:
+        tags["scale"] = config.get("scale", "")
+        tags["seed"] = config.get("seed", "")
+    # params of a run are immutable: send them only to a new run (kept in the journal for a fallback replay)
+    run_params = dict(params or {})
+    if config is not None and "seed" in config:
+        run_params.update({"seed": config["seed"], "scale": config.get("scale", "")})
+    tracker.log_params(run_params, replay_only=resumed)
+    tracker.set_tags(tags)
+    prefix = f"provenance/{kind}"
+    if config is not None:
+        tracker.log_text(yaml.safe_dump(_plain(config), sort_keys=False), f"{prefix}/params.yaml")
+    tracker.log_text(json.dumps(environment(), indent=2), f"{prefix}/environment.json")
+    tracker.log_text(json.dumps({k: v for k, v in git.items() if k != "patch"}, indent=2), f"{prefix}/git.json")
+    if git.get("patch"):
+        tracker.log_text(git["patch"], f"{prefix}/git.patch")
+    for label, path in (inputs or {}).items():
+        tracker.log_dataset(label, path)
+
+
+def _plain(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def callback(tracker: Tracker) -> Callable[[int, Mapping[str, Any]], None]:
+    """The training loop's per-epoch hook: ``callback(epoch, metrics)``."""
+    return tracker.log_epoch
