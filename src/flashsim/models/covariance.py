@@ -3,8 +3,10 @@ construction.
 
 The core generates ``log(var_i)`` (5) and ``atanh`` of the canonical partial correlations ``z_ij`` (10, i > j);
 the graph assembles the lower-triangular correlation factor ``L`` (``L_ij = z_ij sqrt(prod_{k<j} (1 - z_ik^2))``,
-``L_ii = sqrt(prod_{k<i} (1 - z_ik^2))`` > 0) and ``C = D L L^T D`` with ``D = diag(exp(log_var / 2))``, so every
-output is a valid covariance. ONNX output ``y``: the 15 upper-triangle elements in contract order
+``L_ii = sqrt(prod_{k<i} (1 - z_ik^2))`` > 0) and ``C = D (L L^T + eps I) D`` with ``D = diag(exp(log_var / 2))``,
+so every output is a valid covariance — also in float32: ``eps = 1e-5`` exceeds the rounding error of the
+correlation matrix, so even near-singular correlations stay positive definite (variances inflated by 1e-5).
+ONNX output ``y``: the 15 upper-triangle elements in contract order
 (``cov_ClosestToBeam_i_j``, i <= j, row-major).
 """
 
@@ -21,6 +23,7 @@ N = 5
 PAIRS = [(i, j) for i in range(N) for j in range(i)]  # strictly lower, row-major
 UPPER = [(i, j) for i in range(N) for j in range(i, N)]
 Z_MAX = 1 - 1e-5
+JITTER = 1e-5  # added to the correlation matrix's diagonal: positive definite after float32 rounding too
 CORE_NAMES = [f"logvar_{i}" for i in range(N)] + [f"atanh_pcorr_{i}_{j}" for i, j in PAIRS]
 DERIVED_UNITS.update(dict.fromkeys(CORE_NAMES, "1"))
 
@@ -31,7 +34,7 @@ def to_core(cov_upper: np.ndarray) -> np.ndarray:
     m = np.zeros((len(c), N, N))
     for k, (i, j) in enumerate(UPPER):
         m[:, i, j] = m[:, j, i] = c[:, k]
-    var = np.diagonal(m, axis1=1, axis2=2)
+    var = np.diagonal(m, axis1=1, axis2=2) / (1 + JITTER)  # the exact inverse of the assembly
     sd = np.sqrt(np.clip(var, 1e-300, None))
     r = m / sd[:, :, None] / sd[:, None, :]
     r[:, np.arange(N), np.arange(N)] = 1.0
@@ -40,7 +43,7 @@ def to_core(cov_upper: np.ndarray) -> np.ndarray:
     zs = []
     for i, j in PAIRS:
         rem = 1.0 - np.sum(L[:, i, :j] ** 2, axis=1)
-        zs.append(np.clip(L[:, i, j] / np.sqrt(np.clip(rem, 1e-300, None)), -Z_MAX, Z_MAX))
+        zs.append(np.clip(L[:, i, j] / np.sqrt(np.clip(rem, 1e-300, None)) / Z_MAX, -1 + 1e-9, 1 - 1e-9))
     return np.concatenate([out[0], np.arctanh(np.stack(zs, axis=1))], axis=1)
 
 
@@ -64,6 +67,8 @@ class CovarianceAssembly(nn.Module):
             acc = L[a][0] * L[b][0]
             for c in range(1, a + 1):
                 acc = acc + L[a][c] * L[b][c]
+            if a == b:
+                acc = acc + JITTER
             cols.append(sd[:, a] * sd[:, b] * acc)
         return torch.stack(cols, dim=1)
 
