@@ -1,4 +1,5 @@
 # Shared helpers for the rules: sample lists and the flashsim command line.
+import glob
 import shlex
 from pathlib import Path
 
@@ -24,6 +25,15 @@ def scaled(value):
     if isinstance(value, dict) and SCALE in value:
         return value[SCALE]
     return value
+
+
+def prepare_inputs(wc):
+    """Local input files of a sample (globs expanded); root:// URLs are read by the job, not tracked here."""
+    files = []
+    for f in config["inputs"][wc.sample]["files"]:
+        if "://" not in f:
+            files += sorted(glob.glob(f, recursive=True)) if any(ch in f for ch in "*?[") else [f]
+    return files
 
 
 # ---- model rules: rerun triggers and MLflow job tags (flashsim.tracking) ----

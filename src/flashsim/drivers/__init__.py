@@ -57,20 +57,13 @@ def train_model(fam) -> dict:
 
 def export_model(fam) -> dict:
     """ONNX + parity check (held-out rows + family extra rows) + model card, written together atomically."""
-    from flashsim.export import model_card, parity_check
+    from flashsim.export import model_card
 
     spec = fam.spec
     fam.load()
-    df = fam.frame("test", fam.cfg["parity"]["rows"])
-    x = fam.features(df)
-    x = np.vstack([x, fam.parity_rows(x)]).astype(np.float32)
-    noise = None
-    if fam.noise_dim:
-        noise = np.random.default_rng(spec.seed + 3).standard_normal((len(x), fam.noise_dim)).astype(np.float32)
     with atomic_outputs([spec.onnx_path, spec.card_path]) as (tmp_onnx, tmp_card):
         fam.to_onnx(tmp_onnx)
-        parity = parity_check(fam.predict, tmp_onnx, x, noise, atol=fam.cfg["parity"]["atol"],
-                              rtol=fam.cfg["parity"]["rtol"], name=spec.name)
+        parity = fam.parity(tmp_onnx)
         summary = fam.training_summary()
         metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         card = model_card(spec.name, family=spec.family, inputs=fam.io_inputs(), outputs=fam.io_outputs(),
