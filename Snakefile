@@ -15,6 +15,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/ecal.smk"
 include: "rules/mlops.smk"
+include: "rules/pipeline.smk"
 
 
 rule all:
@@ -22,4 +23,5 @@ rule all:
         rules.data_all.input,
         rules.ecal_all.input,
         rules.summarize.output,
+        rules.pipeline_all.input,
     default_target: True

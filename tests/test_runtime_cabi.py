@@ -14,10 +14,13 @@ from flashsim.runtime import cabi, toys, trees
 
 
 @pytest.fixture(scope="module")
-def toy_models(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cabi_models")
-    return toys.build(out, n=3000, steps=30, width=32, pid_species=("K",),
-                      which=("acceptance", "resolution", "pid"))
+def toy_models(runtime_toy_models, tmp_path_factory):
+    """A private copy of the session's toy models (tests add .so files next to them)."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("models")
+    shutil.copytree(runtime_toy_models, out, dirs_exist_ok=True)
+    return out
 
 
 @pytest.fixture(scope="module")

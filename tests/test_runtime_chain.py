@@ -20,8 +20,13 @@ CPU = Device("cpu")
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return toys.build(tmp_path_factory.mktemp("chain_models"), n=3000, steps=40, width=32)
+def models(runtime_toy_models, tmp_path_factory):
+    """A private copy of the session's toy models (tests add .so files next to them)."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("models")
+    shutil.copytree(runtime_toy_models, out, dirs_exist_ok=True)
+    return out
 
 
 def _simulate(models, n=20_000, seed=5, **kw):
