@@ -49,6 +49,7 @@ def prepare_inputs(wc):
             files += sorted(glob.glob(f, recursive=True)) if any(ch in f for ch in "*?[") else [f]
     return files
 
+
 # ---- model rules: rerun triggers and MLflow job tags (flashsim.tracking) ----
 # Model rules declare `params: model=model_params(STAGE)` with STAGE one of train, export, validate: Snakemake's
 # params rerun trigger then reruns exactly the jobs of a model whose params.yaml entry changed (train ignores the

@@ -20,8 +20,10 @@ rule train_ecal:
     threads: 2
     log:
         "logs/train/{name}.log",
+    params:
+        model=model_params("train"),
     shell:
-        "flashsim train {wildcards.name} > {log} 2>&1"
+        TRACK + "flashsim train {wildcards.name} > {log} 2>&1"
 
 
 rule train_ghost:
@@ -34,8 +36,10 @@ rule train_ghost:
     threads: 2
     log:
         "logs/train/{name}.log",
+    params:
+        model=model_params("train"),
     shell:
-        "flashsim train {wildcards.name} > {log} 2>&1"
+        TRACK + "flashsim train {wildcards.name} > {log} 2>&1"
 
 
 rule export_ecal_ghost:
@@ -49,8 +53,10 @@ rule export_ecal_ghost:
         name="|".join(ECAL_MODELS + GHOST_MODELS),
     log:
         "logs/export/{name}.log",
+    params:
+        model=model_params("export"),
     shell:
-        "flashsim export {wildcards.name} > {log} 2>&1"
+        TRACK + "flashsim export {wildcards.name} > {log} 2>&1"
 
 
 rule validate_ecal_ghost:
@@ -65,8 +71,10 @@ rule validate_ecal_ghost:
         name="|".join(ECAL_MODELS + GHOST_MODELS),
     log:
         "logs/validate/{name}.log",
+    params:
+        model=model_params("validate"),
     shell:
-        "flashsim validate {wildcards.name} > {log} 2>&1"
+        TRACK + "flashsim validate {wildcards.name} > {log} 2>&1"
 
 
 rule ecal_report:
