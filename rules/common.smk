@@ -27,6 +27,12 @@ def scaled(value):
     return value
 
 
+def prepared_splits(name, splits):
+    """Prepared Parquet files of the sample of model ``name`` (params.yaml models.NAME.sample)."""
+    sample = config["models"][name]["sample"]
+    return [f"{PREPARED}/{sample}/{split}.parquet" for split in splits]
+
+
 def model_names():
     """params.yaml model names, species lists expanded (as flashsim.models.expand does)."""
     names = []

@@ -5,14 +5,9 @@ ECAL_MODELS = ["ecal_gnn", "ecal_transformer"]
 GHOST_MODELS = ["ghost_mlp"]
 
 
-def _prepared(name, splits):
-    sample = config["models"][name]["sample"]
-    return [f"{PREPARED}/{sample}/{split}.parquet" for split in splits]
-
-
 rule train_ecal:
     input:
-        lambda wc: _prepared(wc.name, ["train", "val"]),
+        lambda wc: prepared_splits(wc.name, ["train", "val"]),
     output:
         "results/train/{name}/trained.json",
     wildcard_constraints:
@@ -22,13 +17,15 @@ rule train_ecal:
         "logs/train/{name}.log",
     params:
         model=model_params("train"),
+    conda:
+        "../envs/train.yaml"
     shell:
         TRACK + "flashsim train {wildcards.name} > {log} 2>&1"
 
 
 rule train_ghost:
     input:
-        lambda wc: _prepared(wc.name, ["train", "val"]),
+        lambda wc: prepared_splits(wc.name, ["train", "val"]),
     output:
         "results/train/{name}/trained.json",
     wildcard_constraints:
@@ -38,6 +35,8 @@ rule train_ghost:
         "logs/train/{name}.log",
     params:
         model=model_params("train"),
+    conda:
+        "../envs/train.yaml"
     shell:
         TRACK + "flashsim train {wildcards.name} > {log} 2>&1"
 
@@ -45,7 +44,7 @@ rule train_ghost:
 rule export_ecal_ghost:
     input:
         "results/train/{name}/trained.json",
-        lambda wc: _prepared(wc.name, ["test"]),
+        lambda wc: prepared_splits(wc.name, ["test"]),
     output:
         onnx="models/{name}.onnx",
         card="models/{name}.json",
@@ -55,6 +54,8 @@ rule export_ecal_ghost:
         "logs/export/{name}.log",
     params:
         model=model_params("export"),
+    conda:
+        "../envs/train.yaml"
     shell:
         TRACK + "flashsim export {wildcards.name} > {log} 2>&1"
 
@@ -63,7 +64,7 @@ rule validate_ecal_ghost:
     input:
         "models/{name}.onnx",
         "models/{name}.json",
-        lambda wc: _prepared(wc.name, ["test"]),
+        lambda wc: prepared_splits(wc.name, ["test"]),
     output:
         "reports/{name}/metrics.json",
         "reports/{name}/index.html",
@@ -73,6 +74,8 @@ rule validate_ecal_ghost:
         "logs/validate/{name}.log",
     params:
         model=model_params("validate"),
+    conda:
+        "../envs/validate.yaml"
     shell:
         TRACK + "flashsim validate {wildcards.name} > {log} 2>&1"
 
@@ -82,10 +85,14 @@ rule ecal_report:
         expand("reports/{name}/metrics.json", name=ECAL_MODELS),
     output:
         "reports/ecal/index.html",
+    params:
+        models=ECAL_MODELS,
     log:
         "logs/validate/ecal_report.log",
+    conda:
+        "../envs/validate.yaml"
     shell:
-        "flashsim ecal-report --models {ECAL_MODELS} > {log} 2>&1"
+        "flashsim ecal-report --models {params.models} > {log} 2>&1"
 
 
 rule ecal_all:
