@@ -16,11 +16,12 @@ rule train_ecal:
     log:
         "logs/train/{name}.log",
     params:
+        rule="train_ecal",
         model=model_params("train"),
     conda:
         "../envs/train.yaml"
     shell:
-        TRACK + "flashsim train {wildcards.name} > {log} 2>&1"
+        "export FLASHSIM_SMK_RULE={params.rule} FLASHSIM_SMK_WILDCARDS='{wildcards}'; flashsim train {wildcards.name} > {log} 2>&1"
 
 
 rule train_ghost:
@@ -34,11 +35,12 @@ rule train_ghost:
     log:
         "logs/train/{name}.log",
     params:
+        rule="train_ghost",
         model=model_params("train"),
     conda:
         "../envs/train.yaml"
     shell:
-        TRACK + "flashsim train {wildcards.name} > {log} 2>&1"
+        "export FLASHSIM_SMK_RULE={params.rule} FLASHSIM_SMK_WILDCARDS='{wildcards}'; flashsim train {wildcards.name} > {log} 2>&1"
 
 
 rule export_ecal_ghost:
@@ -53,11 +55,12 @@ rule export_ecal_ghost:
     log:
         "logs/export/{name}.log",
     params:
+        rule="export_ecal_ghost",
         model=model_params("export"),
     conda:
         "../envs/train.yaml"
     shell:
-        TRACK + "flashsim export {wildcards.name} > {log} 2>&1"
+        "export FLASHSIM_SMK_RULE={params.rule} FLASHSIM_SMK_WILDCARDS='{wildcards}'; flashsim export {wildcards.name} > {log} 2>&1"
 
 
 rule validate_ecal_ghost:
@@ -73,11 +76,12 @@ rule validate_ecal_ghost:
     log:
         "logs/validate/{name}.log",
     params:
+        rule="validate_ecal_ghost",
         model=model_params("validate"),
     conda:
         "../envs/validate.yaml"
     shell:
-        TRACK + "flashsim validate {wildcards.name} > {log} 2>&1"
+        "export FLASHSIM_SMK_RULE={params.rule} FLASHSIM_SMK_WILDCARDS='{wildcards}'; flashsim validate {wildcards.name} > {log} 2>&1"
 
 
 rule ecal_report:
