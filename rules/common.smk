@@ -24,3 +24,9 @@ def scaled(value):
     if isinstance(value, dict) and SCALE in value:
         return value[SCALE]
     return value
+
+
+def model_prepared(name, splits):
+    """Prepared Parquet files of the sample of model ``name`` (params.yaml models:) for ``splits``."""
+    sample = config["models"][name]["sample"]
+    return [f"{PREPARED}/{sample}/{split}.parquet" for split in splits]

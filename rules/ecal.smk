@@ -5,14 +5,9 @@ ECAL_MODELS = ["ecal_gnn", "ecal_transformer"]
 GHOST_MODELS = ["ghost_mlp"]
 
 
-def _prepared(name, splits):
-    sample = config["models"][name]["sample"]
-    return [f"{PREPARED}/{sample}/{split}.parquet" for split in splits]
-
-
 rule train_ecal:
     input:
-        lambda wc: _prepared(wc.name, ["train", "val"]),
+        lambda wc: model_prepared(wc.name, ["train", "val"]),
     output:
         "results/train/{name}/trained.json",
     wildcard_constraints:
@@ -20,13 +15,15 @@ rule train_ecal:
     threads: 1
     log:
         "logs/train/{name}.log",
+    conda:
+        "../envs/train.yaml"
     shell:
         "flashsim train {wildcards.name} > {log} 2>&1"
 
 
 rule train_ghost:
     input:
-        lambda wc: _prepared(wc.name, ["train", "val"]),
+        lambda wc: model_prepared(wc.name, ["train", "val"]),
     output:
         "results/train/{name}/trained.json",
     wildcard_constraints:
@@ -34,6 +31,8 @@ rule train_ghost:
     threads: 1
     log:
         "logs/train/{name}.log",
+    conda:
+        "../envs/train.yaml"
     shell:
         "flashsim train {wildcards.name} > {log} 2>&1"
 
@@ -41,7 +40,7 @@ rule train_ghost:
 rule export_ecal_ghost:
     input:
         "results/train/{name}/trained.json",
-        lambda wc: _prepared(wc.name, ["test"]),
+        lambda wc: model_prepared(wc.name, ["test"]),
     output:
         onnx="models/{name}.onnx",
         card="models/{name}.json",
@@ -49,6 +48,8 @@ rule export_ecal_ghost:
         name="|".join(ECAL_MODELS + GHOST_MODELS),
     log:
         "logs/export/{name}.log",
+    conda:
+        "../envs/train.yaml"
     shell:
         "flashsim export {wildcards.name} > {log} 2>&1"
 
@@ -57,7 +58,7 @@ rule validate_ecal_ghost:
     input:
         "models/{name}.onnx",
         "models/{name}.json",
-        lambda wc: _prepared(wc.name, ["test"]),
+        lambda wc: model_prepared(wc.name, ["test"]),
     output:
         "reports/{name}/metrics.json",
         "reports/{name}/index.html",
@@ -65,6 +66,8 @@ rule validate_ecal_ghost:
         name="|".join(ECAL_MODELS + GHOST_MODELS),
     log:
         "logs/validate/{name}.log",
+    conda:
+        "../envs/validate.yaml"
     shell:
         "flashsim validate {wildcards.name} > {log} 2>&1"
 
@@ -74,10 +77,14 @@ rule ecal_report:
         expand("reports/{name}/metrics.json", name=ECAL_MODELS),
     output:
         "reports/ecal/index.html",
+    params:
+        models=ECAL_MODELS,
     log:
         "logs/validate/ecal_report.log",
+    conda:
+        "../envs/validate.yaml"
     shell:
-        "flashsim ecal-report --models {ECAL_MODELS} > {log} 2>&1"
+        "flashsim ecal-report --models {params.models} > {log} 2>&1"
 
 
 rule ecal_all:
