@@ -12,7 +12,7 @@ rule train_ecal:
         "results/train/{name}/trained.json",
     wildcard_constraints:
         name="|".join(ECAL_MODELS),
-    threads: 2
+    threads: 1
     log:
         "logs/train/{name}.log",
     params:
@@ -31,7 +31,7 @@ rule train_ghost:
         "results/train/{name}/trained.json",
     wildcard_constraints:
         name="|".join(GHOST_MODELS),
-    threads: 2
+    threads: 1
     log:
         "logs/train/{name}.log",
     params:
