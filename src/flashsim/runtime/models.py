@@ -110,16 +110,30 @@ def resolve(name: str, source: str | Path = "models", cache: str | Path = "resul
 
 
 def _from_mlflow(name: str, uri: str, cache: Path) -> ModelRef:
-    try:
-        import mlflow
-    except ImportError as err:  # pragma: no cover - mlflow is a dependency
-        raise ConfigError(f"{uri}: mlflow is not installed") from err
+    """Download a registered version (``models:/NAME@ALIAS``) from the project's MLflow store (the server of
+    ``MLFLOW_TRACKING_URI``, else the local store); a missing model or alias is ``FileNotFoundError`` (stage
+    skipped), anything else a ConfigError."""
+    import shutil
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from flashsim.registry import registry_store
+
+    store = registry_store()
     dst = cache / name
-    dst.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst),
+                                                         tracking_uri=store.uri))
+    except MlflowException as err:
+        if "RESOURCE_DOES_NOT_EXIST" in str(getattr(err, "error_code", "")) or "not found" in str(err).lower():
+            raise FileNotFoundError(uri) from err
+        raise ConfigError(f"cannot download {uri} from the MLflow registry {store.uri}: {err}") from err
     except Exception as err:
-        raise ConfigError(f"cannot download {uri} from the MLflow registry: {err}") from err
+        raise ConfigError(f"cannot download {uri} from the MLflow registry {store.uri}: {err}") from err
     onnxs = sorted(local.rglob("*.onnx"))
     pick = [p for p in onnxs if p.stem == name] or onnxs
     if not pick:
