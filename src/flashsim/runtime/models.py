@@ -56,6 +56,17 @@ def _names(entries) -> tuple[list[str], dict[str, str]]:
     return names, units
 
 
+def _tensor_section(section, tensor: str):
+    """The column list of ONNX tensor ``tensor`` in a card section. Accepted forms: the model cards of
+    ``flashsim export`` (``[{"name": "x", "columns": [{"name", "unit"}, ...]}, {"name": "noise", ...}]``),
+    ``{"x": [...]}``, or directly the list / mapping of column names."""
+    if isinstance(section, dict) and tensor in section:
+        return section[tensor]
+    if isinstance(section, list) and any(isinstance(e, dict) and "columns" in e for e in section):
+        return next((e["columns"] for e in section if e.get("name") == tensor), [])
+    return section
+
+
 def _graph_io(path: Path) -> tuple[dict[str, int], dict[str, int]]:
     m = onnx.load(str(path), load_external_data=False)
     inits = {i.name for i in m.graph.initializer}
@@ -74,17 +85,10 @@ def parse_card(name: str, onnx_path: Path, card: dict, origin: str = "") -> Mode
     if "x" not in ins or "y" not in outs:
         raise InputError(f"model '{name}': ONNX inputs {sorted(ins)} / outputs {sorted(outs)} do not follow the "
                          "convention (input x [N, F], optional noise [N, Z], output y)", file=str(onnx_path))
-    section = card.get("inputs", card.get("features"))
     noise = ins.get("noise", 0)
-    if isinstance(section, dict) and "x" in section:  # {"x": [...], "noise": Z | [...]}
-        features, units = _names(section["x"])
-    else:
-        features, units = _names(section)
+    features, units = _names(_tensor_section(card.get("inputs", card.get("features")), "x"))
     features = [f for f in features if f != "noise" and not f.startswith("noise_")]
-    out_section = card.get("outputs", card.get("targets"))
-    if isinstance(out_section, dict) and "y" in out_section:
-        out_section = out_section["y"]
-    outputs, out_units = _names(out_section)
+    outputs, out_units = _names(_tensor_section(card.get("outputs", card.get("targets")), "y"))
     units.update(out_units)
     if not features or len(features) != ins["x"]:
         raise InputError(f"model '{name}': card lists {len(features)} input features, ONNX input x has {ins['x']}",
