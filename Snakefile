@@ -13,11 +13,15 @@ validate(config, "schemas/params.schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/ecal.smk"
+include: "rules/mlops.smk"
 include: "rules/pipeline.smk"
 
 
 rule all:
     input:
         rules.data_all.input,
+        rules.ecal_all.input,
+        rules.summarize.output,
         rules.pipeline_all.input,
     default_target: True

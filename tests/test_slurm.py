@@ -66,14 +66,13 @@ def test_workflow_runs_through_slurm_with_gpus_for_gpu_rules_only(slurm, tmp_pat
     snakemake = str(Path(sys.executable).with_name("snakemake"))
     env = {**slurm, "PYTHONPATH": str(repo / "src"), "FLASHSIM_TRACKING": "off"}
 
-    # the subset: one sample generated and prepared, plus one GPU rule's job (with what it needs) when one exists
+    # the subset: one GPU rule's job with what it needs (generate, prepare, ...) when the workflow has GPU rules,
+    # else the generation and preparation of one sample
     plan = subprocess.run([snakemake, "-n"], cwd=repo, env=env, capture_output=True, text=True, check=True).stdout
     jobs = parse_dryrun(plan)
-    prepare = min((j for j in jobs if j.rule == "prepare"), key=lambda j: j.output[0])
-    targets = list(prepare.output)
-    gpu_jobs = [j for j in jobs if j.rule in gpu_rules]
-    if gpu_jobs:
-        targets += gpu_jobs[0].output
+    gpu_jobs = sorted((j for j in jobs if j.rule in gpu_rules), key=lambda j: (j.rule, j.output))
+    prepare = min((j for j in jobs if j.rule == "prepare"), key=lambda j: j.output)
+    targets = gpu_jobs[0].output if gpu_jobs else prepare.output
     planned = parse_dryrun(subprocess.run([snakemake, "-n", *targets], cwd=repo, env=env, capture_output=True,
                                           text=True, check=True).stdout)
     planned_rules = sorted(j.rule for j in planned if j.resources)

@@ -91,8 +91,9 @@ def export_lightgbm(model, path: str | Path, n_features: int) -> Path:
     from onnxmltools.convert.common.data_types import FloatTensorType
 
     booster = model.booster_ if hasattr(model, "booster_") else model
-    onx = onnxmltools.convert_lightgbm(model, initial_types=[("x", FloatTensorType([None, n_features]))],
-                                       zipmap=False)
+    # a fixed graph name: the converter's default is a random UUID, which would make every export's bytes differ
+    onx = onnxmltools.convert_lightgbm(model, name="lightgbm", zipmap=False,
+                                       initial_types=[("x", FloatTensorType([None, n_features]))])
     thresholds = lightgbm_thresholds(booster)
     for node in onx.graph.node:
         if not node.op_type.startswith("TreeEnsemble"):
@@ -173,16 +174,19 @@ def parity_check(native: Callable[[np.ndarray, np.ndarray | None], np.ndarray], 
                  name: str = "model") -> dict[str, Any]:
     """Compare native predictions with onnxruntime's on the same rows; GateError above the tolerance.
 
-    A row deviates when ``|a - b| > atol + rtol * |a|``. Returns the max absolute and relative deviation.
+    A row deviates when ``|a - b| > atol + rtol * |a|``; NaN in both outputs counts as agreement. Returns the max
+    absolute and relative deviation.
     """
     a = np.asarray(native(x, noise), dtype=np.float64).reshape(len(x), -1)
     b = onnx_predict(onnx_path, x, noise).astype(np.float64).reshape(len(x), -1)
     if a.shape != b.shape:
         raise GateError(f"{name}: parity: native output shape {a.shape} != onnx {b.shape}")
-    diff = np.abs(a - b)
-    bad = ~(diff <= atol + rtol * np.abs(a))
+    both_nan = np.isnan(a) & np.isnan(b)  # NaN where a quantity does not exist (e.g. muon LLs) must agree
+    diff = np.where(both_nan, 0.0, np.abs(a - b))
+    bad = ~(diff <= atol + rtol * np.abs(np.where(both_nan, 0.0, a)))
     res = {"rows": len(x), "max_abs_deviation": float(diff.max()) if diff.size else 0.0,
-           "max_rel_deviation": float((diff / np.maximum(np.abs(a), 1e-12)).max()) if diff.size else 0.0,
+           "max_rel_deviation": float((diff / np.maximum(np.abs(np.where(both_nan, 0.0, a)), 1e-12)).max())
+           if diff.size else 0.0,
            "atol": atol, "rtol": rtol, "n_failing": int(bad.any(axis=1).sum())}
     if res["n_failing"]:
         raise GateError(f"{name}: parity native vs onnxruntime failed: max_abs_deviation = "

@@ -9,16 +9,21 @@ Targets are a registry (name -> module); a target module defines ``HELP`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import platform
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 HELP = "run a benchmark target and write its results as JSON"
 TARGETS: dict[str, str] = {
     "generate": "flashsim.bench.generate",
+    "ghost_mlp": "flashsim.bench.ghost_mlp",
+    "ecal": "flashsim.bench.ecal",
     "runtime": "flashsim.bench.runtime",
 }
 
@@ -28,6 +33,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="a short run (smaller sizes) for smoke tests")
     p.add_argument("--out", type=Path, help="JSON output (default: reports/bench/TARGET.json)")
     p.add_argument("--params", type=Path, help="params file (default: params.yaml of the repository)")
+
+
+@contextlib.contextmanager
+def one_core() -> Iterator[list[int] | None]:
+    """Pin this process to one CPU inside the block (yields the CPU list; None where unsupported)."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield [cpu]
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def throughput(fn: Callable[[], object], items: int, min_seconds: float = 1.0, sync: Callable[[], None] | None = None,
+               max_reps: int = 1000) -> dict:
+    """Call ``fn`` (after one warm-up call) until ``min_seconds`` passed; items/s from wall and CPU time."""
+    sync = sync or (lambda: None)
+    fn()
+    sync()
+    reps, t0, c0 = 0, time.perf_counter(), time.process_time()
+    while True:
+        fn()
+        reps += 1
+        if reps >= max_reps or time.perf_counter() - t0 >= min_seconds:
+            break
+    sync()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"items": items, "reps": reps, "seconds": wall, "items_per_s": items * reps / wall,
+            "items_per_s_cpu": items * reps / max(cpu, 1e-9)}
 
 
 def environment() -> dict:

@@ -180,6 +180,22 @@ class Family:
     def to_onnx(self, path: Path) -> None:
         raise NotImplementedError
 
+    def parity(self, onnx_path: Path) -> dict:
+        """Native vs onnxruntime on held-out rows plus ``parity_rows``; GateError above the tolerance.
+
+        Families whose inputs are not rows (e.g. whole events) override this."""
+        from flashsim.export import parity_check
+
+        x = self.features(self.frame("test", self.cfg["parity"]["rows"]))
+        x = np.vstack([x, self.parity_rows(x)]).astype(np.float32)
+        noise = None
+        if self.noise_dim:
+            rng = np.random.default_rng(self.spec.seed + 3)
+            noise = rng.standard_normal((len(x), self.noise_dim)).astype(np.float32)
+        tol = self.cfg["parity"]
+        return parity_check(self.predict, onnx_path, x, noise, atol=tol["atol"], rtol=tol["rtol"],
+                            name=self.spec.name)
+
     def parity_rows(self, x: np.ndarray) -> np.ndarray:
         """Extra rows for the parity check (e.g. on tree thresholds); default: none."""
         return np.empty((0, x.shape[1]), dtype=np.float32)

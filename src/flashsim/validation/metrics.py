@@ -186,3 +186,26 @@ def generator_metrics(reference: np.ndarray, generated: np.ndarray, names: list[
     out["ks_max"] = max(out[f"ks.{n}"] for n in names)
     out["wasserstein_max"] = max(out[f"wasserstein.{n}"] for n in names)
     return out
+
+
+def binned_efficiency(passed: np.ndarray, x: np.ndarray, edges: np.ndarray,
+                      weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted efficiency ``sum(w pass) / sum(w)`` per bin of ``x`` and its error (signed weights allowed).
+
+    ``passed`` is a pass flag or a probability of passing (a classifier's expectation). The error is
+    ``sqrt(sum(w^2 (pass - eff)^2)) / sum(w)``, the usual sWeighted-efficiency variance. Bins with no positive
+    weight give NaN.
+    """
+    e = np.asarray(passed, dtype=np.float64)
+    w = _w(e, weight)
+    idx = np.searchsorted(edges, np.asarray(x, dtype=np.float64), side="right") - 1
+    nb = len(edges) - 1
+    ok = (idx >= 0) & (idx < nb)
+    sw = np.bincount(idx[ok], weights=w[ok], minlength=nb)
+    swp = np.bincount(idx[ok], weights=(w * e)[ok], minlength=nb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        eff = np.where(sw > 0, swp / np.where(sw > 0, sw, 1.0), np.nan)
+        resid = (e - eff[np.clip(idx, 0, nb - 1)]) ** 2
+        var = np.bincount(idx[ok], weights=(w**2 * resid)[ok], minlength=nb)
+        err = np.where(sw > 0, np.sqrt(var) / np.where(sw > 0, sw, 1.0), np.nan)
+    return eff, err

@@ -1,0 +1,86 @@
+# Calorimeter (ECAL GNN and Transformer) and ghost-track MLP models: train -> export -> validate, and the ECAL
+# comparison page. Paths and resources only; the logic is in flashsim (families ecal_gnn, ecal_transformer,
+# ghost_mlp). Torch training rules are the train_* ones (the only rules that may use a GPU).
+ECAL_MODELS = ["ecal_gnn", "ecal_transformer"]
+GHOST_MODELS = ["ghost_mlp"]
+
+
+def _prepared(name, splits):
+    sample = config["models"][name]["sample"]
+    return [f"{PREPARED}/{sample}/{split}.parquet" for split in splits]
+
+
+rule train_ecal:
+    input:
+        lambda wc: _prepared(wc.name, ["train", "val"]),
+    output:
+        "results/train/{name}/trained.json",
+    wildcard_constraints:
+        name="|".join(ECAL_MODELS),
+    threads: 2
+    log:
+        "logs/train/{name}.log",
+    shell:
+        "flashsim train {wildcards.name} > {log} 2>&1"
+
+
+rule train_ghost:
+    input:
+        lambda wc: _prepared(wc.name, ["train", "val"]),
+    output:
+        "results/train/{name}/trained.json",
+    wildcard_constraints:
+        name="|".join(GHOST_MODELS),
+    threads: 2
+    log:
+        "logs/train/{name}.log",
+    shell:
+        "flashsim train {wildcards.name} > {log} 2>&1"
+
+
+rule export_ecal_ghost:
+    input:
+        "results/train/{name}/trained.json",
+        lambda wc: _prepared(wc.name, ["test"]),
+    output:
+        onnx="models/{name}.onnx",
+        card="models/{name}.json",
+    wildcard_constraints:
+        name="|".join(ECAL_MODELS + GHOST_MODELS),
+    log:
+        "logs/export/{name}.log",
+    shell:
+        "flashsim export {wildcards.name} > {log} 2>&1"
+
+
+rule validate_ecal_ghost:
+    input:
+        "models/{name}.onnx",
+        "models/{name}.json",
+        lambda wc: _prepared(wc.name, ["test"]),
+    output:
+        "reports/{name}/metrics.json",
+        "reports/{name}/index.html",
+    wildcard_constraints:
+        name="|".join(ECAL_MODELS + GHOST_MODELS),
+    log:
+        "logs/validate/{name}.log",
+    shell:
+        "flashsim validate {wildcards.name} > {log} 2>&1"
+
+
+rule ecal_report:
+    input:
+        expand("reports/{name}/metrics.json", name=ECAL_MODELS),
+    output:
+        "reports/ecal/index.html",
+    log:
+        "logs/validate/ecal_report.log",
+    shell:
+        "flashsim ecal-report --models {ECAL_MODELS} > {log} 2>&1"
+
+
+rule ecal_all:
+    input:
+        "reports/ecal/index.html",
+        expand("reports/{name}/index.html", name=GHOST_MODELS),
