@@ -27,6 +27,12 @@ def scaled(value):
     return value
 
 
+def prepared_splits(name, splits):
+    """Prepared Parquet files of the sample of model ``name`` (params.yaml models.NAME.sample)."""
+    sample = config["models"][name]["sample"]
+    return [f"{PREPARED}/{sample}/{split}.parquet" for split in splits]
+
+
 def model_names():
     """params.yaml model names, species lists expanded (as flashsim.models.expand does)."""
     names = []
@@ -48,6 +54,7 @@ def prepare_inputs(wc):
         if "://" not in f:
             files += sorted(glob.glob(f, recursive=True)) if any(ch in f for ch in "*?[") else [f]
     return files
+
 
 # ---- model rules: rerun triggers and MLflow job tags (flashsim.tracking) ----
 # Model rules declare `params: model=model_params(STAGE)` with STAGE one of train, export, validate: Snakemake's

@@ -5,14 +5,9 @@ ECAL_MODELS = ["ecal_gnn", "ecal_transformer"]
 GHOST_MODELS = ["ghost_mlp"]
 
 
-def _prepared(name, splits):
-    sample = config["models"][name]["sample"]
-    return [f"{PREPARED}/{sample}/{split}.parquet" for split in splits]
-
-
 rule train_ecal:
     input:
-        lambda wc: _prepared(wc.name, ["train", "val"]),
+        lambda wc: prepared_splits(wc.name, ["train", "val"]),
     output:
         "results/train/{name}/trained.json",
     wildcard_constraints:
@@ -20,13 +15,17 @@ rule train_ecal:
     threads: 2
     log:
         "logs/train/{name}.log",
+    params:
+        model=model_params("train"),
+    conda:
+        "../envs/train.yaml"
     shell:
-        "flashsim train {wildcards.name} > {log} 2>&1"
+        TRACK + "flashsim train {wildcards.name} > {log} 2>&1"
 
 
 rule train_ghost:
     input:
-        lambda wc: _prepared(wc.name, ["train", "val"]),
+        lambda wc: prepared_splits(wc.name, ["train", "val"]),
     output:
         "results/train/{name}/trained.json",
     wildcard_constraints:
@@ -34,14 +33,18 @@ rule train_ghost:
     threads: 2
     log:
         "logs/train/{name}.log",
+    params:
+        model=model_params("train"),
+    conda:
+        "../envs/train.yaml"
     shell:
-        "flashsim train {wildcards.name} > {log} 2>&1"
+        TRACK + "flashsim train {wildcards.name} > {log} 2>&1"
 
 
 rule export_ecal_ghost:
     input:
         "results/train/{name}/trained.json",
-        lambda wc: _prepared(wc.name, ["test"]),
+        lambda wc: prepared_splits(wc.name, ["test"]),
     output:
         onnx="models/{name}.onnx",
         card="models/{name}.json",
@@ -49,15 +52,19 @@ rule export_ecal_ghost:
         name="|".join(ECAL_MODELS + GHOST_MODELS),
     log:
         "logs/export/{name}.log",
+    params:
+        model=model_params("export"),
+    conda:
+        "../envs/train.yaml"
     shell:
-        "flashsim export {wildcards.name} > {log} 2>&1"
+        TRACK + "flashsim export {wildcards.name} > {log} 2>&1"
 
 
 rule validate_ecal_ghost:
     input:
         "models/{name}.onnx",
         "models/{name}.json",
-        lambda wc: _prepared(wc.name, ["test"]),
+        lambda wc: prepared_splits(wc.name, ["test"]),
     output:
         "reports/{name}/metrics.json",
         "reports/{name}/index.html",
@@ -65,8 +72,12 @@ rule validate_ecal_ghost:
         name="|".join(ECAL_MODELS + GHOST_MODELS),
     log:
         "logs/validate/{name}.log",
+    params:
+        model=model_params("validate"),
+    conda:
+        "../envs/validate.yaml"
     shell:
-        "flashsim validate {wildcards.name} > {log} 2>&1"
+        TRACK + "flashsim validate {wildcards.name} > {log} 2>&1"
 
 
 rule ecal_report:
@@ -74,10 +85,14 @@ rule ecal_report:
         expand("reports/{name}/metrics.json", name=ECAL_MODELS),
     output:
         "reports/ecal/index.html",
+    params:
+        models=ECAL_MODELS,
     log:
         "logs/validate/ecal_report.log",
+    conda:
+        "../envs/validate.yaml"
     shell:
-        "flashsim ecal-report --models {ECAL_MODELS} > {log} 2>&1"
+        "flashsim ecal-report --models {params.models} > {log} 2>&1"
 
 
 rule ecal_all:

@@ -19,7 +19,8 @@ from flashsim.cluster import parse_dryrun
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_SIZE = 3000  # events/particles per generated sample: enough for every split, seconds per job
+SAMPLE_SIZE = 1500  # events/particles per generated sample: enough for every split, seconds per job
+EPOCHS = 1  # of the one model trained
 
 
 def checkout_copy(dest: Path) -> Path:
@@ -59,8 +60,16 @@ def test_workflow_runs_through_slurm_with_gpus_for_gpu_rules_only(slurm, tmp_pat
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for sample in params["detsim"]["samples"].values():
         sample["size"] = SAMPLE_SIZE
+    for model in (params.get("models") or {}).values():
+        if "epochs" in model:
+            model["epochs"] = EPOCHS
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    resources = yaml.safe_load((repo / "profiles/default/config.yaml").read_text())["set-resources"]
+    profile = yaml.safe_load((repo / "profiles/default/config.yaml").read_text())
+    resources = profile["set-resources"]
+    for res in resources.values():  # what a job asks must fit this machine's one node
+        if int(res.get("cpus_per_task", 0)) > os.cpu_count():
+            res["cpus_per_task"] = os.cpu_count()
+    (repo / "profiles/default/config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     gpu_rules = {rule for rule, res in resources.items() if int(res.get("gpu", 0) or 0) > 0}
 
     snakemake = str(Path(sys.executable).with_name("snakemake"))
