@@ -170,7 +170,8 @@ def run(quick: bool, params: dict) -> dict:
     fam = get_family(get_spec("resolution", {**params, "scale": "full"}))
     rows, held_out = (20_000, 5_000) if quick else (1_000_000, 100_000)
     gate = fam.spec.gates.get("two_sample_auc", {}).get("max", 0.6) if not quick else 0.75
-    max_seconds = 40.0 if quick else 12 * 60.0
+    # FLASHSIM_BENCH_MAX_SECONDS / FLASHSIM_BENCH_METHODS: fit a run into one batch slot (one method per job)
+    max_seconds = float(os.environ.get("FLASHSIM_BENCH_MAX_SECONDS", 40.0 if quick else 12 * 60.0))
     eval_seconds = 10.0 if quick else 60.0
     n_jobs = max(len(os.sched_getaffinity(0)), 1) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     t0 = time.perf_counter()
@@ -191,7 +192,7 @@ def run(quick: bool, params: dict) -> dict:
         cfg.update(width=64, batch_size=1024)
     results = {"device": str(device), "rows": rows, "held_out": held_out, "prepare_seconds": prep_s,
                "methods": {}}
-    for method in ("flow", "gan"):
+    for method in os.environ.get("FLASHSIM_BENCH_METHODS", "flow,gan").split(","):
         results["methods"][method] = train_to_gate(method, cfg, data, gate=gate, max_seconds=max_seconds,
                                                    eval_seconds=eval_seconds, device=device, seed=seed,
                                                    n_jobs=n_jobs)
