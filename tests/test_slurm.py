@@ -19,7 +19,8 @@ from flashsim.cluster import parse_dryrun
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_SIZE = 3000  # events/particles per generated sample: enough for every split, seconds per job
+SAMPLE_SIZE = 1500  # events/particles per generated sample: enough for every split, seconds per job
+EPOCHS = 1  # of the one model trained
 
 
 def checkout_copy(dest: Path) -> Path:
@@ -59,21 +60,28 @@ def test_workflow_runs_through_slurm_with_gpus_for_gpu_rules_only(slurm, tmp_pat
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for sample in params["detsim"]["samples"].values():
         sample["size"] = SAMPLE_SIZE
+    for model in (params.get("models") or {}).values():
+        if "epochs" in model:
+            model["epochs"] = EPOCHS
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    resources = yaml.safe_load((repo / "profiles/default/config.yaml").read_text())["set-resources"]
+    profile = yaml.safe_load((repo / "profiles/default/config.yaml").read_text())
+    resources = profile["set-resources"]
+    for res in resources.values():  # what a job asks must fit this machine's one node
+        if int(res.get("cpus_per_task", 0)) > os.cpu_count():
+            res["cpus_per_task"] = os.cpu_count()
+    (repo / "profiles/default/config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     gpu_rules = {rule for rule, res in resources.items() if int(res.get("gpu", 0) or 0) > 0}
 
     snakemake = str(Path(sys.executable).with_name("snakemake"))
     env = {**slurm, "PYTHONPATH": str(repo / "src"), "FLASHSIM_TRACKING": "off"}
 
-    # the subset: one sample generated and prepared, plus one GPU rule's job (with what it needs) when one exists
+    # the subset: one GPU rule's job with what it needs (generate, prepare, ...) when the workflow has GPU rules,
+    # else the generation and preparation of one sample
     plan = subprocess.run([snakemake, "-n"], cwd=repo, env=env, capture_output=True, text=True, check=True).stdout
     jobs = parse_dryrun(plan)
-    prepare = min((j for j in jobs if j.rule == "prepare"), key=lambda j: j.output[0])
-    targets = list(prepare.output)
-    gpu_jobs = [j for j in jobs if j.rule in gpu_rules]
-    if gpu_jobs:
-        targets += gpu_jobs[0].output
+    gpu_jobs = sorted((j for j in jobs if j.rule in gpu_rules), key=lambda j: (j.rule, j.output))
+    prepare = min((j for j in jobs if j.rule == "prepare"), key=lambda j: j.output)
+    targets = gpu_jobs[0].output if gpu_jobs else prepare.output
     planned = parse_dryrun(subprocess.run([snakemake, "-n", *targets], cwd=repo, env=env, capture_output=True,
                                           text=True, check=True).stdout)
     planned_rules = sorted(j.rule for j in planned if j.resources)

@@ -91,8 +91,9 @@ def export_lightgbm(model, path: str | Path, n_features: int) -> Path:
     from onnxmltools.convert.common.data_types import FloatTensorType
 
     booster = model.booster_ if hasattr(model, "booster_") else model
-    onx = onnxmltools.convert_lightgbm(model, initial_types=[("x", FloatTensorType([None, n_features]))],
-                                       zipmap=False)
+    # a fixed graph name: the converter's default is a random UUID, which would make every export's bytes differ
+    onx = onnxmltools.convert_lightgbm(model, name="lightgbm", zipmap=False,
+                                       initial_types=[("x", FloatTensorType([None, n_features]))])
     thresholds = lightgbm_thresholds(booster)
     for node in onx.graph.node:
         if not node.op_type.startswith("TreeEnsemble"):

@@ -51,7 +51,8 @@ COMMON_SCHEMA: dict[str, Any] = {
                "properties": {"atol": {"type": "number", "minimum": 0, "default": 1e-4},
                               "rtol": {"type": "number", "minimum": 0, "default": 1e-4},
                               "rows": {"type": "integer", "minimum": 10, "default": 5000}}},
-    "threads": {"type": "integer", "minimum": 0, "default": 0, "description": "CPU threads (0: all)"},
+    "threads": {"type": "integer", "minimum": 0, "default": 0,
+                "description": "CPU threads (0: FLASHSIM_THREADS or 1)"},
     "device": {"type": "string", "default": "auto", "description": "auto (CUDA when present), cpu, cuda:N"},
 }
 
@@ -184,6 +185,22 @@ class Family:
 
     def to_onnx(self, path: Path) -> None:
         raise NotImplementedError
+
+    def parity(self, onnx_path: Path) -> dict:
+        """Native vs onnxruntime on held-out rows plus ``parity_rows``; GateError above the tolerance.
+
+        Families whose inputs are not rows (e.g. whole events) override this."""
+        from flashsim.export import parity_check
+
+        x = self.features(self.frame("test", self.cfg["parity"]["rows"]))
+        x = np.vstack([x, self.parity_rows(x)]).astype(np.float32)
+        noise = None
+        if self.noise_dim:
+            rng = np.random.default_rng(self.spec.seed + 3)
+            noise = rng.standard_normal((len(x), self.noise_dim)).astype(np.float32)
+        tol = self.cfg["parity"]
+        return parity_check(self.predict, onnx_path, x, noise, atol=tol["atol"], rtol=tol["rtol"],
+                            name=self.spec.name)
 
     def parity_rows(self, x: np.ndarray) -> np.ndarray:
         """Extra rows for the parity check (e.g. on tree thresholds); default: none."""

@@ -47,18 +47,18 @@ def two_sample_auc(reference: np.ndarray, generated: np.ndarray, w_ref: np.ndarr
     x = np.vstack([ref, gen])
     y = np.r_[np.ones(len(ref)), np.zeros(len(gen))]
     w = np.r_[_w(ref, w_ref), _w(gen, w_gen)]
-    n = len(x)
     if conditions is not None and len(ref) == len(gen):
-        # row i of reference and generated share their conditions: keep each pair in one half, else the classifier
-        # memorises a training row's conditions and mislabels its twin in the test half (AUC biased below 0.5)
+        # paired rows (same conditions): keep each pair in the same half, or the classifier learns the twin's
+        # label from its conditions and the held-out AUC drops below 0.5
         pairs = rng.permutation(len(ref))
-        if max_rows is not None and n > max_rows:
-            pairs = pairs[:max_rows // 2]
-        h = len(pairs) // 2
-        tr, te = np.r_[pairs[:h], pairs[:h] + len(ref)], np.r_[pairs[h:], pairs[h:] + len(ref)]
+        if max_rows is not None and 2 * len(pairs) > max_rows:
+            pairs = pairs[: max_rows // 2]
+        half = len(pairs) // 2
+        tr = np.r_[pairs[:half], pairs[:half] + len(ref)]
+        te = np.r_[pairs[half:], pairs[half:] + len(ref)]
     else:
-        perm = rng.permutation(n)
-        if max_rows is not None and n > max_rows:
+        perm = rng.permutation(len(x))
+        if max_rows is not None and len(x) > max_rows:
             perm = perm[:max_rows]
         half = len(perm) // 2
         tr, te = perm[:half], perm[half:]
