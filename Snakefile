@@ -16,6 +16,7 @@ include: "rules/data.smk"
 include: "rules/ecal.smk"
 include: "rules/mlops.smk"
 include: "rules/pipeline.smk"
+include: "rules/tracking.smk"
 
 
 rule all:
@@ -24,4 +25,5 @@ rule all:
         rules.ecal_all.input,
         rules.summarize.output,
         rules.pipeline_all.input,
+        rules.tracking_all.input,
     default_target: True

@@ -12,13 +12,16 @@ rule train_ecal:
         "results/train/{name}/trained.json",
     wildcard_constraints:
         name="|".join(ECAL_MODELS),
-    threads: 2
+    threads: 1
     log:
         "logs/train/{name}.log",
+    params:
+        rule="train_ecal",
+        model=model_params("train"),
     conda:
         "../envs/train.yaml"
     shell:
-        "flashsim train {wildcards.name} > {log} 2>&1"
+        "export FLASHSIM_SMK_RULE={params.rule} FLASHSIM_SMK_WILDCARDS='{wildcards}'; flashsim train {wildcards.name} > {log} 2>&1"
 
 
 rule train_ghost:
@@ -28,13 +31,16 @@ rule train_ghost:
         "results/train/{name}/trained.json",
     wildcard_constraints:
         name="|".join(GHOST_MODELS),
-    threads: 2
+    threads: 1
     log:
         "logs/train/{name}.log",
+    params:
+        rule="train_ghost",
+        model=model_params("train"),
     conda:
         "../envs/train.yaml"
     shell:
-        "flashsim train {wildcards.name} > {log} 2>&1"
+        "export FLASHSIM_SMK_RULE={params.rule} FLASHSIM_SMK_WILDCARDS='{wildcards}'; flashsim train {wildcards.name} > {log} 2>&1"
 
 
 rule export_ecal_ghost:
@@ -48,10 +54,13 @@ rule export_ecal_ghost:
         name="|".join(ECAL_MODELS + GHOST_MODELS),
     log:
         "logs/export/{name}.log",
+    params:
+        rule="export_ecal_ghost",
+        model=model_params("export"),
     conda:
         "../envs/train.yaml"
     shell:
-        "flashsim export {wildcards.name} > {log} 2>&1"
+        "export FLASHSIM_SMK_RULE={params.rule} FLASHSIM_SMK_WILDCARDS='{wildcards}'; flashsim export {wildcards.name} > {log} 2>&1"
 
 
 rule validate_ecal_ghost:
@@ -66,10 +75,13 @@ rule validate_ecal_ghost:
         name="|".join(ECAL_MODELS + GHOST_MODELS),
     log:
         "logs/validate/{name}.log",
+    params:
+        rule="validate_ecal_ghost",
+        model=model_params("validate"),
     conda:
         "../envs/validate.yaml"
     shell:
-        "flashsim validate {wildcards.name} > {log} 2>&1"
+        "export FLASHSIM_SMK_RULE={params.rule} FLASHSIM_SMK_WILDCARDS='{wildcards}'; flashsim validate {wildcards.name} > {log} 2>&1"
 
 
 rule ecal_report:

@@ -198,13 +198,22 @@ class QuantileTransform(nn.Module):
 
     @classmethod
     def fit(cls, x: np.ndarray, weights: np.ndarray | None = None, n_knots: int = 256,
-            target: str = "gaussian", tail: float = 1e-4, atoms: float = 0.0) -> QuantileTransform:
+            target: str = "gaussian", tail: float = 1e-4, atoms: float = 0.0,
+            max_discrete: int = 0) -> QuantileTransform:
         """Fit on ``x`` [N, F] with optional per-row ``weights`` (may be negative); ``atoms`` > 0 keeps values
-        holding at least that fraction of the weight as exact point masses of the inverse (module doc)."""
+        holding at least that fraction of the weight as exact point masses of the inverse (module doc).
+        Columns with at most ``max_discrete`` distinct values are discrete: every value is an atom, so the
+        inverse is the staircase inverse CDF (only training values come out, at their frequencies)."""
         x = np.asarray(x, dtype=np.float64)
         if x.ndim == 1:
             x = x[:, None]
-        knots = [_column_knots(x[:, j], weights, n_knots, target, tail, atoms) for j in range(x.shape[1])]
+
+        def col_atoms(j: int) -> float:
+            if max_discrete and 1 < len(np.unique(x[:, j][np.isfinite(x[:, j])])) <= max_discrete:
+                return 1e-300  # every distinct value
+            return atoms
+
+        knots = [_column_knots(x[:, j], weights, n_knots, target, tail, col_atoms(j)) for j in range(x.shape[1])]
         return cls([k[0] for k in knots], [k[1] for k in knots], target, [k[2] for k in knots])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -55,8 +55,8 @@ def autocast(device: torch.device, enabled: bool = True):
 
 
 def set_threads(n: int | None = None) -> None:
-    """Limit torch intra-op threads (``FLASHSIM_THREADS`` or ``n``; default: all cores)."""
-    n = int(os.environ.get("FLASHSIM_THREADS", n or 0)) or None
+    """Set torch intra-op threads: ``FLASHSIM_THREADS`` if set, else ``n`` (None: leave torch's default)."""
+    n = int(os.environ.get("FLASHSIM_THREADS", 0)) or n
     if n:
         torch.set_num_threads(n)
 

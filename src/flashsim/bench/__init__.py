@@ -25,6 +25,7 @@ TARGETS: dict[str, str] = {
     "ghost_mlp": "flashsim.bench.ghost_mlp",
     "ecal": "flashsim.bench.ecal",
     "runtime": "flashsim.bench.runtime",
+    "tracking": "flashsim.bench.tracking",
 }
 
 

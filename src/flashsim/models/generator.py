@@ -33,6 +33,9 @@ GEN_SCHEMA = {
     "atoms": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0,
               "description": "target values holding at least this weight fraction are generated exactly "
                              "(point masses, e.g. a DLL of exactly 0); 0: off"},
+    "max_discrete": {"type": "integer", "minimum": 0, "default": 64,
+                     "description": "targets with at most this many distinct values are generated as discrete "
+                                    "(every value an atom: only training values, at their frequencies); 0: off"},
 }
 
 
@@ -76,7 +79,8 @@ class Family(TorchFamily):
         ok = np.isfinite(y).all(axis=1)
         x, y, w = x[ok], y[ok], None if w is None else w[ok]
         qx = QuantileTransform.fit(x, w, self.cfg["n_knots"])
-        qy = QuantileTransform.fit(y, w, self.cfg["n_knots"], atoms=self.cfg["atoms"])
+        qy = QuantileTransform.fit(y, w, self.cfg["n_knots"], atoms=self.cfg["atoms"],
+                                 max_discrete=self.cfg["max_discrete"])
         spread = np.random.default_rng(self.spec.seed + 11)  # atoms of the targets spread over their interval
         xv, yv, wv = self.features(va), self.targets_core(va), self.weights(va)
         okv = np.isfinite(yv).all(axis=1)

@@ -89,7 +89,8 @@ def _auc(a: np.ndarray, b: np.ndarray, seed: int) -> float:
 
 
 def compare(ref: dict[str, np.ndarray], flash: dict[str, np.ndarray], outdir: Path, *, track_types=(3,),
-            p_edges=(2000, 5000, 10000, 20000, 50000, 200000), pid_cuts=(), seed: int = 0) -> tuple[dict, list[Path]]:
+            p_edges=(2000, 5000, 10000, 20000, 50000, 200000), pid_cuts=(), seed: int = 0,
+            plots: bool = True) -> tuple[dict, list[Path]]:
     """Metrics and plots of flash vs reference; returns ``(metrics, plot paths)``."""
     track_types = tuple(track_types)
     r, f = analyse(ref, track_types), analyse(flash, track_types)
@@ -133,11 +134,11 @@ def compare(ref: dict[str, np.ndarray], flash: dict[str, np.ndarray], outdir: Pa
         m[f"pid.{sp}.{cut.replace(' ', '')}.max_abs_diff"] = float(np.nanmax(np.abs(er - ef)[ok], initial=0.0))
     m["pid.chi2_ndf_mean"] = float(np.mean(chi2s)) if chi2s else float("nan")
     m["pid.max_abs_diff"] = max((v for k, v in m.items() if k.endswith(".max_abs_diff")), default=float("nan"))
-    plots = _plots(ref, flash, r, f, pid_table, edges, track_types, outdir)
+    paths = _plots(ref, flash, r, f, pid_table, edges, track_types, outdir) if plots else []
     m["pid_table"] = [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in row.items()}
                       for row in pid_table]
     m["p_edges"] = edges.tolist()
-    return m, plots
+    return m, paths
 
 
 def _plots(ref, flash, r, f, pid_table, edges, track_types, outdir: Path) -> list[Path]:

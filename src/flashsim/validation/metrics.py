@@ -47,12 +47,21 @@ def two_sample_auc(reference: np.ndarray, generated: np.ndarray, w_ref: np.ndarr
     x = np.vstack([ref, gen])
     y = np.r_[np.ones(len(ref)), np.zeros(len(gen))]
     w = np.r_[_w(ref, w_ref), _w(gen, w_gen)]
-    n = len(x)
-    perm = rng.permutation(n)
-    if max_rows is not None and n > max_rows:
-        perm = perm[:max_rows]
-    half = len(perm) // 2
-    tr, te = perm[:half], perm[half:]
+    if conditions is not None and len(ref) == len(gen):
+        # paired rows (same conditions): keep each pair in the same half, or the classifier learns the twin's
+        # label from its conditions and the held-out AUC drops below 0.5
+        pairs = rng.permutation(len(ref))
+        if max_rows is not None and 2 * len(pairs) > max_rows:
+            pairs = pairs[: max_rows // 2]
+        half = len(pairs) // 2
+        tr = np.r_[pairs[:half], pairs[:half] + len(ref)]
+        te = np.r_[pairs[half:], pairs[half:] + len(ref)]
+    else:
+        perm = rng.permutation(len(x))
+        if max_rows is not None and len(x) > max_rows:
+            perm = perm[:max_rows]
+        half = len(perm) // 2
+        tr, te = perm[:half], perm[half:]
     clf = lgb.LGBMClassifier(n_estimators=n_estimators, num_leaves=num_leaves, learning_rate=learning_rate,
                              min_child_samples=50, subsample=0.8, subsample_freq=1, colsample_bytree=1.0,
                              random_state=seed, n_jobs=n_jobs, verbose=-1)
