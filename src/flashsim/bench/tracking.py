@@ -67,7 +67,10 @@ def _knn_resample(c_train: torch.Tensor, y_train: np.ndarray, c_test: torch.Tens
 
 def train_to_gate(method: str, params: dict, data: dict, *, gate: float, max_seconds: float, eval_seconds: float,
                   device: torch.device, seed: int, n_jobs: int) -> dict:
-    """Train one generative method until the held-out AUC <= gate or the time budget is spent."""
+    """Train one generative method until the held-out AUC <= gate or the time budget is spent.
+
+    ``data``: ``c``/``y`` (transformed training conditions/targets), ``qy``, ``c_test``, ``x_test``,
+    ``y_test_phys``; optional ``w`` (training weights) and ``w_test`` (held-out weights for a weighted AUC)."""
     from flashsim.models import generative as G
     from flashsim.training import DeviceData, normalised_weights
     from flashsim.validation import two_sample_auc
@@ -78,7 +81,7 @@ def train_to_gate(method: str, params: dict, data: dict, *, gate: float, max_sec
         cfg["lr"] = min(cfg["lr"], 5e-4)
     cfg["lr_schedule"] = "constant"
     qy = data["qy"]
-    train = DeviceData(device, c=data["c"], y=data["y"], w=normalised_weights(None, len(data["c"])))
+    train = DeviceData(device, c=data["c"], y=data["y"], w=normalised_weights(data.get("w"), len(data["c"])))
     trainer = G.Trainer(method, data["c"].shape[1], data["y"].shape[1], cfg, device, seed)
     c_test = torch.as_tensor(data["c_test"], device=device)
     noise_gen = torch.Generator(device="cpu").manual_seed(seed + 5)
@@ -91,7 +94,8 @@ def train_to_gate(method: str, params: dict, data: dict, *, gate: float, max_sec
             y_t = torch.cat([core(c_test[i:i + 65536], z[i:i + 65536]) for i in range(0, len(c_test), 65536)])
         trainer.core.train()
         y = qy.inverse_transform(y_t.float().cpu().numpy())
-        return two_sample_auc(data["y_test_phys"], y, conditions=data["x_test"], seed=seed, n_jobs=n_jobs)
+        w = data.get("w_test")  # per-row weights of the held-out rows (sWeights), the same for both samples
+        return two_sample_auc(data["y_test_phys"], y, w, w, conditions=data["x_test"], seed=seed, n_jobs=n_jobs)
 
     class Sink:
         def log_metrics(self, metrics: dict, step: int | None = None) -> None:

@@ -101,6 +101,15 @@ def parse_cut(cut: str) -> tuple[str, str, float]:
     return m.group(1), m.group(2), float(m.group(3))
 
 
+_OP_WORDS = {">": "gt", "<": "lt", ">=": "ge", "<=": "le", "==": "eq"}
+
+
+def metric_label(cut: str) -> str:
+    """A metric-name-safe label of a cut (MLflow keys allow no '>'): ``RichDLLk > 5`` -> ``RichDLLk_gt_5``."""
+    col, op, thr = parse_cut(cut)
+    return f"{short(col)}_{_OP_WORDS[op]}_{thr:g}"
+
+
 def apply_cut(values: dict[str, np.ndarray], cut: str) -> np.ndarray:
     col, op, thr = parse_cut(cut)
     if col not in values:
@@ -136,14 +145,15 @@ def cut_efficiency_report(fam, ref: dict[str, np.ndarray], gen: dict[str, np.nda
         gen_pass = gen[f"P:{col}"] if f"P:{col}" in gen else apply_cut(gen, cut).astype(np.float64)
         eff_r, err_r = binned_efficiency(ref_pass, p, edges, w)
         eff_g, err_g = binned_efficiency(gen_pass, p, edges, w)
-        label = short(cut).replace(" ", "")
+        label = metric_label(cut)
         diff = np.abs(eff_r - eff_g)
         pull = diff / np.sqrt(err_r**2 + err_g**2 + 1e-12)
         metrics[f"pid_eff.{label}.max_abs_diff"] = float(np.nanmax(diff))
         metrics[f"pid_eff.{label}.max_pull"] = float(np.nanmax(pull))
         metrics[f"pid_eff.{label}.reference"] = float(np.sum(_w(w, p) * ref_pass) / np.sum(_w(w, p)))
         metrics[f"pid_eff.{label}.model"] = float(np.sum(_w(w, p) * gen_pass) / np.sum(_w(w, p)))
-        curves.append({"label": label, "reference": (eff_r, err_r), "model": (eff_g, err_g), "pull": pull})
+        curves.append({"label": short(cut).replace(" ", ""), "reference": (eff_r, err_r), "model": (eff_g, err_g),
+                       "pull": pull})
     metrics["pid_eff.max_abs_diff"] = max(v for k, v in metrics.items() if k.endswith(".max_abs_diff"))
     pulls = np.concatenate([c["pull"] for c in curves])
     pulls = pulls[np.isfinite(pulls)]
