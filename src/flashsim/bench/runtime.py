@@ -33,7 +33,7 @@ from flashsim.errors import ConfigError
 HELP = "runtime: per-model and chain particles/s (1 core / all cores, batch 1 / batched), vs per-particle C; GPU"
 log = logging.getLogger(__name__)
 # particles: the gun sample (batched paths); c_particles: how many of them the per-particle C loops time
-QUICK = {"particles": 20_000, "c_particles": 300, "batch1": 100, "min_time": 0.25, "sweep": (1_000, 10_000, 100_000)}
+QUICK = {"particles": 5_000, "c_particles": 300, "batch1": 100, "min_time": 0.25, "sweep": (1_000, 10_000, 100_000)}
 FULL = {"particles": 500_000, "c_particles": 5_000, "batch1": 2_000, "min_time": 2.0,
         "sweep": (1_000, 10_000, 100_000, 1_000_000)}
 TARGET_CPU_VS_C = 10.0
