@@ -135,3 +135,17 @@ def test_bad_weights_are_clear_errors(tmp_path, monkeypatch, capsys):
         err = capsys.readouterr().err
         assert words in err and "probe_sWeight" in err and "train.parquet" in err, err
         assert not (tmp_path / "results" / "train" / f"pid_rich_{SPECIES}" / "trained.json").exists()
+
+
+def test_bench_pid_pipeline_throughput(pid_repo, monkeypatch):
+    from flashsim.bench import pid as bench_pid
+    from flashsim.config import load_params
+
+    if not (pid_repo / "models" / f"{PIPELINE}.onnx").exists():
+        pytest.skip("pipeline not exported (first test failed)")
+    monkeypatch.chdir(pid_repo)
+    out = bench_pid.run(quick=True, params=load_params())
+    (res,) = out["pipelines"]
+    assert res["model"] == PIPELINE and res["noise_dim"] == 16
+    assert all(r["particles_per_s"] > 0 for r in res["results"]) and res["best_particles_per_s"]["cpu"] > 0
+    assert PIPELINE in bench_pid.summary(out)
