@@ -25,6 +25,11 @@ PID_SCHEMA: dict[str, Any] = {
     "unit_interval": {"type": "array", "items": {"type": "string"}, "default": [],
                       "description": "targets bounded to [0, 1] (ProbNN)"},
     "momentum": {"type": "string", "default": pc.KINEMATICS[0], "description": "column of the momentum bins"},
+    "blocks": {"type": "array", "items": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+               "default": [],
+               "description": "autoregressive blocks of targets: each block's core is conditioned on the conditions "
+                              "and the earlier blocks' targets (e.g. PIDs, then ProbNNs given the PIDs); [] = one "
+                              "joint core"},
     "differences": {"type": "object", "additionalProperties": {"type": "string"}, "default": {},
                     "description": "target -> another target: the core generates their difference and the graph "
                                    "adds the other back (exact equalities, e.g. DLLp == DLLk below both "
@@ -59,6 +64,29 @@ class AddColumns(nn.Module):
         for i, j in self.pairs:  # exact float addition (a matmul would not keep d == 0 -> y_i == y_j exactly)
             out[i] = y[:, i] + y[:, j]
         return torch.stack(out, dim=1)
+
+
+class BlockCore(nn.Module):
+    """Autoregressive cores: block k generates its targets from the conditions and the blocks before it (all in
+    the transformed space); the noise is split in consecutive slices, one per block."""
+
+    def __init__(self, cores: list[nn.Module], blocks: list[list[int]], n_out: int) -> None:
+        super().__init__()
+        self.cores = nn.ModuleList(cores)
+        self.blocks, self.n_out = blocks, n_out
+        self.noise_dims = [int(c.noise_dim) for c in cores]
+        self.noise_dim = sum(self.noise_dims)
+
+    def forward(self, c: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        cols: list[torch.Tensor | None] = [None] * self.n_out
+        cond, a = c, 0
+        for core, block, nd in zip(self.cores, self.blocks, self.noise_dims, strict=True):
+            out = core(cond, z[:, a:a + nd])
+            a += nd
+            for j, col in enumerate(block):
+                cols[col] = out[:, j]
+            cond = torch.cat([cond, out], dim=1)
+        return torch.stack(cols, dim=1)  # type: ignore[arg-type]
 
 
 class Family(generator.Family):
@@ -108,6 +136,84 @@ class Family(generator.Family):
 
     def training_weights(self, df, seen: list[np.ndarray]) -> np.ndarray | None:
         return pc.training_weights(self, df, seen)
+
+    # ------------------------------------------------------------ autoregressive blocks
+    def _blocks(self) -> list[list[int]]:
+        names = self.output_names_core()
+        if not self.cfg["blocks"]:
+            return [list(range(len(names)))]
+        flat = [n for b in self.cfg["blocks"] for n in b]
+        if sorted(flat) != sorted(names):
+            from flashsim.errors import ConfigError
+
+            raise ConfigError(f"models/{self.spec.name}/blocks must partition the targets {names}")
+        return [[names.index(n) for n in b] for b in self.cfg["blocks"]]
+
+    def _block_noise(self, n_out: int) -> int:
+        return n_out if self.cfg["method"] == "flow" else (self.cfg["noise_dim"] or n_out)
+
+    @property
+    def noise_dim(self) -> int:  # type: ignore[override]
+        if not self.cfg["blocks"]:
+            return super().noise_dim
+        return sum(self._block_noise(len(b)) for b in self._blocks())
+
+    def fit(self, ctx) -> dict:
+        if not self.cfg["blocks"]:
+            return super().fit(ctx)
+        from flashsim.models import generative as G
+        from flashsim.preprocessing import QuantileTransform
+        from flashsim.training import Checkpointer, DeviceData, normalised_weights
+
+        device = self.setup()
+        tr, va = self.frame("train", self.cfg["max_rows"]), self.frame("val", self.cfg["max_rows"])
+        spread = np.random.default_rng(self.spec.seed + 11)
+        arrays = []
+        for df in (tr, va):
+            x, y = self.features(df), self.targets_core(df)
+            w = self.training_weights(df, [x, y])
+            ok = np.isfinite(y).all(axis=1)
+            arrays.append((x[ok], y[ok], None if w is None else w[ok]))
+        (x, y, w), (xv, yv, wv) = arrays
+        qx = QuantileTransform.fit(x, w, self.cfg["n_knots"])
+        qy = QuantileTransform.fit(y, w, self.cfg["n_knots"], atoms=self.cfg["atoms"],
+                                   max_discrete=self.cfg["max_discrete"])
+        c, t = qx.transform(x).astype(np.float32), qy.transform(y, spread).astype(np.float32)
+        cv, tv = qx.transform(xv).astype(np.float32), qy.transform(yv, spread).astype(np.float32)
+        cores, history, done = [], [], []
+        for k, block in enumerate(self._blocks()):
+            cond, condv = np.hstack([c, t[:, done]]), np.hstack([cv, tv[:, done]])
+            data = DeviceData(device, c=cond, y=t[:, block], w=normalised_weights(w, len(x)))
+            val = DeviceData(device, c=condv, y=tv[:, block], w=normalised_weights(wv, len(xv)))
+            cfg = {**self.cfg, "noise_dim": self._block_noise(len(block))}
+            trainer = G.Trainer(self.cfg["method"], cond.shape[1], len(block), cfg, device, self.spec.seed + k)
+            ck = Checkpointer(self.spec.train_dir / f"block{k}", self.cfg["checkpoint_every"])
+            hist = trainer.fit(data, val, ctx, ck, desc=f"{self.spec.name}[{k}]")
+            history += [{**h, "block": k} for h in hist]
+            cores.append(trainer.final_core().cpu())
+            done += block
+        self.module = self._assemble(qx, qy, BlockCore(cores, self._blocks(), y.shape[1]))
+        self.save({"qx": qx.state(), "qy": qy.state(), "cores": [m.state_dict() for m in cores],
+                   "n_cond": x.shape[1], "n_out": y.shape[1]})
+        return {"rows": len(x), "val_rows": len(xv), "history": history, "device": str(device),
+                "val_loss": history[-1].get("val_loss")}
+
+    def load(self) -> None:
+        if not self.cfg["blocks"]:
+            return super().load()
+        from flashsim.models import generative as G
+        from flashsim.preprocessing import QuantileTransform
+
+        s = self.load_payload()
+        cores, n_prev = [], 0
+        for block, state in zip(self._blocks(), s["cores"], strict=True):
+            cfg = {**G.DEFAULTS, **self.cfg, "noise_dim": self._block_noise(len(block))}
+            core = G.build_core(self.cfg["method"], s["n_cond"] + n_prev, len(block), cfg)
+            core.load_state_dict(state)
+            cores.append(core.eval())
+            n_prev += len(block)
+        self.module = self._assemble(QuantileTransform.from_state(s["qx"]), QuantileTransform.from_state(s["qy"]),
+                                     BlockCore(cores, self._blocks(), s["n_out"]).eval())
 
     def validate(self, df, predict, report_dir: Path) -> tuple[dict, list[Path]]:
         metrics, plots = super().validate(df, predict, report_dir)

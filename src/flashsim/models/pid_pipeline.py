@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flashsim.errors import ConfigError
+from flashsim.errors import ConfigError, InputError
 from flashsim.models import base, get_family, get_spec
 from flashsim.models import pid_common as pc
 from flashsim.models.torch_base import TorchFamily
@@ -146,6 +146,9 @@ class Family(TorchFamily):
     def _assemble(self) -> ChainedPID:
         fams = {k: self.stage(k) for k in STAGES}
         for f in fams.values():
+            if not f.model_path.exists():
+                raise InputError(f"{self.spec.name}: stage model missing (run `flashsim train {f.spec.name}`)",
+                                 file=str(f.model_path))
             f.load()
         ism = fams["ismuon"]
         classes = list(ism.cfg["classes"])
