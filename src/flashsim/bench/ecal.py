@@ -100,6 +100,7 @@ def run(quick: bool, params: dict) -> dict:
                     results.append({"model": name, "device": "cpu", "threads": 1, "photons_per_event": k,
                                     "batch_events": len(ev), "events_per_s": full["items_per_s"],
                                     "events_per_s_model_only": model["items_per_s"],
+                                    "events_per_s_cpu_time": full["items_per_s_cpu"],
                                     "photons_per_s": full["items_per_s"] * k, "pinned_cpus": cpus})
             if use_cuda:
                 results += _cuda(name, fam, path, mults, gpu_events, min_s)
