@@ -14,10 +14,18 @@ validate(config, "schemas/params.schema.yaml")
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/ecal.smk"
+include: "rules/mlops.smk"
+include: "rules/pid.smk"
+include: "rules/pipeline.smk"
+include: "rules/tracking.smk"
 
 
 rule all:
     input:
         rules.data_all.input,
         rules.ecal_all.input,
+        rules.summarize.output,
+        rules.pid_all.input,
+        rules.pipeline_all.input,
+        rules.tracking_all.input,
     default_target: True

@@ -16,15 +16,16 @@ rule generate:
 
 rule prepare:
     input:
-        lambda wc: config["inputs"][wc.sample]["files"] if not any(
-            f.startswith("root://") or any(ch in f for ch in "*?[") for f in config["inputs"][wc.sample]["files"]
-        ) else [],
+        prepare_inputs,
     output:
         train=f"{PREPARED}/{{sample}}/train.parquet",
         val=f"{PREPARED}/{{sample}}/val.parquet",
         test=f"{PREPARED}/{{sample}}/test.parquet",
     params:
         outdir=lambda wc: f"{PREPARED}/{wc.sample}",
+        # re-run when the sample's inputs, the split seed or the prepare settings change
+        inputs=lambda wc: config["inputs"][wc.sample],
+        settings={"seed": config["seed"], **config["prepare"]},
     log:
         "logs/prepare/{sample}.log",
     conda:

@@ -39,7 +39,7 @@ echo "DVC remote: $remote"
 
 section "dvc pull"
 # Outputs that were never pushed (first run, new models) are rebuilt by the workflow.
-dvc pull --remote "$remote" --allow-missing
+if [ -f dvc.lock ]; then dvc pull --remote "$remote" --allow-missing; else echo "no dvc.lock yet: nothing to pull"; fi
 
 section "workflow"
 set_params=()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from servers import mlflow_tracking_server, s3, xrootd  # noqa: F401 - session fixtures
+from servers import mlflow_store_template, mlflow_tracking_server, s3, xrootd  # noqa: F401 - session fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,3 +21,11 @@ def _no_tracking_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     other tests neither pay for a store nor write one into the repository."""
     monkeypatch.setenv("FLASHSIM_TRACKING", "off")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="session")
+def runtime_toy_models(tmp_path_factory) -> Path:
+    """The toy chain of flashsim.runtime.toys (trained once per session), with the real models' names and IO."""
+    from flashsim.runtime import toys
+
+    return toys.build(tmp_path_factory.mktemp("runtime_toys"), n=3000, steps=40, width=32)

@@ -200,13 +200,17 @@ class MLflow:
 
 
 @contextlib.contextmanager
-def mlflow_server(workdir: Path | None = None, port: int | None = None) -> Iterator[MLflow]:
-    """``mlflow server`` (SQLite backend, proxied artifacts, one worker, no job-execution workers)."""
+def mlflow_server(workdir: Path | None = None, port: int | None = None,
+                  store_template: Path | None = None) -> Iterator[MLflow]:
+    """``mlflow server`` (SQLite backend, proxied artifacts, one worker, no job-execution workers);
+    ``store_template``: an initialised empty store to start from (skips the schema migrations)."""
     exe = _program("mlflow")
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="flashsim-mlflow-"))
     work.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     db, artifacts = work / "mlflow.db", work / "artifacts"
+    if store_template is not None and not db.exists():
+        shutil.copy(store_template, db)
     cmd = [exe, "server", "--backend-store-uri", f"sqlite:///{db}", "--artifacts-destination", str(artifacts),
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -235,6 +239,16 @@ def s3() -> Iterator[S3]:
 
 
 @pytest.fixture(scope="session")
-def mlflow_tracking_server() -> Iterator[MLflow]:
-    with mlflow_server() as server:
+def mlflow_tracking_server(mlflow_store_template) -> Iterator[MLflow]:
+    with mlflow_server(store_template=mlflow_store_template) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def mlflow_store_template(tmp_path_factory) -> Path:
+    """An empty, fully migrated MLflow SQLite store to copy into scratch projects (migrations take seconds)."""
+    from flashsim.tracking import LOCAL_DB, Store
+
+    path = tmp_path_factory.mktemp("mlflow-template")
+    Store(f"sqlite:///{path / LOCAL_DB}", path)
+    return path / LOCAL_DB

@@ -26,9 +26,12 @@ from flashsim.errors import GateError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_project(path: Path) -> Path:
-    """A scratch flashsim project: params + schema, a git commit, one prepared Parquet file."""
+def make_project(path: Path, store_template: Path | None = None) -> Path:
+    """A scratch flashsim project: params + schema, a git commit, one prepared Parquet file; with
+    ``store_template``, an initialised (empty) local MLflow store (saves the schema migrations)."""
     path.mkdir(parents=True, exist_ok=True)
+    if store_template is not None:
+        shutil.copy(store_template, path / tracking.LOCAL_DB)
     shutil.copy(ROOT / "params.yaml", path / "params.yaml")
     shutil.copytree(ROOT / "schemas", path / "schemas")
     (path / ".gitignore").write_text("mlflow.db*\nmlruns/\nresults/\n")
@@ -45,8 +48,8 @@ def make_project(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    return make_project(tmp_path_factory.mktemp("proj"))
+def project(tmp_path_factory, mlflow_store_template) -> Path:
+    return make_project(tmp_path_factory.mktemp("proj"), mlflow_store_template)
 
 
 @pytest.fixture
@@ -73,7 +76,8 @@ def build(name: str, root: Path, onnx_bytes: bytes, metrics: dict, passed: bool,
     params = {"family": "mlp", "hidden": [16, 16], "optim": {"lr": 1e-3}}
     config = {"scale": "demo", "seed": 7, "models": {name: params}}
     train = root / "results" / "prepared" / "tracking" / "train.parquet"
-    with tracking.job_run("train", name, params=params, config=config, inputs={"train": train}, root=root) as t:
+    with tracking.job_run("train", name, params=params, config=config, inputs={"train": train}, root=root,
+                          device="cpu") as t:
         for epoch in range(epochs):
             t.log_epoch(epoch, {"loss": 1.0 / (epoch + 1), "val_loss": 2.0 / (epoch + 1)})
     onnx, card = root / "models" / f"{name}.onnx", root / "models" / f"{name}.json"
@@ -105,8 +109,10 @@ def test_local_store_run_has_params_metrics_tags_datasets_artifacts(tracked, mon
     assert [(m.step, m.value) for m in history] == [(e, 1.0 / (e + 1)) for e in range(4)]
     assert run.data.metrics["validation.auc"] == 0.52 and run.data.metrics["validation.ks.max"] == 0.01
     tags = run.data.tags
-    head = subprocess.run(["git", "-C", str(tracked), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
-    assert tags["git.sha"] == head.strip() and tags["git.dirty"] == "false"
+    # the commit of the code that ran (this checkout), not of the scratch project
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    status = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True).stdout
+    assert tags["git.sha"] == head.strip() and tags["git.dirty"] == str(bool(status.strip())).lower()
     assert tags["data.train.sha256"] == tracking.file_sha256(tracked / "results/prepared/tracking/train.parquet")
     assert tags["train.slurm.job_id"] == "4242" and tags["train.snakemake.rule"] == "train_torch"
     assert tags["train.snakemake.wildcards"] == "model=effi"
@@ -230,6 +236,7 @@ def test_server_lost_during_job_replays_into_local_store(tracked, monkeypatch, m
         assert not t.fallback
         server_run = t.run_id
         t.log_epoch(0, {"loss": 1.0})
+        t.flush()  # metrics are buffered for up to FLUSH_SECONDS: make this one reach the server
         proxy.cut()
         for epoch in (1, 2):
             t.log_epoch(epoch, {"loss": 1.0 / (epoch + 1)})

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "simulate": "flashsim.runtime.simulate",
     "cabi": "flashsim.runtime.export_c",
     "ecal-report": "flashsim.models.ecal_report",
+    "physics-check": "flashsim.runtime.compare",
 }
 
 

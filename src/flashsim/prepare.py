@@ -107,7 +107,7 @@ def to_arrow(values: Any, field: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ prepare
-def prepare(params: dict, sample: str, outdir: str | Path, *, progress: bool | None = None) -> dict[str, int]:
+def prepare(params: dict, sample: str, outdir: str | Path, *, progress: bool = True) -> dict[str, int]:
     """Prepare ``sample`` into ``outdir/{train,val,test}.parquet``; returns entries per split."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -136,8 +136,8 @@ def prepare(params: dict, sample: str, outdir: str | Path, *, progress: bool | N
                 schema = arrow_schema(columns, {**meta, "split_name": s})
                 writers.append(pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=dict_cols))
             salts: dict[str, np.uint64] = {}
-            with tqdm(total=total, unit="entries", unit_scale=True, desc=f"prepare {sample}",
-                      disable=None if progress is None else not progress, mininterval=1.0) as bar:
+            with tqdm(total=total, unit=" entries", unit_scale=True, desc=f"prepare {sample}",
+                      disable=not progress, mininterval=1.0) as bar:
                 for f, chunk in iterate_sample(spec, files, columns, step_size=int(cfg["step_size"]),
                                                max_nonfinite_fraction=float(cfg["max_nonfinite_fraction"])):
                     salt = salts.setdefault(f.path, file_salt(seed, f.path))

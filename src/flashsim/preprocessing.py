@@ -8,6 +8,14 @@ piecewise-linear curve read in either direction, so ``inverse(forward(x)) == x``
 values outside are clamped to it. Columns with repeated values (integers, flags) get one knot per distinct value
 at the mid-quantile of its CDF jump, so discrete values round-trip exactly.
 
+Point masses inside a continuous column (``atoms``: e.g. a DLL that is exactly 0 when no hypothesis radiates) can be
+kept exact: with ``fit(..., atoms=f)`` every value holding at least a fraction ``f`` of the weight is an atom
+``(x0, t_lo, t_hi)``, ``[t_lo, t_hi]`` being the target-space image of its CDF jump (the forward map sends
+``[x0 - d, x0 + d]``, d a millionth of the column's range, onto it). The inverse map is then flat
+(``= x0``) on ``[t_lo, t_hi]``, and ``transform(x, rng=...)`` (training targets) spreads the atom uniformly in
+quantile over that interval, so a generator trained on the spread targets reproduces the point mass exactly.
+The deterministic forward map (the graph's) still sends ``x0`` to the middle of the interval.
+
 Only ``Max``, ``Min``, ``Sub``, ``Mul`` and ``ReduceSum`` are needed in the graph (no searchsorted, no erfinv).
 """
 
@@ -46,10 +54,12 @@ def weighted_cdf(values: np.ndarray, weights: np.ndarray | None = None) -> tuple
 
 
 def _column_knots(values: np.ndarray, weights: np.ndarray | None, n_knots: int, target: str,
-                  tail: float) -> tuple[np.ndarray, np.ndarray]:
+                  tail: float, atoms: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Forward knots ``(x, t)`` and the atoms ``[[x0, t_lo, t_hi], ...]`` (empty unless ``atoms`` > 0)."""
     xs, u = weighted_cdf(values, weights)
+    no_atoms = np.empty((0, 3))
     if xs.size == 1:
-        return xs, np.zeros(1)
+        return xs, np.zeros(1), no_atoms
     if xs.size <= n_knots:  # few distinct values: one knot each
         kx, ku = xs, u
     else:
@@ -59,10 +69,56 @@ def _column_knots(values: np.ndarray, weights: np.ndarray | None, n_knots: int, 
         kx[0], kx[-1] = xs[0], xs[-1]
         kx = np.unique(kx.astype(np.float32)).astype(np.float64)
         ku = np.interp(kx, xs, u)
+    atom_rows = no_atoms
+    if atoms > 0 and xs.size > 1:
+        lo_u, hi_u = _cdf_jumps(xs, u)
+        big = np.flatnonzero((hi_u - lo_u) >= atoms)
+        if big.size:
+            # each atom x0 gets the forward knots x0 - d -> u_lo, x0 -> mid, x0 + d -> u_hi (d tiny), so the forward
+            # map stays strictly increasing while the inverse, with x0 +- d snapped to x0, is flat on [t_lo, t_hi];
+            # knots interpolated inside the jump would smear the atom and are dropped
+            d = 1e-6 * max(float(xs[-1] - xs[0]), 1e-30)
+            keep = np.ones(kx.shape, dtype=bool)
+            add_x, add_u = [], []
+            for i in big:
+                x0 = xs[i]
+                keep &= ~((ku > lo_u[i]) & (ku < hi_u[i])) & ~((kx >= x0 - 2 * d) & (kx <= x0 + 2 * d))
+                add_x += [x0 - d, x0, x0 + d]
+                add_u += [lo_u[i], u[i], hi_u[i]]
+            kx = np.concatenate([kx[keep], add_x])
+            ku = np.concatenate([ku[keep], add_u])
+            order = np.argsort(kx, kind="stable")
+            kx, ku = kx[order], np.maximum.accumulate(ku[order])
+            atom_rows = np.stack([xs[big], np.full(big.size, d), np.zeros(big.size)], axis=1)
     # keep the targets strictly increasing even where the CDF is flat (negative weights)
     ku = np.clip(ku, tail, 1.0 - tail)
     kt = ndtri(ku) if target == "gaussian" else ku
-    return _strict_float32(kx), _strict_float32(kt)
+    kx, kt = _strict_float32(kx), _strict_float32(kt)
+    for row in atom_rows:  # the atom's interval in target space, read off the final knots
+        j = int(np.argmin(np.abs(kx - row[0])))
+        row[1], row[2] = kt[max(j - 1, 0)], kt[min(j + 1, len(kt) - 1)]
+    return kx, kt, atom_rows
+
+
+def _cdf_jumps(xs: np.ndarray, u_mid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CDF just below and at each distinct value, from the mid-jump values of :func:`weighted_cdf`."""
+    hi = np.empty_like(u_mid)
+    lo = np.empty_like(u_mid)
+    prev = 0.0
+    for i, m in enumerate(u_mid):  # mid = (lo + hi) / 2 with lo = previous hi
+        lo[i] = prev
+        hi[i] = min(max(2.0 * m - prev, prev), 1.0)
+        prev = hi[i]
+    return lo, hi
+
+
+def _inverse_knots(kx: np.ndarray, kt: np.ndarray, atoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Knots ``(t, x)`` of the inverse map: the forward knots with each atom's neighbours snapped onto it, so the
+    inverse is exactly ``x0`` on the atom's interval ``[t_lo, t_hi]``."""
+    x = np.array(kx, dtype=np.float64)
+    for x0, t_lo, t_hi in atoms:
+        x[(kt >= t_lo) & (kt <= t_hi)] = x0
+    return kt, x
 
 
 def _strict_float32(k: np.ndarray) -> np.ndarray:
@@ -77,17 +133,27 @@ def _strict_float32(k: np.ndarray) -> np.ndarray:
 class _PiecewiseLinear(nn.Module):
     """Monotone piecewise-linear map per column, ``y = y0 + sum_k s_k (clamp(x, a_k, b_k) - a_k)``."""
 
-    def __init__(self, a: torch.Tensor, b: torch.Tensor, s: torch.Tensor, y0: torch.Tensor) -> None:
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, s: torch.Tensor, y0: torch.Tensor,
+                 snap: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> None:
         super().__init__()
         self.register_buffer("a", a)  # [F, K-1] segment starts
         self.register_buffer("b", b)  # [F, K-1] segment ends
         self.register_buffer("s", s)  # [F, K-1] slopes
         self.register_buffer("y0", y0)  # [F]
+        self.snapping = snap is not None
+        if snap is not None:  # inputs inside [lo, hi] give exactly val (atoms; float32 sums are not exact)
+            self.register_buffer("snap_lo", snap[0])  # [F, A]
+            self.register_buffer("snap_hi", snap[1])
+            self.register_buffer("snap_val", snap[2])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xe = x.unsqueeze(-1)
         seg = torch.minimum(torch.maximum(xe, self.a), self.b) - self.a
-        return self.y0 + (seg * self.s).sum(-1)
+        y = self.y0 + (seg * self.s).sum(-1)
+        if self.snapping:
+            hit = (xe >= self.snap_lo) & (xe <= self.snap_hi)
+            y = torch.where(hit.any(-1), (hit.to(y.dtype) * self.snap_val).sum(-1), y)
+        return y
 
 
 def _segments(src: list[np.ndarray], dst: list[np.ndarray]) -> tuple[torch.Tensor, ...]:
@@ -112,13 +178,18 @@ def _segments(src: list[np.ndarray], dst: list[np.ndarray]) -> tuple[torch.Tenso
 class QuantileTransform(nn.Module):
     """Per-column weighted quantile transform (physical units -> ``target`` space); see the module doc."""
 
-    def __init__(self, knots_x: list[np.ndarray], knots_t: list[np.ndarray], target: str = "gaussian") -> None:
+    def __init__(self, knots_x: list[np.ndarray], knots_t: list[np.ndarray], target: str = "gaussian",
+                 atoms: list[np.ndarray] | None = None) -> None:
         super().__init__()
         if target not in TARGETS:
             raise ValueError(f"unknown target {target!r}; choose from {TARGETS}")
         self.target = target
         self.knots_x = [np.asarray(k, dtype=np.float64) for k in knots_x]
         self.knots_t = [np.asarray(k, dtype=np.float64) for k in knots_t]
+        self.atoms = [np.asarray(a, dtype=np.float64).reshape(-1, 3) for a in atoms] if atoms else [
+            np.empty((0, 3)) for _ in knots_x]
+        inv = [_inverse_knots(kx, kt, a) for kx, kt, a in zip(self.knots_x, self.knots_t, self.atoms, strict=True)]
+        self.inv_t, self.inv_x = [k[0] for k in inv], [k[1] for k in inv]
         self.fwd = _PiecewiseLinear(*(t.float() for t in _segments(self.knots_x, self.knots_t)))
 
     @property
@@ -127,38 +198,74 @@ class QuantileTransform(nn.Module):
 
     @classmethod
     def fit(cls, x: np.ndarray, weights: np.ndarray | None = None, n_knots: int = 256,
-            target: str = "gaussian", tail: float = 1e-4) -> QuantileTransform:
-        """Fit on ``x`` [N, F] with optional per-row ``weights`` (may be negative)."""
+            target: str = "gaussian", tail: float = 1e-4, atoms: float = 0.0,
+            max_discrete: int = 0) -> QuantileTransform:
+        """Fit on ``x`` [N, F] with optional per-row ``weights`` (may be negative); ``atoms`` > 0 keeps values
+        holding at least that fraction of the weight as exact point masses of the inverse (module doc).
+        Columns with at most ``max_discrete`` distinct values are discrete: every value is an atom, so the
+        inverse is the staircase inverse CDF (only training values come out, at their frequencies)."""
         x = np.asarray(x, dtype=np.float64)
         if x.ndim == 1:
             x = x[:, None]
-        knots = [_column_knots(x[:, j], weights, n_knots, target, tail) for j in range(x.shape[1])]
-        return cls([k[0] for k in knots], [k[1] for k in knots], target)
+
+        def col_atoms(j: int) -> float:
+            if max_discrete and 1 < len(np.unique(x[:, j][np.isfinite(x[:, j])])) <= max_discrete:
+                return 1e-300  # every distinct value
+            return atoms
+
+        knots = [_column_knots(x[:, j], weights, n_knots, target, tail, col_atoms(j)) for j in range(x.shape[1])]
+        return cls([k[0] for k in knots], [k[1] for k in knots], target, [k[2] for k in knots])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fwd(x)
 
     def inverse(self) -> _PiecewiseLinear:
         """The inverse map (``target`` space -> physical units) as its own exportable module."""
-        return _PiecewiseLinear(*(t.float() for t in _segments(self.knots_t, self.knots_x)))
+        snap = None
+        n_atoms = max(len(a) for a in self.atoms) if self.atoms else 0
+        if n_atoms:
+            lo = torch.full((self.n_features, n_atoms), torch.inf)
+            hi = torch.full((self.n_features, n_atoms), -torch.inf)
+            val = torch.zeros((self.n_features, n_atoms))
+            for j, atoms in enumerate(self.atoms):
+                for k, (x0, t_lo, t_hi) in enumerate(atoms):
+                    lo[j, k], hi[j, k], val[j, k] = float(np.float32(t_lo)), float(np.float32(t_hi)), float(x0)
+            snap = (lo, hi, val)
+        return _PiecewiseLinear(*(t.float() for t in _segments(self.inv_t, self.inv_x)), snap=snap)
 
     # -- numpy convenience (float64, for training-time use) --
-    def transform(self, x: np.ndarray) -> np.ndarray:
+    def transform(self, x: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Forward map; with ``rng``, atoms are spread uniformly in quantile over their interval (training)."""
         x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-        return np.stack([np.interp(x[:, j], kx, kt) for j, (kx, kt) in
-                         enumerate(zip(self.knots_x, self.knots_t, strict=True))], axis=1)
+        out = np.stack([np.interp(x[:, j], kx, kt) for j, (kx, kt) in
+                        enumerate(zip(self.knots_x, self.knots_t, strict=True))], axis=1)
+        if rng is not None:
+            for j, atoms in enumerate(self.atoms):
+                for x0, t_lo, t_hi in atoms:
+                    hit = x[:, j] == x0
+                    if hit.any():
+                        out[hit, j] = self._spread(t_lo, t_hi, rng.random(int(hit.sum())))
+        return out
+
+    def _spread(self, t_lo: float, t_hi: float, v: np.ndarray) -> np.ndarray:
+        if self.target == "gaussian":
+            from scipy.special import ndtr
+
+            a, b = ndtr(t_lo), ndtr(t_hi)
+            return ndtri(a + v * (b - a))
+        return t_lo + v * (t_hi - t_lo)
 
     def inverse_transform(self, t: np.ndarray) -> np.ndarray:
         t = np.asarray(t, dtype=np.float64).reshape(len(t), -1)
-        return np.stack([np.interp(t[:, j], kt, kx) for j, (kx, kt) in
-                         enumerate(zip(self.knots_x, self.knots_t, strict=True))], axis=1)
+        return np.stack([np.interp(t[:, j], kt, kx) for j, (kt, kx) in
+                         enumerate(zip(self.inv_t, self.inv_x, strict=True))], axis=1)
 
     def state(self) -> dict:
         """A picklable description (for checkpoints); rebuild with :meth:`from_state`."""
         return {"target": self.target, "knots_x": [k.tolist() for k in self.knots_x],
-                "knots_t": [k.tolist() for k in self.knots_t]}
+                "knots_t": [k.tolist() for k in self.knots_t], "atoms": [a.tolist() for a in self.atoms]}
 
     @classmethod
     def from_state(cls, state: dict) -> QuantileTransform:
         return cls([np.asarray(k) for k in state["knots_x"]], [np.asarray(k) for k in state["knots_t"]],
-                   state["target"])
+                   state["target"], [np.asarray(a) for a in state.get("atoms", [])] or None)

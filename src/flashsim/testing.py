@@ -67,3 +67,26 @@ def write_synthetic(root: str | Path, sample: str = "synth", n: int = 6000, seed
 def synth_oracle(df) -> np.ndarray:
     """The true P(label = 1) of the synthetic sample."""
     return df["true_prob"].to_numpy(np.float64)
+
+
+def write_tracking_sample(root: str | Path, n: int = 30000, seed: int = 11, sample: str = "tracking") -> Path:
+    """A prepared tracking sample from the reference detector simulation (split 60/20/20 by event)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from flashsim.detsim import registry, tracking
+
+    chunks = list(tracking.chunks(n, max(n, 1000), registry.rng_factory(seed, sample), {}))
+    cols = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    u = np.random.default_rng(seed).random(int(cols["evtNumber"].max()) + 1)[cols["evtNumber"]]
+    out = Path(root) / "results" / "prepared" / sample
+    out.mkdir(parents=True, exist_ok=True)
+    for split, m in (("train", u < 0.6), ("val", (u >= 0.6) & (u < 0.8)), ("test", u >= 0.8)):
+        pq.write_table(pa.table({k: v[m] for k, v in cols.items()}), out / f"{split}.parquet")
+    return out
+
+
+def repo_models(names: list[str], **overrides) -> dict:
+    """The repository's params.yaml entries of ``names`` (``overrides``: name -> dict merged into the entry)."""
+    params = yaml.safe_load((SCHEMA_DIR.parent / "params.yaml").read_text())
+    return {n: {**params["models"][n], **overrides.get(n, {})} for n in names}

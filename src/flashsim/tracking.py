@@ -49,6 +49,7 @@ FALLBACK_TAG, INTENDED_TAG = "flashsim.tracking.fallback", "flashsim.tracking.in
 PACKAGES = ("flashsim", "numpy", "torch", "torch-geometric", "lightgbm", "scikit-learn", "onnx", "onnxruntime",
             "onnxmltools", "pyarrow", "uproot", "awkward", "mlflow", "snakemake", "dvc")
 _BATCH = 100  # MLflow's per-request limit on params and tags
+FLUSH_SECONDS = 2.0  # buffered metrics are sent at least this often
 
 
 def enabled() -> bool:
@@ -157,9 +158,16 @@ def _git(root: Path, *args: str) -> str | None:
     return out.stdout.decode(errors="replace")
 
 
+def code_root(root: Path | None = None) -> Path:
+    """The git work tree holding the running flashsim code (a source checkout), else the project root."""
+    src = Path(__file__).resolve().parents[2]
+    top = (_git(src, "rev-parse", "--show-toplevel") or "").strip()
+    return Path(top) if top and (Path(top) / "src" / "flashsim").is_dir() else (root or repo_root())
+
+
 def git_state(root: Path | None = None) -> dict[str, Any]:
     """Commit, dirty flag and a patch (tracked changes + untracked files) that rebuilds the working tree."""
-    root = root or repo_root()
+    root = root or code_root()
     sha = (_git(root, "rev-parse", "HEAD") or "").strip()
     if not sha:
         return {"sha": "unknown", "dirty": True, "patch": ""}
@@ -174,7 +182,8 @@ def git_state(root: Path | None = None) -> dict[str, Any]:
                 patch += out.stdout.decode(errors="replace")
             except (OSError, subprocess.SubprocessError):
                 pass
-    return {"sha": sha, "dirty": bool(patch.strip() or untracked), "patch": patch, "untracked": untracked}
+    return {"sha": sha, "dirty": bool(patch.strip() or untracked), "patch": patch, "untracked": untracked,
+            "root": str(root)}
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -196,7 +205,9 @@ def environment() -> dict[str, str]:
 
 def job_tags(kind: str, device: str | None = None) -> dict[str, str]:
     """Where this job ran: host, device, Slurm job and Snakemake rule/wildcards (from the environment)."""
-    tags = {"host": socket.gethostname(), "device": device or "cpu"}
+    tags = {"host": socket.gethostname()}
+    if device:
+        tags["device"] = device
     if os.environ.get("SLURM_JOB_ID"):
         tags["slurm.job_id"] = os.environ["SLURM_JOB_ID"]
     if os.environ.get(ENV_RULE):
@@ -229,6 +240,8 @@ class Tracker:
         self._extra_tags = dict(extra_tags or {})
         self._closed = False
         self.kind = ""
+        self._pending: list = []
+        self._flushed = time.monotonic()
 
     # -- state
     @property
@@ -249,6 +262,8 @@ class Tracker:
 
         ``replay_only``: keep them for a fallback run only (a continued run already has its params).
         """
+        if self.store is None:
+            return
         from mlflow.entities import Param
 
         flat = flatten(dict(params), prefix) if params else {}
@@ -257,6 +272,8 @@ class Tracker:
             self._do("log_batch", params=items[i:i + _BATCH], replay_only=replay_only)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if self.store is None:
+            return
         from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)[:8000]) for k, v in sorted(tags.items())]
@@ -265,6 +282,8 @@ class Tracker:
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, prefix: str = "") -> None:
         """Numeric entries of ``metrics`` (nested dicts flattened); non-finite and non-numeric values skipped."""
+        if self.store is None:
+            return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -274,15 +293,26 @@ class Tracker:
                 v = float(v)
             if isinstance(v, int | float) and math.isfinite(float(v)):
                 items.append(Metric(_metric_key(k), float(v), now, step or 0))
-        for i in range(0, len(items), 1000):
-            self._do("log_batch", metrics=items[i:i + 1000])
+        self._pending.extend(items)
+        if len(self._pending) >= 500 or time.monotonic() - self._flushed > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send buffered metrics (a tree booster logs one point per iteration: one request per few seconds)."""
+        pending, self._pending = self._pending, []
+        self._flushed = time.monotonic()
+        for i in range(0, len(pending), 1000):
+            self._do("log_batch", metrics=pending[i:i + 1000])
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
         """Per-epoch metrics (step = epoch): use as the training loop's callback."""
         self.log_metrics(metrics, step=epoch)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        if Path(path).exists():
+        """A file, or a directory's content (under ``artifact_path`` or the directory's name)."""
+        if Path(path).is_dir():
+            self.log_artifacts(path, artifact_path or Path(path).name)
+        elif Path(path).exists():
             self._do("log_artifact", str(path), artifact_path)
 
     def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
@@ -295,7 +325,7 @@ class Tracker:
     def log_dataset(self, label: str, path: str | Path, sha256: str | None = None) -> str | None:
         """Record an input file as an MLflow dataset (context = ``label``) plus ``data.<label>.*`` tags."""
         path = Path(path)
-        if not path.is_file():
+        if self.store is None or not path.is_file():
             return None
         digest = sha256 or file_sha256(path)
         self.set_tags({f"data.{label}.sha256": digest, f"data.{label}.path": _relpath(path, self.root)})
@@ -356,6 +386,19 @@ class Tracker:
                 return
             self._send(method, args, kwargs)
 
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """FINISHED, FAILED on an exception (its message saved as ``<kind>.error``) or KILLED on Ctrl-C."""
+        if exc_type is None:
+            self.close("FINISHED")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close("KILLED")
+        else:
+            self.set_tags({f"{self.kind or 'job'}.error": f"{exc_type.__name__}: {exc}"[:2000]})
+            self.close("FAILED")
+
     def close(self, status: str = "FINISHED") -> None:
         """End the run (FINISHED, FAILED or KILLED); later calls are no-ops."""
         if not self.active or self._closed:
@@ -364,6 +407,7 @@ class Tracker:
         self._finish(status)
 
     def _finish(self, status: str) -> None:
+        self.flush()
         if not self.active:
             return
         assert self.store is not None
@@ -469,18 +513,24 @@ def start_job(kind: str, model: str, *, params: Mapping[str, Any] | None = None,
 def job_run(kind: str, model: str, **kwargs: Any) -> Iterator[Tracker]:
     """Context-manager form of :func:`start_job`: the run ends FINISHED, FAILED on an exception (the exception
     propagates, its message saved as the ``<kind>.error`` tag) or KILLED on Ctrl-C."""
-    tracker = start_job(kind, model, **kwargs)
-    tracker.kind = kind
-    try:
+    with start_job(kind, model, **kwargs) as tracker:
         yield tracker
-    except KeyboardInterrupt:
-        tracker.close("KILLED")
-        raise
-    except BaseException as err:
-        tracker.set_tags({f"{kind}.error": f"{type(err).__name__}: {err}"[:2000]})
-        tracker.close("FAILED")
-        raise
-    tracker.close("FINISHED")
+
+
+def start_model_job(fam: Any, kind: str) -> Tracker:
+    """:func:`start_job` for a model family instance (``flashsim.models``): its effective config, and as inputs
+    the prepared splits it reads (train: ``training_files()``, export/validate: the test split) plus, for train,
+    the raw files of its sample."""
+    spec = fam.spec
+    files = list(fam.training_files()) if kind == "train" else [spec.prepared("test")]
+    inputs: dict[str, Path] = {f"{Path(f).parent.name}.{Path(f).stem}": Path(f) for f in files}
+    config = getattr(fam, "config", None) or spec.params
+    if kind == "train":
+        for f in (config.get("inputs", {}).get(spec.sample, {}).get("files") or []):
+            path = spec.root / f
+            if "://" not in f and path.is_file():
+                inputs[f"raw.{path.name}"] = path
+    return start_job(kind, spec.name, config=config, inputs=inputs, root=spec.root)
 
 
 def _start(kind: str, model: str, experiment: str, params, config, inputs, device, root: Path,
@@ -494,7 +544,7 @@ def _start(kind: str, model: str, experiment: str, params, config, inputs, devic
     state = {} if new_run else _read_state(model, root)
     tracker = Tracker(store, None, root, experiment, extra)
     tracker.kind = kind
-    git = git_state(root)
+    git = git_state(code_root(root))
     try:
         with store.locked():
             resumed = bool(state) and _resumable(store, state)

@@ -1,4 +1,7 @@
-"""``flashsim bench TARGET``: benchmarks that write their figures as JSON (``reports/bench/TARGET.json``).
+"""``flashsim bench [TARGET]``: benchmarks that write their figures as JSON (``reports/bench/TARGET.json``).
+
+Without a target: ``runtime`` (the flash-simulation chain vs the per-particle C path, CPU and GPU;
+``flashsim bench --quick`` is its short CPU run); ``flashsim bench all`` runs every registered target in turn.
 
 Targets are a registry (name -> module); a target module defines ``HELP`` and
 ``run(quick: bool, params: dict) -> dict`` returning JSON-serialisable results. Add one with a line in TARGETS.
@@ -22,11 +25,19 @@ TARGETS: dict[str, str] = {
     "generate": "flashsim.bench.generate",
     "ghost_mlp": "flashsim.bench.ghost_mlp",
     "ecal": "flashsim.bench.ecal",
+    "pid": "flashsim.bench.pid",
+    "pid_train": "flashsim.bench.pid_train",
+    "runtime": "flashsim.bench.runtime",
+    "tracking": "flashsim.bench.tracking",
 }
 
 
+DEFAULT_TARGET = "runtime"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", choices=sorted(TARGETS), help="what to benchmark")
+    p.add_argument("target", nargs="?", default=DEFAULT_TARGET, choices=[*sorted(TARGETS), "all"],
+                   help=f"what to benchmark (default: {DEFAULT_TARGET}; all: every target)")
     p.add_argument("--quick", action="store_true", help="a short run (smaller sizes) for smoke tests")
     p.add_argument("--out", type=Path, help="JSON output (default: reports/bench/TARGET.json)")
     p.add_argument("--params", type=Path, help="params file (default: params.yaml of the repository)")
@@ -89,11 +100,17 @@ def run(args: argparse.Namespace) -> int:
     from flashsim.io.atomic import write_json
 
     params = load_params(args.params)
-    module = importlib.import_module(TARGETS[args.target])
-    result = {"target": args.target, "quick": bool(args.quick), "environment": environment(),
-              **module.run(quick=args.quick, params=params)}
-    out = args.out or repo_root() / "reports" / "bench" / f"{args.target}.json"
-    write_json(out, result)
-    print(module.summary(result) if hasattr(module, "summary") else result)
-    print(f"-> {out}")
+    targets = list(TARGETS) if args.target == "all" else [args.target]
+    if args.out and len(targets) > 1:
+        from flashsim.errors import ConfigError
+
+        raise ConfigError("--out needs a single TARGET")
+    for target in targets:
+        module = importlib.import_module(TARGETS[target])
+        result = {"target": target, "quick": bool(args.quick), "environment": environment(),
+                  **module.run(quick=args.quick, params=params)}
+        out = args.out or repo_root() / "reports" / "bench" / f"{target}.json"
+        write_json(out, result)
+        print(module.summary(result) if hasattr(module, "summary") else result)
+        print(f"-> {out}")
     return 0

@@ -17,6 +17,9 @@ TARGET_RATE = 1e6  # particles / s
 QUICK_SIZE = 1_000_000
 
 
+_ALL_CPUS = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+
+
 def _pin_one_core() -> list[int] | None:
     """Restrict this process to one CPU; returns the CPU set used (None where unsupported)."""
     if not hasattr(os, "sched_setaffinity"):
@@ -26,15 +29,24 @@ def _pin_one_core() -> list[int] | None:
     return [cpu]
 
 
-def run(quick: bool, params: dict) -> dict:
+def run(quick: bool, params: dict, size: int | None = None) -> dict:
+    """Measure (``size`` overrides the number of particles); the CPU affinity is restored afterwards."""
+    cpus = _pin_one_core()
+    try:
+        return _measure(quick, params, size, cpus)
+    finally:
+        if cpus is not None:
+            os.sched_setaffinity(0, _ALL_CPUS)
+
+
+def _measure(quick: bool, params: dict, size: int | None, cpus: list[int] | None) -> dict:
     from flashsim.config import at_scale, repo_root
     from flashsim.detsim import registry, tracking, writer
     from flashsim.io.contract import TRACKING
 
-    cpus = _pin_one_core()
     det = params["detsim"]
     chunk_size = int(det["chunk_size"])
-    n = QUICK_SIZE if quick else int(at_scale(det["samples"]["tracking"]["size"], "full"))
+    n = size or (QUICK_SIZE if quick else int(at_scale(det["samples"]["tracking"]["size"], "full")))
     rng_for = registry.rng_factory(int(params["seed"]), "tracking")
     tracking.make_chunk(0, min(chunk_size, 10_000), chunk_size, rng_for(0))  # warm-up: imports, allocator
 
@@ -73,6 +85,7 @@ def run(quick: bool, params: dict) -> dict:
         "write_particles_per_s": entries / max(wall - gen_wall, 1e-9),
         "file_bytes": size, "bytes_per_particle": size / entries, "write_MB_per_s": size / 1e6 / wall,
         "target_particles_per_s": TARGET_RATE, "meets_target": rate >= TARGET_RATE,
+        "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
 

@@ -62,13 +62,15 @@ def generate(sample: str, output: str | Path, settings: dict, progress: bool = T
     except ImportError as err:
         raise ConfigError(f"sample kind {kind!r} is not available in this installation: {err}") from err
     rng_for = registry.rng_factory(settings["seed"], sample)
-    bar = tqdm(total=n, unit=" entries", unit_scale=True, desc=f"generate {sample}", disable=not progress,
-               mininterval=1.0)
+    bar = tqdm(total=n, unit=" " + getattr(module, "UNIT", "entries"), unit_scale=True, desc=f"generate {sample}",
+               disable=not progress, mininterval=1.0)
+
+    per_unit = getattr(module, "ENTRIES_PER_UNIT", 1)  # file entries per unit of size (signal: 4 per decay)
 
     def counted() -> Iterator[dict]:
-        for i, chunk in enumerate(module.chunks(n, chunk_size, rng_for, settings["options"])):
+        for chunk in module.chunks(n, chunk_size, rng_for, settings["options"]):
             yield chunk
-            bar.update(min(chunk_size, n - i * chunk_size))
+            bar.update(len(next(iter(chunk.values()))) // per_unit)
 
     t0 = time.perf_counter()
     try:

@@ -131,6 +131,20 @@ class Events:
     particle_event: np.ndarray  # event index of each stored particle (non-decreasing)
 
 
+def sample_occupancy(rng: np.random.Generator, n_events: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per event: number of PVs, 1 + Poisson(MU_EXTRA_PV), and the track multiplicity nTracks, a Gamma whose
+    shape grows with the number of PVs (int32 arrays)."""
+    npv = 1 + rng.poisson(MU_EXTRA_PV, n_events).astype(np.int32)
+    ntr = np.maximum(3, rng.gamma(TRACKS_PER_PV_SHAPE * npv, TRACKS_PER_PV_SCALE)).astype(np.int32)
+    return npv, ntr
+
+
+def sample_pv(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PV positions (mm, float32) in the luminous region."""
+    pv = rng.standard_normal((3, n), dtype=np.float32)
+    return pv[0] * np.float32(BEAMSPOT_XY), pv[1] * np.float32(BEAMSPOT_XY), pv[2] * np.float32(BEAMSPOT_Z)
+
+
 def sample_events(rng: np.random.Generator, n_particles: int, stored_fraction: float = STORED_FRACTION) -> Events:
     """pp collisions: nPVs, nTracks occupancy and PV positions, with enough events for ``n_particles`` particles.
 
@@ -142,8 +156,7 @@ def sample_events(rng: np.random.Generator, n_particles: int, stored_fraction: f
     n_tracks = np.empty(0, np.int32)
     mult = np.empty(0, np.int64)
     while mult.sum() < n_particles:  # almost always one pass
-        npv = 1 + rng.poisson(MU_EXTRA_PV, n_ev).astype(np.int32)
-        ntr = np.maximum(3, rng.gamma(TRACKS_PER_PV_SHAPE * npv, TRACKS_PER_PV_SCALE)).astype(np.int32)
+        npv, ntr = sample_occupancy(rng, n_ev)
         m = 1 + rng.poisson(stored_fraction * ntr)
         n_pvs, n_tracks, mult = np.concatenate([n_pvs, npv]), np.concatenate([n_tracks, ntr]), np.concatenate([mult, m])
     cum = np.cumsum(mult)
@@ -153,9 +166,7 @@ def sample_events(rng: np.random.Generator, n_particles: int, stored_fraction: f
     particle_event = np.repeat(np.arange(last + 1, dtype=np.int64), mult)
     pv_offset = np.concatenate([[0], np.cumsum(n_pvs)[:-1]]).astype(np.int64)
     n_pv_tot = int(n_pvs.sum())
-    pv = rng.standard_normal((3, n_pv_tot), dtype=np.float32)
-    return Events(n_tracks, n_pvs, pv_offset, pv[0] * np.float32(BEAMSPOT_XY), pv[1] * np.float32(BEAMSPOT_XY),
-                  pv[2] * np.float32(BEAMSPOT_Z), particle_event)
+    return Events(n_tracks, n_pvs, pv_offset, *sample_pv(rng, n_pv_tot), particle_event)
 
 
 # signed PDG id by species and charge: _PDG_BY_CHARGE[species, charge > 0]
@@ -212,3 +223,65 @@ def generate_particles(rng: np.random.Generator, n: int, chunk_index: int, chunk
         "mc_charge": np.where(positive, np.int32(1), np.int32(-1)),
         "mcID": _PDG_BY_CHARGE[species, positive.view(np.int8)],
     }
+
+
+# --- decays -----------------------------------------------------------------------------------------------------
+def two_body_momentum(m: np.ndarray, m1: np.ndarray | float, m2: np.ndarray | float) -> np.ndarray:
+    """Momentum of the daughters of a two-body decay m -> m1 m2 in the mother's rest frame (0 below threshold)."""
+    m = np.asarray(m, dtype=np.float64)
+    s = (m * m - (m1 + m2) ** 2) * (m * m - (m1 - m2) ** 2)
+    return np.sqrt(np.maximum(s, 0.0)) / (2.0 * m)
+
+
+def isotropic(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Unit vectors (n, 3), isotropic."""
+    u = rng.random((2, n))
+    cos_t = 2.0 * u[0] - 1.0
+    sin_t = np.sqrt(1.0 - cos_t * cos_t)
+    phi = 2.0 * np.pi * u[1]
+    return np.stack([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t], axis=1)
+
+
+def boost(p4: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Lorentz-boost four-vectors ``p4`` (n, 4: px, py, pz, E) by velocities ``beta`` (n, 3)."""
+    b2 = np.sum(beta * beta, axis=1)
+    gamma = 1.0 / np.sqrt(1.0 - b2)
+    bp = np.sum(beta * p4[:, :3], axis=1)
+    coef = np.where(b2 > 0, (gamma - 1.0) / np.where(b2 > 0, b2, 1.0), 0.0) * bp + gamma * p4[:, 3]
+    out = np.empty_like(p4)
+    out[:, :3] = p4[:, :3] + coef[:, None] * beta
+    out[:, 3] = gamma * (p4[:, 3] + bp)
+    return out
+
+
+def three_body_decay(rng: np.random.Generator, mother: np.ndarray, mass: float,
+                     m1: float, m2: float, m3: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Phase-space decays of mothers with four-momenta ``mother`` (n, 4) into three daughters: their four-momenta.
+
+    The (1 2) invariant mass is drawn by accept-reject on the phase-space weight q(M; m12, m3) q(m12; m1, m2)
+    (exactly uniform in the Dalitz plane), then both two-body steps are isotropic.
+    """
+    n = len(mother)
+    lo, hi = m1 + m2, mass - m3
+    w_max = two_body_momentum(mass, lo, m3) * two_body_momentum(hi, m1, m2)
+    m12 = np.empty(0)
+    while len(m12) < n:
+        cand = lo + (hi - lo) * rng.random(2 * (n - len(m12)) + 16)
+        w = two_body_momentum(mass, cand, m3) * two_body_momentum(cand, m1, m2)
+        m12 = np.concatenate([m12, cand[rng.random(len(cand)) * w_max < w]])
+    m12 = m12[:n]
+    # mother frame: (1 2) system and particle 3 back to back
+    q3 = two_body_momentum(mass, m12, m3)
+    d3 = isotropic(rng, n)
+    p3 = np.concatenate([q3[:, None] * d3, np.sqrt(q3 * q3 + m3 * m3)[:, None]], axis=1)
+    e12 = np.sqrt(q3 * q3 + m12 * m12)
+    beta12 = -(q3 / e12)[:, None] * d3
+    # (1 2) frame
+    q1 = two_body_momentum(m12, m1, m2)
+    d1 = isotropic(rng, n)
+    p1 = np.concatenate([q1[:, None] * d1, np.sqrt(q1 * q1 + m1 * m1)[:, None]], axis=1)
+    p2 = np.concatenate([-q1[:, None] * d1, np.sqrt(q1 * q1 + m2 * m2)[:, None]], axis=1)
+    p1, p2 = boost(p1, beta12), boost(p2, beta12)
+    # lab frame
+    beta = mother[:, :3] / mother[:, 3:4]
+    return boost(p1, beta), boost(p2, beta), boost(p3, beta)

@@ -8,6 +8,8 @@ A kind's module defines::
 yielding successive chunks (together ``n`` entries) of contract-named columns; chunk ``i`` must draw only from
 ``rng_for(i)`` so that output is bit-reproducible for a given (seed, sample, chunk_size) and chunks can be made
 independently. ``options`` is the sample's entry in ``params.yaml`` (``detsim.samples.<name>``), e.g. ``channel``.
+A kind whose file entries are not its units of ``n`` (the signal kind writes 4 entries per decay) sets
+``ENTRIES_PER_UNIT`` (default 1) and ``UNIT`` (default "entries"), for the progress bar.
 """
 
 from __future__ import annotations

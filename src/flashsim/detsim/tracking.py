@@ -16,7 +16,7 @@ from flashsim.detsim import truth as tr
 
 F = tr.F
 NAN = F(np.nan)
-_BASE_NDOF = np.array([12, 0, 6], dtype=np.int32)  # + 2 * VELO stations for long/upstream (long: UT + T hits)
+_BASE_NDOF = np.array([12, 0, 11], dtype=np.int32)  # + 2 * VELO stations for long/upstream (long: UT + T hits)
 _GHOST_TYPE_OFFSET = np.array([0.0, 0.8, 0.5], dtype=F)
 
 

@@ -13,7 +13,9 @@ trained on the generated sample can be compared with the true probabilities and 
   closest-to-beam state (x, y, tx, ty, q/p): a Gaussian core (multiple scattering ~1/p ⊕ a constant term, with
   a per-track log-normal hit-quality factor and correlations), a wide component (hard scatters) whose fraction
   grows at low momentum, and bremsstrahlung for electrons (q/p pulled away from zero);
-- :func:`true_state`: the true closest-to-beam state (what the sample's ``true_*`` columns hold).
+- :func:`expected_covariance`: the mean of the reported 5x5 covariance;
+- :func:`true_state`: the true closest-to-beam state (what the sample's ``true_*`` columns hold);
+- :func:`ghost_probability`: the exact posterior ghost probability of the ghost sample's tracks.
 
 Inputs are mappings of contract column names to arrays (a dict, a pandas DataFrame, ...); only the generator-level
 columns ``mc_{x,y,z,px,py,pz}``, ``mc_charge``, ``mcID``, ``nTracks`` are used. Computations are in float32,
@@ -55,7 +57,7 @@ SX0 = np.array([0.010, 0.012, 0.60], dtype=F)  # mm, constant term of x, y
 SX1 = np.array([40.0, 40.0, 2500.0], dtype=F)  # mm * MeV/c, multiple-scattering term / p
 ST0 = np.array([4e-5, 6e-5, 3e-4], dtype=F)  # slope constant term
 ST1 = np.array([0.9, 1.0, 2.0], dtype=F)  # MeV/c, slope multiple-scattering term / p
-SQ0 = np.array([0.0045, 0.12, 0.006], dtype=F)  # relative q/p resolution, constant term
+SQ0 = np.array([0.0045, 0.08, 0.006], dtype=F)  # relative q/p resolution, constant term
 SQ1 = np.array([4.5e-8, 2e-7, 6e-8], dtype=F)  # relative q/p resolution term ∝ p (per MeV/c)
 RHO_XT = np.array([-0.5, -0.5, -0.85], dtype=F)  # correlation position-slope in each view
 RHO_TQ = np.array([0.2, 0.5, 0.5], dtype=F)  # correlation slope-(q/p) (times the charge)
@@ -385,3 +387,14 @@ def _binomial_llr(k, n, q1, q0):
 
 def _gamma_llr(x, shape, theta1, theta0):
     return -x * (1 / theta1 - 1 / theta0) - shape * np.log(theta1 / theta0)
+
+
+def expected_covariance(cols: Mapping | Kin, track_type: np.ndarray | int) -> np.ndarray:
+    """(n, 5, 5) mean of the reported closest-to-beam covariance (x, y, tx, ty, q/p) for a track type:
+    E[h^2] D R R^T D (the per-track reported matrix is h^2 D R R^T D, h the log-normal hit quality)."""
+    k = cols if isinstance(cols, Kin) else derive(cols)
+    par = resolution_parameters(k, track_type)
+    d = np.stack([par[f"sigma_{v}"] for v in STATE_VARS], axis=1).astype(np.float64)
+    r = par["R"].astype(np.float64)
+    corr = r @ np.swapaxes(r, 1, 2)
+    return np.exp(2 * QUALITY_SIGMA**2) * corr * d[:, :, None] * d[:, None, :]

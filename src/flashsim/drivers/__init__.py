@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flashsim import registry, tracking
 from flashsim.config import load_params
 from flashsim.errors import GateError, InputError
 from flashsim.io.atomic import atomic_outputs, write_json
@@ -26,7 +27,9 @@ def add_model_argument(p: argparse.ArgumentParser) -> None:
 
 def family_for(args: argparse.Namespace):
     params = load_params(args.params) if args.params else load_params()
-    return get_family(get_spec(args.name, params))
+    fam = get_family(get_spec(args.name, params))
+    fam.config = params  # the effective configuration (recorded for provenance by the MLflow run)
+    return fam
 
 
 def train_model(fam) -> dict:
@@ -34,6 +37,8 @@ def train_model(fam) -> dict:
     spec = fam.spec
     t0 = time.perf_counter()
     with run_context(spec.name, "train", spec.train_dir) as ctx:
+        tracker = tracking.start_model_job(fam, "train")  # MLflow: a sink of the run context (closed with it)
+        ctx.sinks.append(tracker)
         ctx.set_tags({"model": spec.name, "family": spec.family, "sample": spec.sample, "scale": spec.scale})
         from flashsim.config import flatten
 
@@ -44,6 +49,8 @@ def train_model(fam) -> dict:
         summary["family"] = spec.family
         write_json(spec.train_dir / "trained.json", summary)
         ctx.log_metrics({"train_seconds": summary["train_seconds"]})
+        device = str(summary.get("device") or "cpu")
+        tracker.set_tags({"device": device, "train.device": device})
     log.info("%s trained in %.1f s", spec.name, summary["train_seconds"])
     return summary
 
@@ -65,10 +72,11 @@ def export_model(fam) -> dict:
                           parity=parity, noise_dim=fam.noise_dim,
                           extra={"task": fam.task, "onnx": str(spec.onnx_path.relative_to(spec.root))})
         write_json(tmp_card, card)
-    with run_context(spec.name, "export", spec.train_dir) as ctx:
+    with run_context(spec.name, "export", spec.train_dir) as ctx, tracking.start_model_job(fam, "export") as tracker:
         ctx.log_metrics({"parity_max_abs_deviation": parity["max_abs_deviation"]})
-        ctx.log_artifact(spec.onnx_path)
-        ctx.log_artifact(spec.card_path)
+        tracker.log_metrics({"export.parity_max_abs_deviation": parity["max_abs_deviation"]})
+        # MLflow: ONNX + card as run artifacts, a new registered version with alias `candidate`
+        registry.register_export(tracker, spec.name, spec.onnx_path, spec.card_path)
     log.info("%s exported: parity max |dev| %.3g on %d rows", spec.name, parity["max_abs_deviation"],
              parity["rows"])
     return card
@@ -107,10 +115,13 @@ def validate_model(fam, enforce_gates: bool = True) -> dict:
     write_json(spec.report_dir / "metrics.json", out)
     V.write_model_page(spec.report_dir, spec.name, metrics, gates, plots, card)
     V.write_index(spec.report_dir.parent)
-    with run_context(spec.name, "validate", spec.train_dir) as ctx:
+    with run_context(spec.name, "validate", spec.train_dir) as ctx, \
+            tracking.start_model_job(fam, "validate") as tracker:
         ctx.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         ctx.set_tags({"gates_passed": out["passed"]})
-        ctx.log_artifact(spec.report_dir)
+        # MLflow: validation.* metrics, the report, version tags; alias `validated` when the gates pass
+        registry.record_validation(tracker, spec.name, spec.onnx_path, metrics, out["passed"],
+                                   report_dir=spec.report_dir, card=spec.card_path)
     if enforce_gates:
         V.enforce(spec.name, gates)
     return out

@@ -106,7 +106,8 @@ SIGNAL = Sample(
            Column("signal_role", "int32", "1", "1 p, 2 K, 3 pi (from Lc+), 4 mu (from Lb0)"),
            Column("mother_ID", "int32", "1", "PDG id of the mother (±4122 Lc, ±5122 Lb)")]
         + _RECO
-        + PID_RESPONSE
+        + [Column(c.name, c.dtype, c.unit, c.doc + ("; NaN if type 0" if c.dtype == "float32" else "; 0 if type 0"))
+           for c in PID_RESPONSE]
     ),
 )
 

@@ -219,6 +219,8 @@ def open_tree(path: str, spec: SampleSpec) -> Any:
     except FileNotFoundError as err:
         raise InputError("file does not exist", file=path, tree=tree) from err
     except Exception as err:  # uproot raises many types on a damaged file
+        if "no such file" in str(err).lower():  # XRootD: OSError "[3011] ... no such file or directory"
+            raise InputError(f"file does not exist ({_short(err)})", file=path, tree=tree) from err
         raise InputError(f"cannot open as a ROOT file (corrupt or truncated?): {_short(err)}",
                          file=path, tree=tree) from err
     if is_url(path):

@@ -51,7 +51,8 @@ COMMON_SCHEMA: dict[str, Any] = {
                "properties": {"atol": {"type": "number", "minimum": 0, "default": 1e-4},
                               "rtol": {"type": "number", "minimum": 0, "default": 1e-4},
                               "rows": {"type": "integer", "minimum": 10, "default": 5000}}},
-    "threads": {"type": "integer", "minimum": 0, "default": 0, "description": "CPU threads (0: all)"},
+    "threads": {"type": "integer", "minimum": 0, "default": 0,
+                "description": "CPU threads (0: FLASHSIM_THREADS or 1)"},
     "device": {"type": "string", "default": "auto", "description": "auto (CUDA when present), cpu, cuda:N"},
 }
 
@@ -133,6 +134,11 @@ class Family:
     def weights(self, df) -> np.ndarray | None:
         w = self.cfg.get("weight")
         return None if not w else self._columns(df, [w], "weight")[:, 0].astype(np.float64)
+
+    def training_weights(self, df, seen: list[np.ndarray]) -> np.ndarray | None:
+        """Per-row weights for the training loss; ``seen`` are the arrays the loss depends on (features,
+        targets). Default: :meth:`weights`; families may substitute e.g. regressed sWeights."""
+        return self.weights(df)
 
     def unit(self, name: str) -> str:
         from flashsim.io.contract import SAMPLES

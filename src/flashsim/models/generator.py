@@ -30,6 +30,12 @@ GEN_SCHEMA = {
     "critic_depth": {"type": "integer", "minimum": 1, "default": G.DEFAULTS["critic_depth"]},
     "ode_steps": {"type": "integer", "minimum": 1, "default": G.DEFAULTS["ode_steps"]},
     "ema": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0},
+    "atoms": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0,
+              "description": "target values holding at least this weight fraction are generated exactly "
+                             "(point masses, e.g. a DLL of exactly 0); 0: off"},
+    "max_discrete": {"type": "integer", "minimum": 0, "default": 64,
+                     "description": "targets with at most this many distinct values are generated as discrete "
+                                    "(every value an atom: only training values, at their frequencies); 0: off"},
 }
 
 
@@ -69,18 +75,22 @@ class Family(TorchFamily):
         device = self.setup()
         tr = self.frame("train", self.cfg["max_rows"])
         va = self.frame("val", self.cfg["max_rows"])
-        x, y, w = self.features(tr), self.targets_core(tr), self.weights(tr)
+        x, y = self.features(tr), self.targets_core(tr)
+        w = self.training_weights(tr, [x, y])
         ok = np.isfinite(y).all(axis=1)
         x, y, w = x[ok], y[ok], None if w is None else w[ok]
         qx = QuantileTransform.fit(x, w, self.cfg["n_knots"])
-        qy = QuantileTransform.fit(y, w, self.cfg["n_knots"])
-        xv, yv, wv = self.features(va), self.targets_core(va), self.weights(va)
+        qy = QuantileTransform.fit(y, w, self.cfg["n_knots"], atoms=self.cfg["atoms"],
+                                 max_discrete=self.cfg["max_discrete"])
+        spread = np.random.default_rng(self.spec.seed + 11)  # atoms of the targets spread over their interval
+        xv, yv = self.features(va), self.targets_core(va)
+        wv = self.training_weights(va, [xv, yv])
         okv = np.isfinite(yv).all(axis=1)
         xv, yv, wv = xv[okv], yv[okv], None if wv is None else wv[okv]
-        data = DeviceData(device, c=qx.transform(x).astype(np.float32), y=qy.transform(y).astype(np.float32),
-                          w=normalised_weights(w, len(x)))
-        val = DeviceData(device, c=qx.transform(xv).astype(np.float32), y=qy.transform(yv).astype(np.float32),
-                         w=normalised_weights(wv, len(xv)))
+        data = DeviceData(device, c=qx.transform(x).astype(np.float32),
+                          y=qy.transform(y, spread).astype(np.float32), w=normalised_weights(w, len(x)))
+        val = DeviceData(device, c=qx.transform(xv).astype(np.float32),
+                         y=qy.transform(yv, spread).astype(np.float32), w=normalised_weights(wv, len(xv)))
         trainer = G.Trainer(self.cfg["method"], x.shape[1], y.shape[1], self.cfg, device, self.spec.seed)
         history = trainer.fit(data, val, ctx, self.checkpointer(), desc=self.spec.name)
         core = trainer.final_core().cpu()

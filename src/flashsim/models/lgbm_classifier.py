@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,7 +43,8 @@ class Family(base.ClassifierMixin, base.Family):
             n_estimators=c["n_estimators"], num_leaves=c["num_leaves"], max_depth=c["max_depth"],
             learning_rate=c["learning_rate"], min_child_samples=c["min_child_samples"], subsample=c["subsample"],
             subsample_freq=1 if c["subsample"] < 1 else 0, colsample_bytree=c["colsample_bytree"],
-            reg_lambda=c["reg_lambda"], random_state=self.spec.seed, n_jobs=c["threads"] or None,
+            reg_lambda=c["reg_lambda"], random_state=self.spec.seed,
+            n_jobs=c["threads"] or int(os.environ.get("FLASHSIM_THREADS", 1)),
             deterministic=True, force_row_wise=True, verbose=-1)
 
     def fit(self, ctx) -> dict:

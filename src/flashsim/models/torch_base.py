@@ -39,9 +39,13 @@ class TorchFamily(base.Family):
         return self.spec.train_dir / "model.pt"
 
     def setup(self) -> torch.device:
-        set_threads(self.cfg["threads"] or None)
+        """Seed, pick the device; on CPU use ``threads`` (default 1: small models gain little from more threads
+        and OpenMP spinning collapses when the cores are shared with parallel jobs)."""
         seed_everything(self.spec.seed)
-        return choose_device(self.cfg["device"])
+        device = choose_device(self.cfg["device"])
+        if device.type == "cpu":
+            set_threads(self.cfg["threads"] or 1)
+        return device
 
     def checkpointer(self) -> Checkpointer:
         return Checkpointer(self.spec.train_dir, self.cfg["checkpoint_every"])

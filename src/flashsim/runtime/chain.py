@@ -5,21 +5,23 @@ sampling, the noise of the generative models, gathering the rows a stage applies
 back), so on a GPU the particles stay on the device from the first model to the last. Random numbers come from
 one ``torch.Generator`` per batch, drawn in a fixed order: a batch is reproducible from its seed.
 
-Output columns of a model are named by its card; a name that is a contract column is written as is, and
-``delta_<c>`` / ``<c>_residual`` (added to the true or generated value of ``c``) and ``rel_<c>``
-(relative: ``true * (1 + y)``) are turned into ``c``. Stages whose model is missing are skipped (acceptance
-then passes every particle, the track type defaults to long for accepted particles).
+Output columns of a model are named by its card; a name that is a contract column is written as is, residuals
+``d<c>`` / ``delta_<c>`` / ``<c>_residual`` (added to the true or generated value of ``c``) and relative residuals
+``d<c>_over_<c>`` / ``rel_<c>`` (``truth * (1 + y)``) become ``c``. Stages whose model is missing are skipped
+(acceptance then passes every particle, the track type defaults to long for accepted particles).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
 
+from flashsim.io.contract import TRACKING
 from flashsim.runtime import features as F
 from flashsim.runtime.models import ModelRef
 from flashsim.runtime.session import CTreeModel, Device, OrtModel
@@ -49,16 +51,17 @@ class Chain:
     """The chained models on one device."""
 
     def __init__(self, refs: dict[str, ModelRef], device: Device, *, spec: ChainSpec | None = None, threads: int = 0,
-                 io: str = "binding", tree_libs: dict[str, tuple[str, str]] | None = None) -> None:
+                 io: str = "binding", tree_libs: dict[str, tuple[str, str]] | None = None, spin: bool = False) -> None:
         self.spec = spec or ChainSpec()
         self.refs = {k: v for k, v in refs.items() if k in self.spec.names()}
         self.device = device
+        self.trace: list[tuple[str, torch.Tensor | None, torch.Tensor, torch.Tensor | None]] | None = None
         self.models: dict[str, OrtModel | CTreeModel] = {}
         for name, ref in self.refs.items():
             if tree_libs and name in tree_libs and device.kind == "cpu":
                 self.models[name] = CTreeModel(*tree_libs[name], threads=threads)
             else:
-                self.models[name] = OrtModel(ref.onnx, device, threads=threads, io=io)
+                self.models[name] = OrtModel(ref.onnx, device, threads=threads, io=io, spin=spin)
         missing = [n for n in self.spec.names() if n not in self.refs]
         if missing:
             log.warning("chain: no model for %s (stage skipped)", ", ".join(missing))
@@ -74,6 +77,8 @@ class Chain:
         noise = None
         if ref.noise:
             noise = torch.randn((x.shape[0], ref.noise), generator=gen, device=self.device.torch)
+        if self.trace is not None:  # record every model call (benchmarks replay them per particle)
+            self.trace.append((name, rows, x, noise))
         return self.models[name].run(x, noise)
 
     def _store(self, batch: F.Batch, ref: ModelRef, y: torch.Tensor, rows: torch.Tensor | None) -> None:
@@ -130,32 +135,51 @@ class Chain:
             cols += [_target_name(o) for o in self.refs[name].outputs]
         if "isMuon" in cols:
             cols += [c for c in ("MuonMuLL", "MuonBgLL") if c not in cols]
+        if "x_ClosestToBeam" in cols and "y_ClosestToBeam" in cols:
+            cols.append("z_ClosestToBeam")
         return list(dict.fromkeys(cols))
 
 
+_RELATIVE = re.compile(r"^d(?P<col>\w+)_over_(?P=col)$")  # e.g. dp_over_p = p / mc_p - 1
+RECO_COLUMNS = frozenset(c.name for c in TRACKING.columns if not c.name.startswith(("mc", "true_")))
+
+
+def _decode(out: str) -> tuple[str, str]:
+    """``(column, how)`` for a model output name; ``how`` is ``abs`` (truth + y), ``rel`` (truth * (1 + y)) or
+    ``raw`` (the value itself)."""
+    if m := _RELATIVE.match(out):
+        return m["col"], "rel"
+    if out.startswith("rel_"):
+        return out[4:], "rel"
+    if out.startswith("delta_"):
+        return out[6:], "abs"
+    if out.endswith("_residual"):
+        return out[: -len("_residual")], "abs"
+    if out.startswith("d") and out[1:] in RECO_COLUMNS:
+        return out[1:], "abs"
+    return out, "raw"
+
+
 def _target_name(out: str) -> str:
-    for pre in ("delta_", "rel_"):
-        if out.startswith(pre):
-            return out[len(pre):]
-    return out[: -len("_residual")] if out.endswith("_residual") else out
+    return _decode(out)[0]
 
 
 def _truth_of(batch: F.Batch, col: str, rows: torch.Tensor | None) -> torch.Tensor:
-    for cand in (f"true_{col}", f"mc_{col}", col):
+    for cand in (f"true_{col}", f"mc_{col}"):
         if cand in batch.columns or cand in F.DERIVED:
             v = batch.f32(cand)
             return v if rows is None else v[rows]
-    raise KeyError(f"no true value for '{col}' (needed by a residual output)")
+    raise KeyError(f"true_{col}")
 
 
 def _interpret(batch: F.Batch, out: str, y: torch.Tensor, rows: torch.Tensor | None) -> tuple[str, torch.Tensor]:
     """Map a model output to its analysis column (absolute values from residuals)."""
-    target = _target_name(out)
-    if out.startswith("rel_"):
-        return target, _truth_of(batch, target, rows) * (1.0 + y)
-    if target != out:
-        return target, _truth_of(batch, target, rows) + y
-    return out, y
+    col, how = _decode(out)
+    if how == "rel":
+        return col, _truth_of(batch, col, rows) * (1.0 + y)
+    if how == "abs":
+        return col, _truth_of(batch, col, rows) + y
+    return col, y
 
 
 def _finish(batch: F.Batch, gen: torch.Generator) -> None:
@@ -173,6 +197,14 @@ def _finish(batch: F.Batch, gen: torch.Generator) -> None:
                 batch.set(c, torch.where(flag > 0, batch.columns[c], torch.full_like(batch.columns[c], math.nan)))
     if "qop_ClosestToBeam" in batch.columns and "p" not in batch.columns:
         batch.set("p", 1.0 / batch.columns["qop_ClosestToBeam"].abs())
+    if "x_ClosestToBeam" in batch.columns and "y_ClosestToBeam" in batch.columns \
+            and "z_ClosestToBeam" not in batch.columns:
+        # the reconstructed line's closest approach to the beam moves along z by the residual's projection on
+        # the slope (as in the reference simulation: x, y are given at the true closest-approach z)
+        tx, ty = batch["true_tx_ClosestToBeam"], batch["true_ty_ClosestToBeam"]
+        dx = batch.columns["x_ClosestToBeam"] - batch["true_x_ClosestToBeam"]
+        dy = batch.columns["y_ClosestToBeam"] - batch["true_y_ClosestToBeam"]
+        batch.set("z_ClosestToBeam", batch["true_z_ClosestToBeam"] - (dx * tx + dy * ty) / (tx * tx + ty * ty))
 
 
 def batch_to_numpy(batch: F.Batch, names: Iterable[str]) -> dict:

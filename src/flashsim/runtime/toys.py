@@ -17,14 +17,16 @@ import torch
 from flashsim.runtime import features as F
 from flashsim.runtime.io import gun_config, particle_gun
 
-ACC_FEATURES = ["mc_x", "mc_y", "mc_z", "tx", "ty", "log_p", "eta", "phi", "charge", "is_e", "is_mu"]
-EFF_FEATURES = ["log_p", "eta", "phi", "tx", "ty", "charge", "nTracks", "is_e"]
-RES_FEATURES = ["log_p", "eta", "tx", "ty", "charge", "nTracks", "is_long", "is_upstream", "is_downstream"]
-RES_OUTPUTS = ["delta_x_ClosestToBeam", "delta_y_ClosestToBeam", "delta_tx_ClosestToBeam",
-               "delta_ty_ClosestToBeam", "rel_p", "chi2PerDoF"]
+# feature and output names as the real models use them (params.yaml models: ...)
+ACC_FEATURES = ["mc_x", "mc_y", "mc_z", "mc_tx", "mc_ty", "mc_p", "mc_eta", "mc_phi", "mc_charge", "is_e", "is_mu",
+                "is_pi", "is_K", "is_p"]
+EFF_FEATURES = [*ACC_FEATURES, "nTracks"]
+RES_FEATURES = [*EFF_FEATURES, "is_long", "is_upstream", "is_downstream"]
+RES_OUTPUTS = ["dx_ClosestToBeam", "dy_ClosestToBeam", "dtx_ClosestToBeam", "dty_ClosestToBeam", "dp_over_p",
+               "chi2PerDoF"]
 COV_OUTPUTS = [f"cov_ClosestToBeam_{i}_{i}" for i in range(5)]
 PID_FEATURES = ["p", "eta", "nTracks", "charge"]
-PID_OUTPUTS = ["RichDLLk", "RichDLLp", "isMuon", "PIDK", "ProbNNk"]
+PID_OUTPUTS = ["isMuon", "RichDLLk", "RichDLLp", "MuonMuLL", "PIDK", "ProbNNk"]
 
 
 def gun_batch(n: int, seed: int, **gun) -> F.Batch:
@@ -101,8 +103,14 @@ def export(net: ToyNet, path: Path, n_in: int) -> None:
 
 
 def card(features: list[str], outputs: list[str], noise: int = 0, **extra) -> dict:
-    return {"inputs": [{"name": f, "unit": ""} for f in features], "noise": noise,
-            "outputs": [{"name": o, "unit": ""} for o in outputs], "toy": True, **extra}
+    """A model card in the layout of ``flashsim export`` (IO tensors with their columns)."""
+    inputs = [{"name": "x", "shape": ["N", len(features)], "dtype": "float32",
+               "columns": [{"name": f, "unit": "1"} for f in features]}]
+    if noise:
+        inputs.append({"name": "noise", "shape": ["N", noise], "dtype": "float32", "distribution": "standard normal"})
+    return {"inputs": inputs, "outputs": [{"name": "y", "shape": ["N", len(outputs)], "dtype": "float32",
+                                           "columns": [{"name": o, "unit": "1"} for o in outputs]}],
+            "noise": {"name": "noise", "dim": noise} if noise else None, "toy": True, **extra}
 
 
 def _write(out: Path, name: str, c: dict) -> None:
@@ -113,7 +121,7 @@ def acceptance_lgbm(b: F.Batch, rng: np.random.Generator, n_trees: int = 30, num
     import lightgbm as lgb
 
     x = b.matrix(ACC_FEATURES).numpy()
-    eta = b["eta"].numpy()
+    eta = b["mc_eta"].numpy()
     prob = 1 / (1 + np.exp(-6 * (eta - 2.0))) / (1 + np.exp(-6 * (4.9 - eta)))
     label = (rng.random(len(x)) < prob).astype(int)
     return lgb.LGBMClassifier(n_estimators=n_trees, num_leaves=num_leaves, learning_rate=0.2, verbose=-1,
@@ -163,8 +171,8 @@ def _build(out: Path, n: int, seed: int, steps: int, width: int, pid_species: tu
         _write(out, "acceptance", card(ACC_FEATURES, ["p_not_accepted", "p_accepted"]))
     if "efficiency" in want:
         x = b.matrix(EFF_FEATURES).numpy()
-        logit = np.stack([np.zeros(n), 2 + 0.3 * x[:, 0] - 0.004 * x[:, 6], 0.5 * np.ones(n),
-                          0.3 * np.ones(n) + x[:, 1] - 3], 1)
+        logp, eta, ntr = np.log(b["mc_p"].numpy()), b["mc_eta"].numpy(), b["nTracks"].numpy()
+        logit = np.stack([np.zeros(n), 2 + 0.3 * logp - 0.004 * ntr, 0.5 * np.ones(n), 0.3 * np.ones(n) + eta - 3], 1)
         pr = np.exp(logit) / np.exp(logit).sum(1, keepdims=True)
         label = (pr.cumsum(1) < rng.random((n, 1))).sum(1).clip(0, 3)
         net = _fit(ToyNet(x, 0, 4, width, softmax=True), x, label, steps, True, seed)
@@ -191,10 +199,10 @@ def _build(out: Path, n: int, seed: int, steps: int, width: int, pid_species: tu
     for s in pid_species if "pid" in want else ():
         x = b.matrix(PID_FEATURES).numpy()
         shift = {"K": 10.0, "p": 20.0}.get(s, -5.0)
-        target = np.stack([shift + 5 * rng.standard_normal(n), shift / 2 + 5 * rng.standard_normal(n),
-                           np.full(n, 0.9 if s == "mu" else 0.05), shift + 3 * rng.standard_normal(n),
-                           np.full(n, 0.8 if s == "K" else 0.1)], 1)
-        net = _fit(ToyNet(x, 3, 5, width), x, target, steps, False, seed)
+        target = np.stack([np.full(n, 0.9 if s == "mu" else 0.05), shift + 5 * rng.standard_normal(n),
+                           shift / 2 + 5 * rng.standard_normal(n), -1 - rng.exponential(size=n),
+                           shift + 3 * rng.standard_normal(n), np.full(n, 0.8 if s == "K" else 0.1)], 1)
+        net = _fit(ToyNet(x, 3, 6, width), x, target, steps, False, seed)
         export(net, out / f"pid_pipeline_{s}.onnx", x.shape[1])
         _write(out, f"pid_pipeline_{s}", card(PID_FEATURES, PID_OUTPUTS, noise=3))
     return out

@@ -47,12 +47,21 @@ def two_sample_auc(reference: np.ndarray, generated: np.ndarray, w_ref: np.ndarr
     x = np.vstack([ref, gen])
     y = np.r_[np.ones(len(ref)), np.zeros(len(gen))]
     w = np.r_[_w(ref, w_ref), _w(gen, w_gen)]
-    n = len(x)
-    perm = rng.permutation(n)
-    if max_rows is not None and n > max_rows:
-        perm = perm[:max_rows]
-    half = len(perm) // 2
-    tr, te = perm[:half], perm[half:]
+    if conditions is not None and len(ref) == len(gen):
+        # paired rows (same conditions): keep each pair in the same half, or the classifier learns the twin's
+        # label from its conditions and the held-out AUC drops below 0.5
+        pairs = rng.permutation(len(ref))
+        if max_rows is not None and 2 * len(pairs) > max_rows:
+            pairs = pairs[: max_rows // 2]
+        half = len(pairs) // 2
+        tr = np.r_[pairs[:half], pairs[:half] + len(ref)]
+        te = np.r_[pairs[half:], pairs[half:] + len(ref)]
+    else:
+        perm = rng.permutation(len(x))
+        if max_rows is not None and len(x) > max_rows:
+            perm = perm[:max_rows]
+        half = len(perm) // 2
+        tr, te = perm[:half], perm[half:]
     clf = lgb.LGBMClassifier(n_estimators=n_estimators, num_leaves=num_leaves, learning_rate=learning_rate,
                              min_child_samples=50, subsample=0.8, subsample_freq=1, colsample_bytree=1.0,
                              random_state=seed, n_jobs=n_jobs, verbose=-1)
@@ -167,6 +176,8 @@ def calibration_chi2(probs: np.ndarray, label: np.ndarray, bins: np.ndarray, wei
             pred = np.sum(w[m] * p[m, c]) / sw
             var = np.sum(w[m] ** 2 * p[m, c] * (1 - p[m, c])) / sw**2
             var = max(var, np.sum(w[m] ** 2) / sw**2 * 1e-4)  # a floor: a certain prediction still has stat noise
+            if weight is not None:  # the observed weighted mean's own variance (sWeights: background rows add to it)
+                var = max(var, np.sum(w[m] ** 2 * ((y[m] == c) - obs) ** 2) / sw**2)
             chi2 += (obs - pred) ** 2 / var
             ndf += 1
             rows.append({"class": int(c), "bin": int(k), "observed": float(obs), "predicted": float(pred),
@@ -186,3 +197,26 @@ def generator_metrics(reference: np.ndarray, generated: np.ndarray, names: list[
     out["ks_max"] = max(out[f"ks.{n}"] for n in names)
     out["wasserstein_max"] = max(out[f"wasserstein.{n}"] for n in names)
     return out
+
+
+def binned_efficiency(passed: np.ndarray, x: np.ndarray, edges: np.ndarray,
+                      weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted efficiency ``sum(w pass) / sum(w)`` per bin of ``x`` and its error (signed weights allowed).
+
+    ``passed`` is a pass flag or a probability of passing (a classifier's expectation). The error is
+    ``sqrt(sum(w^2 (pass - eff)^2)) / sum(w)``, the usual sWeighted-efficiency variance. Bins with no positive
+    weight give NaN.
+    """
+    e = np.asarray(passed, dtype=np.float64)
+    w = _w(e, weight)
+    idx = np.searchsorted(edges, np.asarray(x, dtype=np.float64), side="right") - 1
+    nb = len(edges) - 1
+    ok = (idx >= 0) & (idx < nb)
+    sw = np.bincount(idx[ok], weights=w[ok], minlength=nb)
+    swp = np.bincount(idx[ok], weights=(w * e)[ok], minlength=nb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        eff = np.where(sw > 0, swp / np.where(sw > 0, sw, 1.0), np.nan)
+        resid = (e - eff[np.clip(idx, 0, nb - 1)]) ** 2
+        var = np.bincount(idx[ok], weights=(w**2 * resid)[ok], minlength=nb)
+        err = np.where(sw > 0, np.sqrt(var) / np.where(sw > 0, sw, 1.0), np.nan)
+    return eff, err

@@ -173,3 +173,31 @@ def write_index(reports_root: str | Path) -> Path:
     path = root / "index.html"
     write_text(path, text)
     return path
+
+
+def plot_efficiency_curves(curves: list[dict], edges: np.ndarray, x: np.ndarray, path: str | Path,
+                           xlabel: str = "", title: str = "", log_x: bool = True) -> Path:
+    """Efficiency vs a binned variable, reference (points) vs model (line), one colour per curve.
+
+    ``curves``: ``{"label", "reference": (eff, err), "model": (eff, err)}``; bins are placed at the median of
+    ``x`` inside each bin (the outer edges may be infinite).
+    """
+    plt = _plt()
+    x = np.asarray(x, dtype=np.float64)
+    idx = np.searchsorted(edges, x, side="right") - 1
+    centers = np.array([np.median(x[idx == k]) if np.any(idx == k) else np.nan for k in range(len(edges) - 1)])
+    fig, ax = plt.subplots()
+    for c in curves:
+        (er, sr), (eg, sg) = c["reference"], c["model"]
+        line = ax.errorbar(centers, er, yerr=sr, fmt="o", ms=4, label=f"{c['label']} reference")[0]
+        ax.fill_between(centers, eg - sg, eg + sg, color=line.get_color(), alpha=0.25, lw=0)
+        ax.plot(centers, eg, "-", color=line.get_color(), label=f"{c['label']} model")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("efficiency")
+    ax.set_ylim(-0.02, 1.05)
+    if title:
+        ax.set_title(title)
+    ax.legend(ncol=2, fontsize=7)
+    return _save(fig, Path(path))

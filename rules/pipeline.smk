@@ -1,0 +1,63 @@
+# Flash simulation: C-ABI shared objects of the per-particle models, the flash-simulated signal sample, and the
+# end-to-end physics check against the reference detector simulation of the same decays (reports/pipeline/).
+
+RT = config["runtime"]
+PIPE = config["pipeline"]
+
+
+CHAIN = ["acceptance", "efficiency", "resolution", "covariance"] + [f"pid_pipeline_{s}" for s in RT["species"]]
+CHAIN_MODELS = [n for n in CHAIN if n in model_names()]  # the chain's models this workflow trains
+CABI_MODELS = CHAIN_MODELS + [n for n in model_names() if n == "ghost_mlp"]  # per-particle models
+SIGNAL_FILES = local_files(config["inputs"][PIPE["sample"]]["files"])
+
+
+rule cabi:  # also writes models/{name}.so.json (route, parity), not declared: it would match `models/{name}.json`
+    input:
+        "models/{name}.onnx",
+    output:
+        "models/{name}.so",
+    wildcard_constraints:
+        name=r"[A-Za-z0-9_]+",
+    log:
+        "logs/cabi/{name}.log",
+    conda:
+        "../envs/runtime.yaml"
+    shell:
+        "flashsim cabi {wildcards.name} > {log} 2>&1"
+
+
+rule flash_signal:
+    input:
+        gen=SIGNAL_FILES,
+        models=expand("models/{name}.onnx", name=CHAIN_MODELS),
+    output:
+        PIPE["flash"],
+    params:
+        sample=PIPE["sample"],
+    log:
+        "logs/pipeline/simulate.log",
+    conda:
+        "../envs/runtime.yaml"
+    shell:
+        "flashsim simulate {params.sample} --output {output} > {log} 2>&1"
+
+
+rule physics_check:
+    input:
+        ref=SIGNAL_FILES,
+        flash=PIPE["flash"],
+    output:
+        metrics="reports/pipeline/metrics.json",
+        page="reports/pipeline/index.html",
+    log:
+        "logs/pipeline/physics_check.log",
+    conda:
+        "../envs/runtime.yaml"
+    shell:
+        "flashsim physics-check --outdir reports/pipeline > {log} 2>&1"
+
+
+rule pipeline_all:
+    input:  # grows with the models: nothing to flash-simulate before the chain's first model exists
+        rules.physics_check.output if CHAIN_MODELS else [],
+        expand("models/{name}.so", name=CABI_MODELS),

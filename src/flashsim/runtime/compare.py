@@ -1,0 +1,239 @@
+"""``flashsim physics-check``: the end-to-end physics check, flash simulation vs reference detector simulation.
+
+Both samples hold the same generated Lb0 -> Lc+ mu- nu (Lc+ -> p K- pi+) decays (the flash one made by
+``flashsim simulate signal`` from the reference file's generator-level columns). Compared, with the shared
+metrics of :mod:`flashsim.validation` (two-sample classifier AUC, KS): the Lc+ and visible Lb0 masses of the
+reconstructed candidates, the impact parameters of the final-state tracks and their chi2, the reconstruction
+fractions, and PID cut efficiencies in bins of momentum. Writes ``metrics.json``, PNG plots and ``index.html``
+to ``reports/pipeline/``; gates from ``params.yaml`` (``pipeline.gates``) are evaluated and, with
+``pipeline.enforce_gates``, enforced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from flashsim.errors import InputError
+from flashsim.runtime import physics
+
+HELP = "compare a flash-simulated signal sample with the reference detector simulation (reports/pipeline/)"
+log = logging.getLogger(__name__)
+
+NEEDED = ("evtNumber", "signal_role", "type", "p", "x_ClosestToBeam", "y_ClosestToBeam", "z_ClosestToBeam",
+          "tx_ClosestToBeam", "ty_ClosestToBeam", "pv_x", "pv_y", "pv_z", "mc_px", "mc_py", "mc_pz")
+OPTIONAL = ("chi2PerDoF", "ghostProb", "nDoF", "isMuon", "RichDLLk", "RichDLLp", "PIDK", "PIDp", "PIDmu",
+            "ProbNNk", "ProbNNp", "ProbNNpi", "ProbNNmu",
+            *(f"cov_ClosestToBeam_{i}_{j}" for i in range(5) for j in range(i, 5)))
+
+
+def read(path: str, tree: str | None, branches: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """The signal-contract columns of a file (``branches``: contract name -> name in the file)."""
+    import uproot
+
+    from flashsim.runtime.io import _only_tree
+
+    to_file = dict(branches or {})
+    try:
+        f = uproot.open(path)
+    except Exception as err:
+        raise InputError(f"cannot open as ROOT ({str(err).strip().splitlines()[0]})", file=path) from err
+    with f:
+        name = tree or _only_tree(f, path)
+        if name not in f:
+            raise InputError("no such tree", file=path, tree=name)
+        t = f[name]
+        present = set(t.keys())
+        for c in NEEDED:
+            if to_file.get(c, c) not in present:
+                raise InputError("missing branch", file=path, tree=name, branch=to_file.get(c, c))
+        want = {c: to_file.get(c, c) for c in NEEDED + OPTIONAL if to_file.get(c, c) in present}
+        arrays = t.arrays(list(want.values()), library="np")
+    return {c: np.asarray(arrays[b]) for c, b in want.items()}
+
+
+def analyse(cols: dict[str, np.ndarray], track_types: tuple[int, ...]) -> dict:
+    """Everything the comparison needs from one sample."""
+    cand = physics.candidates(cols, track_types)
+    ip, ipchi2 = physics.impact_parameters(cols)
+    rows = cand.rows.reshape(-1)
+    return {"cand": cand, "ip": ip[rows], "ipchi2": ipchi2[rows], "role": np.asarray(cols["signal_role"])[rows],
+            "type": np.asarray(cols["type"])}
+
+
+def _stat(fn, a: np.ndarray) -> float:
+    return float(fn(a)) if len(a) else float("nan")
+
+
+def _ks(a: np.ndarray, b: np.ndarray) -> float:
+    """KS distance of the finite values (NaN when either sample has none)."""
+    from flashsim.validation import weighted_ks
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    return weighted_ks(a, b) if len(a) and len(b) else float("nan")
+
+
+def _auc(a: np.ndarray, b: np.ndarray, seed: int) -> float:
+    from flashsim.validation import two_sample_auc
+
+    a = a.reshape(len(a), -1)
+    b = b.reshape(len(b), -1)
+    a, b = a[np.all(np.isfinite(a), 1)], b[np.all(np.isfinite(b), 1)]
+    if min(len(a), len(b)) < 50:
+        return float("nan")
+    return two_sample_auc(a, b, seed=seed, n_estimators=100)
+
+
+def compare(ref: dict[str, np.ndarray], flash: dict[str, np.ndarray], outdir: Path, *, track_types=(3,),
+            p_edges=(2000, 5000, 10000, 20000, 50000, 200000), pid_cuts=(), seed: int = 0,
+            plots: bool = True) -> tuple[dict, list[Path]]:
+    """Metrics and plots of flash vs reference; returns ``(metrics, plot paths)``."""
+    track_types = tuple(track_types)
+    r, f = analyse(ref, track_types), analyse(flash, track_types)
+    rc, fc = r["cand"], f["cand"]
+    m: dict = {"n_decays_reference": rc.n_decays, "n_decays_flash": fc.n_decays,
+               "candidate_fraction_reference": len(rc.m_lc) / max(rc.n_decays, 1),
+               "candidate_fraction_flash": len(fc.m_lc) / max(fc.n_decays, 1)}
+    m["candidate_fraction_ratio"] = m["candidate_fraction_flash"] / max(m["candidate_fraction_reference"], 1e-12)
+    for code, label in ((0, "none"), (3, "long"), (4, "upstream"), (5, "downstream")):
+        m[f"type_fraction.{label}.reference"] = float(np.mean(r["type"] == code))
+        m[f"type_fraction.{label}.flash"] = float(np.mean(f["type"] == code))
+    for key, a, b in (("m_lc", rc.m_lc, fc.m_lc), ("m_lb_visible", rc.m_lb_visible, fc.m_lb_visible)):
+        m[f"{key}.ks"] = _ks(a, b)
+        m[f"{key}.auc"] = _auc(a, b, seed)
+        m[f"{key}.mean_reference"], m[f"{key}.mean_flash"] = _stat(np.mean, a), _stat(np.mean, b)
+        m[f"{key}.std_reference"], m[f"{key}.std_flash"] = _stat(np.std, a), _stat(np.std, b)
+    m["masses.auc"] = _auc(np.stack([rc.m_lc, rc.m_lb_visible], 1), np.stack([fc.m_lc, fc.m_lb_visible], 1), seed)
+    lr, lf = np.log10(np.maximum(r["ipchi2"], 1e-12)), np.log10(np.maximum(f["ipchi2"], 1e-12))
+    m["ip.ks"] = _ks(r["ip"], f["ip"])
+    m["log10_ipchi2.ks"] = _ks(lr, lf)
+    m["ip_ipchi2.auc"] = _auc(np.stack([r["ip"], lr], 1), np.stack([f["ip"], lf], 1), seed)
+    for role, sp in physics.ROLE_SPECIES.items():
+        m[f"ip.ks.{sp}"] = _ks(r["ip"][r["role"] == role], f["ip"][f["role"] == role])
+        m[f"log10_ipchi2.ks.{sp}"] = _ks(lr[r["role"] == role], lf[f["role"] == role])
+    # PID cut efficiencies vs momentum
+    edges = np.asarray(p_edges, float)
+    pid_table, chi2s = [], []
+    for entry in pid_cuts:
+        sp, cut = entry["species"], entry["cut"]
+        var = physics.parse_cut(cut)[0]
+        if var not in ref or var not in flash:
+            continue
+        er, sr, nr = physics.cut_efficiency(ref, physics.pid_rows(ref, sp, track_types), cut, edges)
+        ef, sf, nf = physics.cut_efficiency(flash, physics.pid_rows(flash, sp, track_types), cut, edges)
+        ok = (nr > 0) & (nf > 0)
+        chi2 = float(np.sum(((er - ef) ** 2 / (sr**2 + sf**2))[ok]) / max(ok.sum(), 1))
+        chi2s.append(chi2)
+        pid_table.append({"species": sp, "cut": cut, "eff_reference": er, "err_reference": sr, "eff_flash": ef,
+                          "err_flash": sf, "n_reference": nr, "n_flash": nf, "chi2_ndf": chi2})
+        m[f"pid.{sp}.{cut.replace(' ', '')}.chi2_ndf"] = chi2
+        m[f"pid.{sp}.{cut.replace(' ', '')}.max_abs_diff"] = float(np.nanmax(np.abs(er - ef)[ok], initial=0.0))
+    m["pid.chi2_ndf_mean"] = float(np.mean(chi2s)) if chi2s else float("nan")
+    m["pid.max_abs_diff"] = max((v for k, v in m.items() if k.endswith(".max_abs_diff")), default=float("nan"))
+    paths = _plots(ref, flash, r, f, pid_table, edges, track_types, outdir) if plots else []
+    m["pid_table"] = [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in row.items()}
+                      for row in pid_table]
+    m["p_edges"] = edges.tolist()
+    return m, paths
+
+
+def _plots(ref, flash, r, f, pid_table, edges, track_types, outdir: Path) -> list[Path]:
+    from flashsim.validation import plot_distributions
+    from flashsim.validation.report import _plt, _save
+
+    out = []
+    rc, fc = r["cand"], f["cand"]
+    if not (len(rc.m_lc) and len(fc.m_lc)):
+        log.warning("no reconstructed candidates in one of the samples: no plots")
+        return out
+    out.append(plot_distributions(np.stack([rc.m_lc, rc.m_lb_visible], 1), np.stack([fc.m_lc, fc.m_lb_visible], 1),
+                                  ["m(pK-pi+)", "m(pK-pi+mu-)"], outdir / "masses.png", ["MeV/c^2", "MeV/c^2"],
+                                  title="Lc+ and visible Lb0 masses (reference vs flash)"))
+    lr, lf = np.log10(np.maximum(r["ipchi2"], 1e-12)), np.log10(np.maximum(f["ipchi2"], 1e-12))
+    names, ra, fa = [], [], []
+    for role, sp in physics.ROLE_SPECIES.items():
+        names += [f"IP({sp})", f"log10 IPchi2({sp})"]
+        ra += [r["ip"][r["role"] == role], lr[r["role"] == role]]
+        fa += [f["ip"][f["role"] == role], lf[f["role"] == role]]
+    n = min(min(len(a) for a in ra), min(len(a) for a in fa))
+    out.append(plot_distributions(np.stack([a[:n] for a in ra], 1), np.stack([a[:n] for a in fa], 1), names,
+                                  outdir / "impact_parameters.png", ["mm", "1"] * 4,
+                                  title="impact parameters w.r.t. the PV and their chi2"))
+    track = [c for c in ("p", "chi2PerDoF", "ghostProb", "nDoF") if c in ref and c in flash]
+    sel_r = np.isin(np.asarray(ref["type"]), track_types)
+    sel_f = np.isin(np.asarray(flash["type"]), track_types)
+    k = min(sel_r.sum(), sel_f.sum())
+    if track and k:
+        out.append(plot_distributions(np.stack([np.asarray(ref[c])[sel_r][:k] for c in track], 1),
+                                      np.stack([np.asarray(flash[c])[sel_f][:k] for c in track], 1), track,
+                                      outdir / "tracks.png", title="reconstructed track quantities"))
+    if pid_table:
+        plt = _plt()
+        ncol = min(len(pid_table), 3)
+        nrow = (len(pid_table) + ncol - 1) // ncol
+        fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3.2 * nrow), squeeze=False)
+        centres = np.sqrt(edges[:-1] * edges[1:]) / 1000
+        for i, row in enumerate(pid_table):
+            ax = axes[i // ncol][i % ncol]
+            ax.errorbar(centres, row["eff_reference"], row["err_reference"], fmt="o", label="reference")
+            ax.errorbar(centres * 1.04, row["eff_flash"], row["err_flash"], fmt="s", mfc="none", label="flash")
+            ax.set_xscale("log")
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel("p [GeV/c]")
+            ax.set_title(f"{row['species']}: {row['cut']}")
+            if i == 0:
+                ax.legend()
+        for j in range(len(pid_table), nrow * ncol):
+            axes[j // ncol][j % ncol].set_visible(False)
+        fig.tight_layout()
+        out.append(_save(fig, outdir / "pid_efficiencies.png"))
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reference", help="reference file (default: params inputs.<pipeline.sample>)")
+    p.add_argument("--reference-tree", help="tree of the reference file (default: the sample's)")
+    p.add_argument("--flash", help="flash-simulated file (default: params pipeline.flash)")
+    p.add_argument("--outdir", default="reports/pipeline")
+    p.add_argument("--params", help="params file (default: params.yaml)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from flashsim.config import load_params, resolve_scale
+    from flashsim.io.atomic import write_json
+    from flashsim.io.contract import SIGNAL
+    from flashsim.runtime.simulate import OUT_TREE
+    from flashsim.validation import enforce, evaluate_gates, write_index, write_model_page
+
+    params = load_params(args.params)
+    scale = params["scale"]
+    cfg = resolve_scale(params.get("pipeline", {}), scale)
+    sample = cfg.get("sample", "signal")
+    spec = params.get("inputs", {}).get(sample, {})
+    ref_file = args.reference or spec.get("files", [f"data/raw/{sample}.root"])[0]
+    ref = read(ref_file, args.reference_tree or spec.get("tree") or SIGNAL.tree,
+               None if args.reference else spec.get("branches"))
+    flash = read(args.flash or cfg.get("flash", f"results/flash/{sample}.root"), OUT_TREE)
+    outdir = Path(args.outdir)
+    metrics, plots = compare(ref, flash, outdir, track_types=tuple(cfg.get("track_types", [3])),
+                             p_edges=cfg.get("p_edges", (2000, 5000, 10000, 20000, 50000, 200000)),
+                             pid_cuts=cfg.get("pid_cuts", []), seed=int(params["seed"]))
+    gate_cfg = dict((params.get("pipeline", {}).get("gates") or {}).get(scale, {}))
+    if not metrics["pid_table"]:  # no PID model in the chain yet: its gates are not evaluated (not failed)
+        skipped = sorted(k for k in gate_cfg if k.startswith("pid."))
+        gate_cfg = {k: v for k, v in gate_cfg.items() if k not in skipped}
+        if skipped:
+            metrics["not_evaluated"] = f"{', '.join(skipped)}: the flash sample has no PID columns"
+    gates = evaluate_gates({k: v for k, v in metrics.items() if isinstance(v, int | float)}, gate_cfg)
+    write_json(outdir / "metrics.json", {"family": "pipeline", "scale": scale, "gates": gates, **metrics})
+    write_model_page(outdir, "pipeline: flash vs reference (Lb0 -> Lc+ mu- nu)", metrics, gates, plots)
+    write_index(outdir.parent)
+    log.info("pipeline: Lc mass KS %.3f, AUC(masses) %.3f, IP KS %.3f, PID chi2/ndf %.2f -> %s",
+             metrics["m_lc.ks"], metrics["masses.auc"], metrics["ip.ks"], metrics["pid.chi2_ndf_mean"], outdir)
+    if cfg.get("enforce_gates"):
+        enforce("pipeline", gates)
+    return 0

@@ -1,0 +1,101 @@
+"""The runtime benchmark's equivalents of our models (same weights) and its per-particle C driver."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from flashsim.bench import runtime as bench
+from flashsim.bench import scikinc
+from flashsim.runtime import cabi, toys, trees
+from flashsim.runtime.chain import Chain
+from flashsim.runtime.models import available
+from flashsim.runtime.session import Device
+
+
+@pytest.fixture(scope="module")
+def models(runtime_toy_models, tmp_path_factory):
+    """A private copy of the session's toy models (tests add .so files next to them)."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("models")
+    shutil.copytree(runtime_toy_models, out, dirs_exist_ok=True)
+    return out
+
+
+def test_gradient_boosting_equivalent_has_the_same_trees(models):
+    path = models / "acceptance.onnx"
+    gbc = scikinc.gbc_from_onnx(onnx.load(str(path)))
+    x = toys.gun_batch(2000, 9).matrix(toys.ACC_FEATURES).numpy()
+    rows = cabi.parity_rows(path, [("x", x.shape[1])], 2000, np.random.default_rng(0), x=x)
+    ref = cabi.onnx_reference(path, rows, [("x", x.shape[1])])
+    np.testing.assert_allclose(gbc.predict_proba(rows), ref, atol=2e-6)
+    node = trees.find_tree_node(onnx.load(str(path)))
+    assert gbc.n_estimators_ == len(set(trees._attrs(node)["nodes_treeids"]))
+
+
+def test_dense_layers_are_read_with_their_weights(models):
+    path = models / "resolution.onnx"
+    net = scikinc.net_layers(onnx.load(str(path)))
+    assert [k.shape[1] for k, *_ in net.layers] == [32, 32, 32, len(toys.RES_OUTPUTS)]
+    assert [a for *_, a, _ in net.layers] == ["relu", "relu", "relu", "linear"]
+    b = toys.gun_batch(500, 2)
+    b.set("type", torch.full((500,), 4, dtype=torch.int32))
+    feeds = {"x": b.matrix(toys.RES_FEATURES).numpy(), "noise": np.random.default_rng(1).standard_normal(
+        (500, 4)).astype(np.float32)}
+    first, last = scikinc.intermediate(path, feeds, [net.first_input, net.last_output])
+    with torch.no_grad():
+        ours = bench._torch_layers(net)(torch.from_numpy(first)).numpy()
+    np.testing.assert_allclose(ours, last, rtol=1e-5, atol=1e-5 * np.abs(last).max())
+    # the classifier's graph ends in a softmax, which the equivalent reproduces
+    eff = scikinc.net_layers(onnx.load(str(models / "efficiency.onnx")))
+    assert eff.softmax
+
+
+def test_c_driver_replays_the_chain_calls(models, tmp_path):
+    refs = available(["acceptance", "resolution"], models)
+    chain = Chain(refs, Device("cpu"), threads=1)
+    cols = bench._gun(3000, 5)
+    traced = bench._trace(chain, cols)
+    assert set(traced) == set(refs)
+    assert len(traced["acceptance"][1]) == 3000
+    assert 0 < len(traced["resolution"][1]) < 3000  # gated stages see fewer rows
+    libs = {}
+    for name, ref in refs.items():
+        art = cabi.build(ref.onnx, tmp_path / f"{name}.so", name=name)
+        libs[name] = (art.so, art.symbol)
+    tools = bench._tools(tmp_path)
+    n_out = {n: chain.models[n].n_out for n in refs}
+    res = bench._per_particle(tools, libs, traced, n_out, 3000, tmp_path, "t")
+    assert res["chain"] > 0 and set(res["models"]) == set(refs)
+    plan = (tmp_path / "t_plan.txt").read_text().split("\n")
+    run = subprocess.run([str(tools["driver"]), str(tmp_path / "t_plan.txt")], capture_output=True, text=True,
+                         check=True)
+    stats = json.loads(run.stdout)
+    assert stats["calls"] == sum(len(r) for _, r in traced.values())
+    assert stats["particles"] == int(plan[0])
+
+
+def test_flow_generator_graph_is_read_as_one_repeated_block(tmp_path):
+    """mlcore's flow-matching generator: SiLU residual MLP applied 2 x ode_steps times, quantile transforms."""
+    from flashsim.export import export_torch
+    from flashsim.models.generative import DEFAULTS, PhysicalGenerator, build_core
+    from flashsim.preprocessing import QuantileTransform
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(500, 5)), rng.normal(size=(500, 3))
+    core = build_core("flow", 5, 3, {**DEFAULTS, "width": 16, "depth": 4, "ode_steps": 3})
+    gen = PhysicalGenerator(QuantileTransform.fit(x, n_knots=20), core, QuantileTransform.fit(y, n_knots=20).inverse())
+    export_torch(gen, tmp_path / "flow.onnx", 5, 3)
+    net = scikinc.net_layers(onnx.load(str(tmp_path / "flow.onnx")))
+    assert net.repeats == 6 and net.residual and not net.exact
+    assert [a for *_, a, _ in net.layers] == ["silu"] * 5 + ["linear"]
+    assert net.layers[0][0].shape == (3 + 3 + 5, 16) and net.n_quantiles == 20
+    # the torch reference of the same layers computes what the graph's first block computes without the skips
+    seq = bench._torch_layers(net)
+    assert sum(isinstance(m, torch.nn.SiLU) for m in seq) == 5

@@ -1,0 +1,121 @@
+"""`dvc repro` (the wrapper stage around snakemake) and `snakemake` agree, on a copy of this project reduced to one
+small sample and two models (and without the flash-simulation pipeline, which would compile and run the chain):
+after editing one model's params DVC reports the stage stale and Snakemake reruns only that model's jobs;
+`dvc exp run -S` runs an experiment."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("acceptance", "efficiency")
+SMALL = {  # hyperparameters small enough for a test, gates loose: this is about the workflow, not the physics
+    "acceptance": {"n_estimators": 15, "num_leaves": 8, "validation_rows": 2000},
+    "efficiency": {"epochs": 2, "width": 16, "depth": 2, "batch_size": 512, "validation_rows": 2000},
+}
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+
+def run(cmd: list[str], cwd: Path, env: dict) -> str:
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
+    return out.stdout + out.stderr
+
+
+def copy_project(dest: Path) -> Path:
+    """The working tree's files (tracked and untracked, not ignored) -> dest, as a fresh git repository."""
+    names = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"],
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, names):
+        src = ROOT / name
+        if src.is_file() and not name.startswith("tests/"):
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def drop_pipeline(snakefile: Path) -> None:
+    """Without rules/pipeline.smk (C-ABI builds and the end-to-end chain: not what this test is about)."""
+    lines = snakefile.read_text().splitlines(keepends=True)
+    snakefile.write_text("".join(x for x in lines if "pipeline" not in x))
+
+
+def reduce_params(path: Path) -> None:
+    params = yaml.safe_load(path.read_text())
+    keep = {params["models"][m]["sample"] for m in MODELS}
+    params["detsim"]["samples"] = {s: {**params["detsim"]["samples"][s], "size": {"demo": 6000, "full": 6000}}
+                                   for s in keep}
+    params["inputs"] = {s: params["inputs"][s] for s in keep}
+    models = {}
+    for name in MODELS:
+        entry = {**params["models"][name], **SMALL[name]}
+        entry["gates"] = {"demo": {}, "full": {}}
+        models[name] = entry
+    params["models"] = models
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def planned_outputs(dry_run: str) -> list[str]:
+    """The output files of the jobs a `snakemake -n` listing plans."""
+    return [f for line in dry_run.splitlines() if line.strip().startswith("output:")
+            for f in line.split(":", 1)[1].split(",")]
+
+
+def mtimes(root: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted((root / "models").glob("*.onnx"))}
+
+
+def test_dvc_repro_and_snakemake_agree(tmp_path):
+    proj = copy_project(tmp_path / "proj")
+    reduce_params(proj / "params.yaml")
+    drop_pipeline(proj / "Snakefile")
+    env = {**os.environ, "FLASHSIM_TRACKING": "off", "PYTHONPATH": str(proj / "src")}
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    run([*git, "init", "-q"], proj, env)
+    run([*git, "add", "-A"], proj, env)
+    run([*git, "commit", "-qm", "scratch"], proj, env)
+
+    # 1. dvc repro = generate stages + the snakemake wrapper stage
+    run(["dvc", "repro", "-q"], proj, env)
+    lock = yaml.safe_load((proj / "dvc.lock").read_text())
+    assert {"workflow", *(f"generate@{s}" for s in yaml.safe_load((proj / "params.yaml").read_text())["inputs"])} \
+        <= set(lock["stages"])
+    metrics = json.loads((proj / "reports" / "metrics.json").read_text())
+    assert sorted(metrics) == sorted(MODELS)
+    # 2. they agree: nothing to do for either
+    assert "up to date" in run(["dvc", "status"], proj, env)
+    assert "Nothing to be done" in run(["snakemake", "-n", "--cores", "1"], proj, env)
+
+    # 3. edit one model's params: DVC reports the wrapper stale, Snakemake plans only that model's jobs
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    params["models"]["efficiency"]["lr"] = 1.0e-3
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = run(["dvc", "status"], proj, env)
+    assert "workflow:" in status and "params.yaml" in status and "models" in status, status
+    assert "generate@" not in status, status  # the raw samples do not depend on model params
+    plan = planned_outputs(run(["snakemake", "-n", "--cores", "1"], proj, env))
+    assert any("efficiency" in o for o in plan) and not any("acceptance" in o for o in plan), plan
+    before = mtimes(proj)
+    run(["dvc", "repro", "-q"], proj, env)
+    after = mtimes(proj)
+    assert after["acceptance.onnx"] == before["acceptance.onnx"]  # untouched
+    assert after["efficiency.onnx"] != before["efficiency.onnx"]  # retrained and re-exported
+    assert "up to date" in run(["dvc", "status"], proj, env)
+    assert "Nothing to be done" in run(["snakemake", "-n", "--cores", "1"], proj, env)
+
+    # 4. an experiment with a changed hyperparameter
+    run([*git, "add", "-A"], proj, env)
+    run([*git, "commit", "-qm", "efficiency lr"], proj, env)
+    run(["dvc", "exp", "run", "-q", "-n", "leaves4", "-S", "models.acceptance.num_leaves=4"], proj, env)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], proj, env))
+    exp = next(e for rev in shown for e in (rev.get("experiments") or []) if e.get("name") == "leaves4")
+    data = exp["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["models"]["acceptance"]["num_leaves"] == 4
+    assert set(data["metrics"]["reports/metrics.json"]["data"]) == set(MODELS)
