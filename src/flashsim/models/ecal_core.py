@@ -74,6 +74,27 @@ class PhotonFeatures(nn.Module):
         return torch.cat([(r - self.mean) / self.std, torch.log(cell / 60.6)], -1)
 
 
+def radius_edges_t(photons: torch.Tensor, counts: torch.Tensor, radius: float = D.EDGE_RADIUS) -> torch.Tensor:
+    """Torch twin of :func:`flashsim.models.ecal_data.radius_edges` (same edges, same order) that runs where the
+    photons are, e.g. on the GPU next to the exported GNN: photons [N, 5], counts [B] (photons per event)."""
+    dev = photons.device
+    counts = counts.to(dev, torch.int64)
+    starts = torch.cumsum(counts, 0) - counts
+    ends = torch.repeat_interleave(starts + counts, counts)
+    idx = torch.arange(len(ends), device=dev)
+    npair = ends - idx - 1
+    a = torch.repeat_interleave(idx, npair)
+    first = torch.repeat_interleave(torch.cumsum(npair, 0) - npair, npair)
+    b = a + 1 + (torch.arange(len(a), device=dev) - first)
+    x, y = photons[:, 0].double(), photons[:, 1].double()
+    cell = cell_size_t(x, y)
+    near = torch.hypot(x[a] - x[b], y[a] - y[b]) < radius * torch.maximum(cell[a], cell[b])
+    a, b = a[near], b[near]
+    src, dst = torch.cat([a, b]), torch.cat([b, a])
+    order = torch.argsort(dst * max(len(photons), 1) + src)
+    return torch.stack([src[order], dst[order]])
+
+
 def pair_features(pi: torch.Tensor, pj: torch.Tensor) -> torch.Tensor:
     """Geometric features of photon j seen from photon i ([..., 5] physical each) -> [..., 4]:
     (dx, dy, distance) in cells (larger of the two cells) and log(E_j / E_i)."""
