@@ -27,7 +27,7 @@ from flashsim.preprocessing import QuantileTransform
 log = logging.getLogger(__name__)
 
 ECAL_SCHEMA: dict[str, Any] = {
-    **TORCH_SCHEMA,
+    "checkpoint_every": TORCH_SCHEMA["checkpoint_every"],
     "epochs": {"type": "integer", "minimum": 1, "default": 15},
     "lr": {"type": "number", "exclusiveMinimum": 0, "default": 2e-3},
     "width": {"type": "integer", "minimum": 4, "default": 48},

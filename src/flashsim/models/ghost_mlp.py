@@ -94,7 +94,7 @@ class Family(base.ClassifierMixin, TorchFamily):
     task = "classifier"
     REQUIRED: ClassVar[tuple[str, ...]] = ()
     SCHEMA: ClassVar[dict[str, Any]] = {
-        **TORCH_SCHEMA, **base.ClassifierMixin.CLASSIFIER_SCHEMA,
+        "checkpoint_every": TORCH_SCHEMA["checkpoint_every"], **base.ClassifierMixin.CLASSIFIER_SCHEMA,
         **{k: {**TORCH_SCHEMA[k], "default": v} for k, v in DEFAULTS.items()},
         "features": {**base.COMMON_SCHEMA["features"], "default": list(GHOST_FEATURES)},
         "label": {"type": "string", "default": "isGhost"},
