@@ -169,3 +169,4 @@ def test_comparison_page(repo, monkeypatch):
     page = (repo / "reports" / "ecal" / "index.html").read_text()
     assert "ecal_gnn" in page and "ecal_transformer" in page and "two-sample AUC" in page
     assert (repo / "reports" / "ecal" / "residuals.png").exists()
+    assert "ecal/index.html" in (repo / "reports" / "index.html").read_text()

@@ -65,7 +65,11 @@ def write_comparison(reports: Path, models: list[str]) -> Path:
              EV.plot_residuals(ref, summaries, out / "residuals.png"),
              EV.plot_energy_scale(ref, summaries, out / "energy_scale.png")]
     bench = _bench(reports / "bench" / "ecal.json")
-    return _page(out, models, metrics, gates, plots, bench)
+    page = _page(out, models, metrics, gates, plots, bench)
+    from flashsim.validation.report import write_index
+
+    write_index(reports)  # lists this page under "Other pages"
+    return page
 
 
 def _bench(path: Path) -> dict | None:
