@@ -40,3 +40,25 @@ def test_ghost_and_ecal_targets(params):
     rows = {(r["model"], r["photons_per_event"]) for r in e["results"] if r["device"] == "cpu"}
     assert rows == {(m, k) for m in ("ecal_gnn", "ecal_transformer") for k in (5, 20)}
     assert all(r["events_per_s"] > 0 and r["events_per_s_model_only"] > 0 for r in e["results"])
+
+
+@pytest.mark.parametrize("name", ["ecal_gnn", "ecal_transformer"])
+def test_device_feeds_match_the_family_runner(params, tmp_path, name):
+    """The torch preprocessing of the GPU benchmark gives the inputs the family's own runner builds."""
+    import onnxruntime as ort
+    import torch
+
+    fam, path, trained = bench_ecal._family(name, params, tmp_path)
+    assert not trained
+    ev = bench_ecal.events_with(6, 40)
+    feeds, y = bench_ecal.device_feeds(name, torch.as_tensor(ev.photons, dtype=torch.float32),
+                                       torch.as_tensor(ev.n_photons), fam.noise_dim, torch.Generator().manual_seed(0))
+    sess = ort.InferenceSession(str(path))
+    out = sess.run(["y"], {k: v.numpy() for k, v in feeds.items()})[0]
+    assert out.shape == tuple(y.shape)
+    noise = feeds["noise"].numpy()
+    if name == "ecal_transformer":
+        noise = noise[feeds["mask"].numpy()]
+        out = out[feeds["mask"].numpy()]
+    ref = fam.run(fam.onnx_fn(sess), ev, noise)
+    assert np.allclose(out, ref, atol=1e-4, rtol=1e-4)

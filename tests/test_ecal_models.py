@@ -52,6 +52,8 @@ def test_edges_stay_within_events(events):
     assert (ev[e[0]] == ev[e[1]]).all() and (e[0] != e[1]).all()
     pairs = set(map(tuple, e.T.tolist()))
     assert all((b, a) in pairs for a, b in pairs)
+    e_t = C.radius_edges_t(torch.as_tensor(events.photons), torch.as_tensor(events.n_photons))
+    assert np.array_equal(e_t.numpy(), e)  # the torch twin (GPU preprocessing) gives the same edges
     sub = events.select(np.array([5, 2, 9]))
     assert np.array_equal(sub.n_photons, events.n_photons[[5, 2, 9]])
 
@@ -167,3 +169,4 @@ def test_comparison_page(repo, monkeypatch):
     page = (repo / "reports" / "ecal" / "index.html").read_text()
     assert "ecal_gnn" in page and "ecal_transformer" in page and "two-sample AUC" in page
     assert (repo / "reports" / "ecal" / "residuals.png").exists()
+    assert "ecal/index.html" in (repo / "reports" / "index.html").read_text()

@@ -1,4 +1,4 @@
-"""Ghost-probability MLP: architecture, folding, train -> export -> validate on a ghost-like sample."""
+"""Ghost-probability MLP: architecture, folding, train -> export -> validate on the reference ghost sample."""
 
 from __future__ import annotations
 
@@ -9,33 +9,11 @@ import pytest
 import torch
 
 from flashsim import cli
+from flashsim.detsim.registry import kind_module, rng_factory
 from flashsim.io.contract import GHOST_FEATURES
 from flashsim.models import get_family, get_spec
 from flashsim.models.ghost_mlp import GhostNet, roc_curve
 from flashsim.testing import scratch_repo
-
-
-def ghost_like(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Contract-named ghost-sample columns with a known ghost probability (used until the reference sample is
-    available here; the real sample is exercised by the workflow)."""
-    c = {
-        "chi2PerDoF": rng.gamma(2.0, 0.6, n), "nDoF": rng.integers(10, 60, n).astype(float),
-        "veloChi2PerDoF": rng.gamma(2.0, 0.5, n), "veloNDoF": rng.integers(4, 30, n).astype(float),
-        "TChi2PerDoF": rng.gamma(2.0, 0.6, n), "TNDoF": rng.integers(8, 30, n).astype(float),
-        "matchChi2": rng.gamma(1.5, 2.0, n), "nVeloHits": rng.integers(3, 20, n).astype(float),
-        "nUTHits": rng.integers(0, 5, n).astype(float), "nFTHits": rng.integers(8, 13, n).astype(float),
-        "nVeloHoles": rng.poisson(0.5, n).astype(float), "nFTHoles": rng.poisson(0.5, n).astype(float),
-        "p": np.exp(rng.normal(np.log(1.5e4), 0.9, n)), "eta": rng.uniform(2.0, 5.0, n),
-        "nTracks": rng.integers(20, 400, n).astype(float), "nPVs": rng.integers(1, 8, n).astype(float),
-    }
-    c["pt"] = c["p"] / np.cosh(c["eta"])
-    z = (1.3 * np.log(c["chi2PerDoF"]) + 0.9 * np.log(c["matchChi2"]) + 0.6 * c["nFTHoles"] + 0.5 * c["nVeloHoles"]
-         - 0.4 * np.log(c["pt"] / 1000) + 0.004 * c["nTracks"] - 2.5)
-    c["true_ghostProb"] = 1 / (1 + np.exp(-z))
-    c["isGhost"] = (rng.random(n) < c["true_ghostProb"]).astype(np.int32)
-    c["evtNumber"] = np.arange(n, dtype=np.int64)
-    return {k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in c.items()}
-
 
 MODEL = {"family": "ghost_mlp", "sample": "ghost", "epochs": 6, "batch_size": 512, "threads": 1,
          "validation_rows": 6000, "bins": {"p": "p", "eta": "eta", "n_p": 3, "n_eta": 2},
@@ -51,9 +29,10 @@ def repo(tmp_path_factory):
     root = scratch_repo(tmp_path_factory.mktemp("ghost"), {"ghost_mlp": MODEL})
     out = root / "results" / "prepared" / "ghost"
     out.mkdir(parents=True)
-    rng = np.random.default_rng(3)
-    for split, n in (("train", 30000), ("val", 8000), ("test", 8000)):
-        pq.write_table(pa.table(ghost_like(n, rng)), out / f"{split}.parquet")
+    # the reference simulation's ghost sample (its true_ghostProb is the exact Bayes probability)
+    cols = next(kind_module("ghost").chunks(46000, 46000, rng_factory(3, "ghost"), {"kind": "ghost"}))
+    for split, sl in (("train", slice(0, 30000)), ("val", slice(30000, 38000)), ("test", slice(38000, 46000))):
+        pq.write_table(pa.table({k: v[sl] for k, v in cols.items()}), out / f"{split}.parquet")
     return root
 
 

@@ -152,12 +152,16 @@ def run_context(name: str, stage: str, outdir: str | Path) -> RunContext:
 
 # ---------------------------------------------------------------- checkpoints
 class Checkpointer:
-    """Atomic ``torch.save`` of a state dict every ``every`` epochs to ``<dir>/checkpoint.pt``; resume with load."""
+    """Atomic ``torch.save`` of a state dict every ``every`` epochs to ``<dir>/checkpoint.pt``; resume with load.
 
-    def __init__(self, directory: str | Path, every: int = 1) -> None:
+    With a ``key`` (e.g. a hash of the configuration and the training data), a checkpoint written under another
+    key is ignored (training starts over) instead of being resumed into a model it does not belong to."""
+
+    def __init__(self, directory: str | Path, every: int = 1, key: str | None = None) -> None:
         self.dir = Path(directory)
         self.every = max(int(every), 1)
         self.path = self.dir / "checkpoint.pt"
+        self.key = key
 
     def due(self, epoch: int, last: bool = False) -> bool:
         return last or (epoch + 1) % self.every == 0
@@ -165,12 +169,16 @@ class Checkpointer:
     def save(self, state: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         with atomic_output(self.path) as tmp:
-            torch.save(state, tmp)
+            torch.save({**state, "key": self.key} if self.key is not None else state, tmp)
 
     def load(self) -> dict | None:
         if not self.path.exists():
             return None
-        return torch.load(self.path, map_location="cpu", weights_only=False)
+        ck = torch.load(self.path, map_location="cpu", weights_only=False)
+        if self.key is not None and ck.get("key") != self.key:
+            log.warning("%s was written for another configuration or training data: starting over", self.path)
+            return None
+        return ck
 
 
 def rng_state() -> dict:

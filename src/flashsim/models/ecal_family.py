@@ -27,11 +27,11 @@ from flashsim.preprocessing import QuantileTransform
 log = logging.getLogger(__name__)
 
 ECAL_SCHEMA: dict[str, Any] = {
-    **TORCH_SCHEMA,
+    "checkpoint_every": TORCH_SCHEMA["checkpoint_every"],
     "epochs": {"type": "integer", "minimum": 1, "default": 15},
     "lr": {"type": "number", "exclusiveMinimum": 0, "default": 2e-3},
     "width": {"type": "integer", "minimum": 4, "default": 48},
-    "noise_dim": {"type": "integer", "minimum": 1, "default": 4,
+    "noise_dim": {"type": "integer", "minimum": 3, "default": 4,
                   "description": "latent size of the cluster generator (the noise input has one more column, "
                                  "which decides whether a slot is on)"},
     "lr_disc": {"type": "number", "exclusiveMinimum": 0, "default": 1e-3},

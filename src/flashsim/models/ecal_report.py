@@ -65,7 +65,11 @@ def write_comparison(reports: Path, models: list[str]) -> Path:
              EV.plot_residuals(ref, summaries, out / "residuals.png"),
              EV.plot_energy_scale(ref, summaries, out / "energy_scale.png")]
     bench = _bench(reports / "bench" / "ecal.json")
-    return _page(out, models, metrics, gates, plots, bench)
+    page = _page(out, models, metrics, gates, plots, bench)
+    from flashsim.validation.report import write_index
+
+    write_index(reports)  # lists this page under "Other pages"
+    return page
 
 
 def _bench(path: Path) -> dict | None:
@@ -96,11 +100,18 @@ def _page(out: Path, models: list[str], metrics: dict, gates: dict, plots: list[
              "<p>Same test events, same reference clusters, same geometric matching for both models.</p>",
              "<table>", *rows, "</table>"]
     if bench:
-        lines.append("<h2>Throughput (events/s)</h2><table><tr><th>model</th><th>device</th><th>photons/event</th>"
-                     "<th>events/s</th></tr>")
+        env = bench.get("environment", {})
+        lines.append("<h2>Throughput (events/s, <code>flashsim bench ecal</code>)</h2>"
+                     f"<p>{html.escape(str(env.get('cpu_model', '')))}; load average "
+                     f"{html.escape(str(env.get('load_average', '')))}; GPU: "
+                     f"{html.escape(str(bench.get('cuda_device') or 'none'))}. CPU: one pinned core, one thread; "
+                     "'with preprocessing' includes building the GNN edges or padding.</p>"
+                     "<table><tr><th>model</th><th>device</th><th>photons/event</th><th>events/s with preprocessing"
+                     "</th><th>events/s graph only</th></tr>")
         for r in bench.get("results", []):
             lines.append(f"<tr><td>{html.escape(str(r.get('model')))}</td><td>{html.escape(str(r.get('device')))}"
-                         f"</td><td>{_fmt(r.get('photons_per_event'))}</td><td>{_fmt(r.get('events_per_s'))}</td></tr>")
+                         f"</td><td>{_fmt(r.get('photons_per_event'))}</td><td>{_fmt(r.get('events_per_s'))}</td>"
+                         f"<td>{_fmt(r.get('events_per_s_model_only'))}</td></tr>")
         lines.append("</table>")
     lines.append("<h2>Overlays</h2>")
     lines += [f"<div><img src='{html.escape(p.name)}' alt='{html.escape(p.name)}'></div>" for p in plots]

@@ -27,13 +27,13 @@ from flashsim.training import DeviceData, epoch_loop, normalised_weights, weight
 
 LOG_FEATURES = ["chi2PerDoF", "veloChi2PerDoF", "TChi2PerDoF", "matchChi2", "p", "pt"]
 LOG_FLOOR = 1e-3
-DEFAULTS = {"epochs": 12, "batch_size": 1024, "lr": 3e-3, "weight_decay": 1e-5, "activation": "relu"}
+DEFAULTS = {"epochs": 12, "batch_size": 1024, "lr": 3e-3, "weight_decay": 1e-5, "activation": "silu"}
 
 
 class GhostNet(nn.Module):
     """``x`` (physical) -> log of selected columns -> standardise -> 25 -> 20 -> 1 -> sigmoid -> [1 - p, p]."""
 
-    def __init__(self, n_in: int, hidden: tuple[int, ...] = (25, 20), activation: str = "relu",
+    def __init__(self, n_in: int, hidden: tuple[int, ...] = (25, 20), activation: str = "silu",
                  log_mask: np.ndarray | None = None, mean: np.ndarray | None = None,
                  std: np.ndarray | None = None) -> None:
         super().__init__()
@@ -94,7 +94,7 @@ class Family(base.ClassifierMixin, TorchFamily):
     task = "classifier"
     REQUIRED: ClassVar[tuple[str, ...]] = ()
     SCHEMA: ClassVar[dict[str, Any]] = {
-        **TORCH_SCHEMA, **base.ClassifierMixin.CLASSIFIER_SCHEMA,
+        "checkpoint_every": TORCH_SCHEMA["checkpoint_every"], **base.ClassifierMixin.CLASSIFIER_SCHEMA,
         **{k: {**TORCH_SCHEMA[k], "default": v} for k, v in DEFAULTS.items()},
         "features": {**base.COMMON_SCHEMA["features"], "default": list(GHOST_FEATURES)},
         "label": {"type": "string", "default": "isGhost"},

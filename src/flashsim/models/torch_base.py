@@ -48,7 +48,16 @@ class TorchFamily(base.Family):
         return device
 
     def checkpointer(self) -> Checkpointer:
-        return Checkpointer(self.spec.train_dir, self.cfg["checkpoint_every"])
+        """Checkpoints keyed by the configuration (all but ``epochs``, so a longer run resumes) and seed, and the
+        training files' sizes and modification times: a stale checkpoint is never resumed into another model."""
+        import hashlib
+        import json
+
+        cfg = {k: v for k, v in self.cfg.items() if k != "epochs"}
+        files = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in self.training_files() if p.exists()]
+        key = hashlib.sha256(json.dumps({"cfg": cfg, "seed": self.spec.seed, "files": files}, sort_keys=True,
+                                        default=str).encode()).hexdigest()
+        return Checkpointer(self.spec.train_dir, self.cfg["checkpoint_every"], key=key)
 
     def save(self, payload: dict) -> None:
         self.spec.train_dir.mkdir(parents=True, exist_ok=True)

@@ -167,9 +167,14 @@ def write_index(reports_root: str | Path) -> Path:
         rows.append(f"<tr><td><a href='{html.escape(mj.parent.name)}/index.html'>{html.escape(mj.parent.name)}</a>"
                     f"</td><td>{html.escape(str(data.get('family', '')))}</td>"
                     f"<td class='{'pass' if ok else 'fail'}'>{'PASS' if ok else 'FAIL'}</td><td>{key}</td></tr>")
+    # other pages (e.g. comparisons of several models): report folders with an index.html but no metrics.json
+    pages = [d.name for d in sorted(root.iterdir()) if d.is_dir() and (d / "index.html").exists()
+             and not (d / "metrics.json").exists()] if root.is_dir() else []
+    links = "".join(f"<li><a href='{html.escape(n)}/index.html'>{html.escape(n)}</a></li>" for n in pages)
+    others = f"<h2>Other pages</h2><ul>{links}</ul>" if pages else ""
     text = (f"<!doctype html><html><head><meta charset='utf-8'><title>flashsim models</title><style>{_CSS}</style>"
             "</head><body><h1>flashsim models</h1><table><tr><th>model</th><th>family</th><th>gates</th>"
-            "<th>gated metrics</th></tr>" + "\n".join(rows) + "</table></body></html>")
+            "<th>gated metrics</th></tr>" + "\n".join(rows) + "</table>" + others + "</body></html>")
     path = root / "index.html"
     write_text(path, text)
     return path
