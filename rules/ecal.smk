@@ -5,47 +5,48 @@ ECAL_MODELS = [n for n in ["ecal_gnn", "ecal_transformer"] if n in MODEL_CONFIGS
 GHOST_MODELS = [n for n in ["ghost_mlp"] if n in MODEL_CONFIGS]
 
 
-def _prepared(name, splits):
-    sample = config["models"][name]["sample"]
-    return [f"{PREPARED}/{sample}/{split}.parquet" for split in splits]
-
-
 rule train_ecal:
     input:
-        lambda wc: _prepared(wc.name, ["train", "val"]),
+        lambda wc: prepared_splits(wc.name, ["train", "val"]),
     output:
         "results/train/{name}/trained.json",
     wildcard_constraints:
         name="|".join(ECAL_MODELS) or "^$",
-    threads: 2
+    threads: 1
     log:
         "logs/train/{name}.log",
     params:
+        rule="train_ecal",
         model=model_params("train"),
+    conda:
+        "../envs/train.yaml"
     shell:
-        TRACK + "flashsim train {wildcards.name} > {log} 2>&1"
+        "export FLASHSIM_SMK_RULE={params.rule} FLASHSIM_SMK_WILDCARDS='{wildcards}'; flashsim train {wildcards.name} > {log} 2>&1"
 
 
 rule train_ghost:
     input:
-        lambda wc: _prepared(wc.name, ["train", "val"]),
+        lambda wc: prepared_splits(wc.name, ["train", "val"]),
     output:
         "results/train/{name}/trained.json",
     wildcard_constraints:
         name="|".join(GHOST_MODELS) or "^$",
-    threads: 2
+    threads: 1
     log:
         "logs/train/{name}.log",
     params:
+        rule="train_ghost",
         model=model_params("train"),
+    conda:
+        "../envs/train.yaml"
     shell:
-        TRACK + "flashsim train {wildcards.name} > {log} 2>&1"
+        "export FLASHSIM_SMK_RULE={params.rule} FLASHSIM_SMK_WILDCARDS='{wildcards}'; flashsim train {wildcards.name} > {log} 2>&1"
 
 
 rule export_ecal_ghost:
     input:
         "results/train/{name}/trained.json",
-        lambda wc: _prepared(wc.name, ["test"]),
+        lambda wc: prepared_splits(wc.name, ["test"]),
     output:
         onnx="models/{name}.onnx",
         card="models/{name}.json",
@@ -54,16 +55,19 @@ rule export_ecal_ghost:
     log:
         "logs/export/{name}.log",
     params:
+        rule="export_ecal_ghost",
         model=model_params("export"),
+    conda:
+        "../envs/train.yaml"
     shell:
-        TRACK + "flashsim export {wildcards.name} > {log} 2>&1"
+        "export FLASHSIM_SMK_RULE={params.rule} FLASHSIM_SMK_WILDCARDS='{wildcards}'; flashsim export {wildcards.name} > {log} 2>&1"
 
 
 rule validate_ecal_ghost:
     input:
         "models/{name}.onnx",
         "models/{name}.json",
-        lambda wc: _prepared(wc.name, ["test"]),
+        lambda wc: prepared_splits(wc.name, ["test"]),
     output:
         "reports/{name}/metrics.json",
         "reports/{name}/index.html",
@@ -72,9 +76,12 @@ rule validate_ecal_ghost:
     log:
         "logs/validate/{name}.log",
     params:
+        rule="validate_ecal_ghost",
         model=model_params("validate"),
+    conda:
+        "../envs/validate.yaml"
     shell:
-        TRACK + "flashsim validate {wildcards.name} > {log} 2>&1"
+        "export FLASHSIM_SMK_RULE={params.rule} FLASHSIM_SMK_WILDCARDS='{wildcards}'; flashsim validate {wildcards.name} > {log} 2>&1"
 
 
 rule ecal_report:
@@ -82,10 +89,14 @@ rule ecal_report:
         expand("reports/{name}/metrics.json", name=ECAL_MODELS),
     output:
         "reports/ecal/index.html",
+    params:
+        models=ECAL_MODELS,
     log:
         "logs/validate/ecal_report.log",
+    conda:
+        "../envs/validate.yaml"
     shell:
-        "flashsim ecal-report --models {ECAL_MODELS} > {log} 2>&1"
+        "flashsim ecal-report --models {params.models} > {log} 2>&1"
 
 
 rule ecal_all:

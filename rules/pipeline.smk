@@ -11,12 +11,13 @@ CABI_MODELS = CHAIN_MODELS + [n for n in model_names() if n == "ghost_mlp"]  # p
 SIGNAL_FILES = local_files(config["inputs"][PIPE["sample"]]["files"])
 
 
-rule cabi:
+rule cabi:  # also writes models/{name}.so.json (route, parity), not declared: it would match `models/{name}.json`
     input:
         "models/{name}.onnx",
     output:
-        so="models/{name}.so",
-        meta="models/{name}.so.json",
+        "models/{name}.so",
+    wildcard_constraints:
+        name=r"[A-Za-z0-9_]+",
     log:
         "logs/cabi/{name}.log",
     conda:

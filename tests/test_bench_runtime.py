@@ -58,13 +58,13 @@ def test_dense_layers_are_read_with_their_weights(models):
 
 
 def test_c_driver_replays_the_chain_calls(models, tmp_path):
-    refs = available(["acceptance", "efficiency", "resolution"], models)
+    refs = available(["acceptance", "resolution"], models)
     chain = Chain(refs, Device("cpu"), threads=1)
     cols = bench._gun(3000, 5)
     traced = bench._trace(chain, cols)
     assert set(traced) == set(refs)
     assert len(traced["acceptance"][1]) == 3000
-    assert len(traced["resolution"][1]) < len(traced["efficiency"][1]) < 3000  # gated stages see fewer rows
+    assert 0 < len(traced["resolution"][1]) < 3000  # gated stages see fewer rows
     libs = {}
     for name, ref in refs.items():
         art = cabi.build(ref.onnx, tmp_path / f"{name}.so", name=name)

@@ -166,7 +166,7 @@ def test_lint_test_and_retrain_jobs_run_green(tmp_path, mlflow_tracking_server, 
     venv = provisioned_venv(tmp_path / "venv", repo)
     store = tmp_path / "dvc-store"
     store.mkdir()
-    tiny = " ".join(f"detsim.samples.{s}.size.demo=3000" for s in _samples(repo))
+    tiny = " ".join(_tiny_overrides(repo))
     selection = "-m 'not slow' tests/test_config.py tests/test_envs.py tests/test_profiles.py"
     variables = {
         "VENV": str(venv), "PYTEST_ARGS": selection,
@@ -194,12 +194,43 @@ def test_lint_test_and_retrain_jobs_run_green(tmp_path, mlflow_tracking_server, 
     assert note["body"].startswith("### flashsim retrain: metrics against `origin/main`")
     artifacts = repo / ".gitlab-ci-local" / "artifacts" / "retrain"
     assert (artifacts / "retrain-metrics-diff.md").read_text() == note["body"]
+    models = _model_names(repo)
+    assert models and (artifacts / "reports" / "metrics.json").exists()
+    for name in models:
+        assert (artifacts / "reports" / name / "metrics.json").exists(), name
+        assert (artifacts / "models" / f"{name}.json").exists(), name
+    # the trainings logged to the MLflow server given as a CI variable
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_tracking_server.url)
+    for name in models:
+        exp = client.get_experiment_by_name(f"flashsim/{name}")
+        assert exp is not None, f"no MLflow experiment for {name}"
+        assert client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'"), name
 
 
-def _samples(repo: Path) -> list[str]:
+def _tiny_overrides(repo: Path) -> list[str]:
+    """`dvc exp run -S` overrides for a quick demo: small samples, one epoch per torch model."""
     import yaml
 
-    return list(yaml.safe_load((repo / "params.yaml").read_text())["detsim"]["samples"])
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    out = [f"detsim.samples.{s}.size.demo=1500" for s in params["detsim"]["samples"]]
+    for name, model in (params.get("models") or {}).items():
+        if isinstance(model.get("epochs"), dict):
+            out.append(f"models.{name}.epochs.demo=1")
+    return out
+
+
+def _model_names(repo: Path) -> list[str]:
+    sys.path.insert(0, str(repo / "src"))
+    try:
+        import yaml
+
+        from flashsim.models import expand
+
+        return list(expand(yaml.safe_load((repo / "params.yaml").read_text()).get("models") or {}))
+    finally:
+        sys.path.remove(str(repo / "src"))
 
 
 def test_provisioned_venv_stamp_matches_setup_env(tmp_path):

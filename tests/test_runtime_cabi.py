@@ -61,9 +61,14 @@ def test_network_route_matches_onnxruntime(toy_models, tmp_path):
     assert par["max_abs"] <= 1e-5 * par["scale"], par
 
 
-def test_dlopen_program_reproduces_onnxruntime(toy_models, tmp_path, checker):
-    path = toy_models / "pid_pipeline_K.onnx"
-    art = cabi.build(path, tmp_path / "pid_K.so", name="pid_pipeline_K")
+@pytest.fixture(scope="module")
+def pid_k(toy_models, tmp_path_factory):
+    return cabi.build(toy_models / "pid_pipeline_K.onnx", tmp_path_factory.mktemp("so") / "pid_K.so",
+                      name="pid_pipeline_K")
+
+
+def test_dlopen_program_reproduces_onnxruntime(toy_models, tmp_path, checker, pid_k):
+    path, art = toy_models / "pid_pipeline_K.onnx", pid_k
     rows = _rows(tmp_path, path, art, n=300, x=toys.gun_batch(300, 5).matrix(toys.PID_FEATURES).numpy())
     rows.tofile(tmp_path / "in.f32")
     res = subprocess.run([str(checker), art.so, art.symbol, str(tmp_path / "in.f32"), str(tmp_path / "out.f32")],
@@ -79,9 +84,8 @@ def test_dlopen_program_reproduces_onnxruntime(toy_models, tmp_path, checker):
     assert exported == {art.symbol, f"{art.symbol}_batch", f"{art.symbol}_n_in", f"{art.symbol}_n_out"}
 
 
-def test_wrong_width_is_refused(toy_models, tmp_path, checker):
-    path = toy_models / "pid_pipeline_K.onnx"
-    art = cabi.build(path, tmp_path / "k.so", name="k")
+def test_wrong_width_is_refused(tmp_path, checker, pid_k):
+    art = pid_k
     np.zeros((4, art.n_in + 1), np.float32).tofile(tmp_path / "in.f32")
     res = subprocess.run([str(checker), art.so, art.symbol, str(tmp_path / "in.f32"), str(tmp_path / "o.f32"),
                           str(art.n_in + 1), str(art.n_out)], capture_output=True, text=True)

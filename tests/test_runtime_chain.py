@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -15,6 +17,8 @@ from flashsim.runtime.chain import Chain
 from flashsim.runtime.models import available, resolve
 from flashsim.runtime.session import Device
 from flashsim.runtime.simulate import Settings, build_chain, run_chain
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CPU = Device("cpu")
 
@@ -139,3 +143,56 @@ def test_cli_writes_ntuple_and_rejects_bad_input(models, tmp_path, capsys):
     bad_gun.write_text("n: 10\nspecies: [kaon]\n")
     assert main(["simulate", "--gun", str(bad_gun), "--models", str(models), "--output", str(bad_out)]) != 0
     assert "species" in capsys.readouterr().err
+
+
+def test_models_from_the_mlflow_registry_by_alias(runtime_toy_models, tmp_path, monkeypatch):
+    """`--models 'models:/{name}@validated'`: registered versions are downloaded and chained; others skipped."""
+    import shutil
+
+    from flashsim import registry, tracking
+
+    root = tmp_path / "proj"
+    shutil.copytree(ROOT / "schemas", root / "schemas")
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("FLASHSIM_TRACKING", "on")
+    for name in ("acceptance", "resolution"):
+        onnx_path, card = runtime_toy_models / f"{name}.onnx", runtime_toy_models / f"{name}.json"
+        with tracking.job_run("export", name, root=root) as t:
+            registry.register_export(t, name, onnx_path, card)
+        with tracking.job_run("validate", name, root=root) as t:
+            registry.record_validation(t, name, onnx_path, {"auc": 0.5}, name == "acceptance")
+    ref = resolve("acceptance", "models:/{name}@validated", cache=tmp_path / "cache")
+    assert ref.features == toys.ACC_FEATURES and ref.origin == "models:/acceptance@validated"
+    assert ref.onnx.read_bytes() == (runtime_toy_models / "acceptance.onnx").read_bytes()
+    # resolution failed its gates (no 'validated' alias) and efficiency was never registered: both skipped
+    refs = available(["acceptance", "efficiency", "resolution"], "models:/{name}@validated")
+    assert set(refs) == {"acceptance"}
+    assert set(available(["resolution"], "models:/{name}@candidate")) == {"resolution"}
+
+
+@pytest.mark.gpu
+def test_cuda_chain_binds_device_tensors(models):
+    """On a GPU: the chain runs with the CUDA provider, IO binding and host IO give the same particles, and the
+    accepted / reconstructed fractions agree with the CPU chain's within statistics."""
+    from flashsim.runtime.session import cuda_available
+
+    if not cuda_available():
+        pytest.skip("needs torch CUDA and onnxruntime-gpu")
+    gpu = _simulate_on(models, "cuda")
+    host = _simulate_on(models, "cuda", io="host")
+    cpu = _simulate_on(models, "cpu")
+    np.testing.assert_array_equal(gpu["type"], host["type"])
+    for k in ("acceptance", "type"):
+        for v in np.unique(cpu[k]):
+            assert abs(np.mean(gpu[k] == v) - np.mean(cpu[k] == v)) < 0.02, (k, v)
+
+
+def _simulate_on(models, device, n=40_000, **kw):
+    settings = Settings(models=str(models), device=device, threads=0, batch_size=20_000, **kw)
+    chain = build_chain(settings)
+    assert str(chain.device).startswith(device)
+    if device == "cuda":
+        assert all("CUDAExecutionProvider" in m.session.get_providers() for m in chain.models.values())
+    parts = list(run_chain(chain, io.particle_gun(io.gun_config({"n": n}), 3, chunk=n), seed=5, batch_size=20_000))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -93,11 +93,12 @@ def test_cut_efficiency_per_momentum_bin():
 
 
 def test_comparison_separates_identical_from_shifted(tmp_path):
-    ref = signal_sample()
+    ref = signal_sample(n=1500)
     cuts = [{"species": "K", "cut": "PIDK > 5"}, {"species": "mu", "cut": "isMuon == 1"}]
-    same, _ = compare.compare(ref, dict(ref), tmp_path / "same", pid_cuts=cuts)
+    same, _ = compare.compare(ref, dict(ref), tmp_path / "same", pid_cuts=cuts, plots=False)
     assert same["m_lc.ks"] == 0 and same["ip.ks"] == 0 and same["pid.chi2_ndf_mean"] == 0
-    twin, _ = compare.compare(ref, signal_sample(seed=5), tmp_path / "twin", pid_cuts=cuts)  # same distributions
+    twin, _ = compare.compare(ref, signal_sample(n=1500, seed=5), tmp_path / "twin", pid_cuts=cuts,
+                              plots=False)  # same distributions
     assert abs(twin["masses.auc"] - 0.5) < 0.06 and twin["m_lb_visible.ks"] < 0.08
     assert twin["pid.chi2_ndf_mean"] < 4
     shifted = {**ref, "p": ref["p"] * 1.01, "PIDK": ref["PIDK"] + 3, "x_ClosestToBeam": ref["x_ClosestToBeam"] * 2}

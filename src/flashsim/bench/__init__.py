@@ -24,6 +24,7 @@ TARGETS: dict[str, str] = {
     "generate": "flashsim.bench.generate",
     "ghost_mlp": "flashsim.bench.ghost_mlp",
     "ecal": "flashsim.bench.ecal",
+    "pid": "flashsim.bench.pid",
     "runtime": "flashsim.bench.runtime",
     "tracking": "flashsim.bench.tracking",
 }

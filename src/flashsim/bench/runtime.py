@@ -202,32 +202,48 @@ def _our_c_libs(refs, work: Path) -> tuple[dict[str, tuple[str, str]], dict]:
     return {n: lib for n, lib, _ in done}, {n: route for n, _, route in done}
 
 
+def _stage_files(ref) -> list[Path]:
+    """The ONNX files of a PID pipeline's stage models (they make its scikinC equivalent)."""
+    stages = ((ref.card.get("params") or {}).get("model") or {}).get("stages") or {}
+    return [p for p in (ref.onnx.parent / f"{s}.onnx" for s in stages.values()) if p.exists()]
+
+
 def _scikinc_libs(refs, traced, work: Path) -> tuple[dict[str, tuple[str, str]], dict]:
     """The scikinC equivalents of the traced models in one shared object (cached by the models' bytes)."""
     try:
         from flashsim.bench import scikinc
     except ImportError as err:  # pragma: no cover
         raise ConfigError(f"the scikinC baseline needs the bench extra (pip install -e '.[bench]'): {err}") from err
-    key = _digest([refs[n].onnx for n in traced])
+    key = _digest([refs[n].onnx for n in traced] + [p for n in traced for p in _stage_files(refs[n])])
     so = work / "scikinc" / f"chain-{key}.so"
     meta_path = so.with_suffix(".json")
     if so.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         return {n: (str(so.resolve()), s) for n, s in meta["symbols"].items()}, meta["info"]
     rng = np.random.default_rng(0)
-    stages, info = [], {}
+    stages, info, composites = [], {}, {}
     for name, (data, _) in traced.items():
         ref = refs[name]
-        x = data[:, : ref.n_in]
+        x = data[: min(len(data), 50_000), : ref.n_in]
         try:
-            st = scikinc.stage_from_onnx(name, ref.onnx, x[: min(len(x), 50_000)], ref.noise, rng)
+            if (ref.card.get("params") or {}).get("model", {}).get("stages"):  # a chained PID pipeline
+                parts, glue, calls = scikinc.pipeline_stages(name, ref.card, ref.onnx.parent, x,
+                                                             data[: len(x), ref.n_in:], rng)
+                stages += parts
+                composites[name] = (calls, glue)
+                info[name] = {"kind": "pid pipeline", "stages": [
+                    {"model": st.name, "equivalence": st.equivalence, "network_calls_per_particle": st.repeats}
+                    for st in parts]}
+                continue
+            st = scikinc.stage_from_onnx(name, ref.onnx, x, ref.noise, rng)
         except scikinc.NoEquivalent as err:
             info[name] = f"no scikinC equivalent: {err}"
             continue
         stages.append(st)
         info[name] = {"kind": st.kind, "max_dev_vs_onnx": st.parity, "equivalence": st.equivalence,
                       "network_calls_per_particle": st.repeats, "objects": sorted(st.objects)}
-    symbols = scikinc.build_library(stages, so, work / "scikinc" / f"src-{key}")
+    symbols = scikinc.build_library(stages, so, work / "scikinc" / f"src-{key}", composites=composites)
+    symbols = {n: s for n, s in symbols.items() if n in traced}
     meta_path.write_text(json.dumps({"symbols": symbols, "info": info}))
     return {n: (str(so.resolve()), s) for n, s in symbols.items()}, info
 
@@ -276,7 +292,7 @@ def run(quick: bool, params: dict) -> dict:
         try:
             skc_libs, skc_info = _scikinc_libs(refs, traced, work)
             skc = _per_particle(tools, skc_libs, traced, n_out, n, work, "scikinc")
-        except ConfigError as err:
+        except (ConfigError, ImportError) as err:  # scikinC/keras are the optional `bench` extra
             skc, skc_info = None, {"error": str(err)}
     # all cores
     chain_all = Chain(refs, cpu, spec=spec, threads=0)

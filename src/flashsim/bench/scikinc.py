@@ -365,8 +365,11 @@ def _scikinc_silu() -> None:
 
 
 def build_library(stages: list[Stage], out_so: str | Path, workdir: str | Path,
-                  cflags: tuple[str, ...] = ("-O3",)) -> dict[str, str]:
-    """Transpile every stage with scikinC, add the glue, compile one .so (gcc -O3); returns name -> symbol."""
+                  cflags: tuple[str, ...] = ("-O3",), composites: dict[str, tuple[list[str], str]] | None = None
+                  ) -> dict[str, str]:
+    """Transpile every stage with scikinC, add the glue, compile one .so (gcc -O3); returns name -> symbol.
+
+    ``composites``: name -> (symbols it calls, C glue), e.g. a PID pipeline over its four stages."""
     import scikinC
 
     _scikinc_silu()
@@ -383,6 +386,13 @@ def build_library(stages: list[Stage], out_so: str | Path, workdir: str | Path,
         src.write_text("\n".join(parts) + "\n" + decls + _glue(st, sym))
         sources.append(src)
         symbols[st.name] = sym
+    for name, (calls, glue) in (composites or {}).items():
+        sym = "".join(c if c.isalnum() else "_" for c in name)
+        src = workdir / f"{sym}.C"
+        decls = "".join(f'extern "C" float* {c}(float*, const float*);\n' for c in calls)
+        src.write_text("#include <math.h>\n" + decls + glue)
+        sources.append(src)
+        symbols[name] = sym
     def compile_one(src: Path) -> Path:  # one object per model, in parallel: scikinC's tables compile slowly
         obj = src.with_suffix(".o")
         res = subprocess.run(["gcc", "-x", "c++", *cflags, "-fPIC", "-c", "-o", str(obj), str(src)],
@@ -398,3 +408,97 @@ def build_library(stages: list[Stage], out_so: str | Path, workdir: str | Path,
     if res.returncode != 0:
         raise RuntimeError("scikinC library does not link:\n" + res.stderr[-2000:])
     return symbols
+
+
+# --- PID pipelines: Lamarr calls the four stage models per particle -----------------------------------------------
+PIPELINE_STAGES = ("ismuon", "rich", "muon", "global")
+
+
+def _flash_name(calib: str) -> str:
+    """A PID stage's calibration-sample column name -> the pipeline's (flash-simulation) name."""
+    try:
+        from flashsim.models.pid_common import CALIB_TO_FLASH
+    except ImportError:  # the PID family not installed: the same rule, spelled out
+        CALIB_TO_FLASH = {}
+    if calib in CALIB_TO_FLASH:
+        return CALIB_TO_FLASH[calib]
+    short = calib.replace("probe_Brunel_", "").replace("MC15TuneV1_", "")
+    return {"P": "p", "ETA": "eta", "nTracks_Brunel": "nTracks", "trackcharge": "charge"}.get(short, short)
+
+
+def pipeline_stages(name: str, card: dict, models_dir: str | Path, x: np.ndarray, noise: np.ndarray,
+                    rng: np.random.Generator, muon_fill: float = 1.0) -> tuple[list[Stage], str, list[str]]:
+    """The scikinC stages of a chained PID pipeline (its ``params.model.stages``) and the C glue that runs them
+    per particle as the pipeline does: isMuon drawn from ``Phi(noise_0) < P(isMuon)``, RICH, MUON (only for
+    isMuon tracks), GlobalPID on the bank of earlier outputs (muon LLs filled where isMuon is 0). Returns the
+    stages, the glue and the stage symbols it calls."""
+    import json
+
+    from flashsim.runtime.cabi import onnx_reference
+    from flashsim.runtime.models import parse_card
+
+    stages_cfg = ((card.get("params") or {}).get("model") or {}).get("stages") or {}
+    if set(stages_cfg) != set(PIPELINE_STAGES):
+        raise NoEquivalent("not a PID pipeline with stages ismuon, rich, muon, global")
+    models_dir = Path(models_dir)
+    refs = {}
+    for key in PIPELINE_STAGES:
+        path = models_dir / f"{stages_cfg[key]}.onnx"
+        if not path.exists():
+            raise NoEquivalent(f"stage model {path} is missing")
+        refs[key] = parse_card(stages_cfg[key], path, json.loads(path.with_suffix(".json").read_text()))
+    # the bank of named columns, filled by running the pipeline itself on the traced rows
+    pipe = parse_card(name, models_dir / f"{name}.onnx", card)
+    y = onnx_reference(pipe.onnx, np.concatenate([x, noise], 1), [("x", x.shape[1]), ("noise", noise.shape[1])])
+    bank_names = list(pipe.features) + list(pipe.outputs)
+    bank = np.concatenate([x, y], 1).astype(np.float32)
+    for m in ("MuonMuLL", "MuonBgLL"):
+        if m in bank_names:
+            bank_names.append(f"{m}_filled")
+            col = bank[:, bank_names.index(m)]
+            bank = np.concatenate([bank, np.where(np.isfinite(col), col, muon_fill)[:, None]], 1)
+    index = {n: i for i, n in enumerate(bank_names)}
+    stages, wiring = [], []
+    for key in PIPELINE_STAGES:
+        ref = refs[key]
+        cols = [index[_flash_name(f)] for f in ref.features]
+        xs = bank[:, cols]
+        if key == "muon":
+            xs = xs[bank[:, index["isMuon"]] > 0.5] if np.any(bank[:, index["isMuon"]] > 0.5) else xs
+        st = stage_from_onnx(ref.name, ref.onnx, xs, ref.noise, rng)
+        stages.append(st)
+        outs = [index[_flash_name(o)] for o in ref.outputs] if key != "ismuon" else []
+        wiring.append((key, "".join(c if c.isalnum() else "_" for c in ref.name), cols, ref.noise, outs, st.n_out))
+    glue = _pipeline_glue(name, len(pipe.features), noise.shape[1], bank_names, index, wiring, muon_fill,
+                          [index[o] for o in pipe.outputs])
+    return stages, glue, [w[1] for w in wiring]
+
+
+def _pipeline_glue(name, n_x, n_noise, bank_names, index, wiring, fill, out_cols) -> str:
+    sym = "".join(c if c.isalnum() else "_" for c in name)
+    lines = [f'extern "C" float* {sym}(float* out, const float* in) {{',
+             f"  float bank[{len(bank_names)}], buf[256], res[64];",
+             f"  for (int i = 0; i < {n_x}; ++i) bank[i] = in[i];",
+             f"  const float* z = in + {n_x};",
+             "  int a = 1;"]
+    for key, ssym, cols, nz, outs, _n_out in wiring:
+        gather = "".join(f"  buf[{i}] = bank[{c}];\n" for i, c in enumerate(cols))
+        noise = f"  for (int i = 0; i < {nz}; ++i) buf[{len(cols)} + i] = z[a + i];\n  a += {nz};\n" if nz else ""
+        if key == "ismuon":
+            draw = "0.5f * (1.0f + erff(z[0] * 0.70710678f))"  # Phi(noise_0)
+            lines.append(gather + f"  {ssym}(res, buf);\n  bank[{index['isMuon']}] = ({draw} < res[1]) ? 1.0f : 0.0f;")
+        elif key == "muon":
+            filled = [index[f"{bank_names[o]}_filled"] for o in outs]
+            body = "".join(f"    bank[{o}] = res[{j}]; bank[{f}] = res[{j}];\n"
+                           for j, (o, f) in enumerate(zip(outs, filled, strict=True)))
+            none = "".join(f"    bank[{o}] = NAN; bank[{f}] = {fill:.1f}f;\n"
+                           for o, f in zip(outs, filled, strict=True))
+            lines.append(f"  if (bank[{index['isMuon']}] > 0.5f) {{\n" + gather.replace("  buf", "    buf")
+                         + noise.replace("  for", "    for").replace("  a +=", "    a +=")
+                         + f"    {ssym}(res, buf);\n" + body + "  } else {\n" + none + f"    a += {nz};\n  }}")
+        else:
+            scatter = "".join(f"  bank[{o}] = res[{j}];\n" for j, o in enumerate(outs))
+            lines.append(gather + noise + f"  {ssym}(res, buf);\n" + scatter.rstrip("\n"))
+    lines += [f"  out[{j}] = bank[{c}];" for j, c in enumerate(out_cols)]
+    lines += ["  return out;", "}"]
+    return "\n".join(lines) + "\n"

@@ -35,7 +35,11 @@ import onnx
 from flashsim.errors import ConfigError
 
 CC = "gcc"
-CFLAGS = ("-O3", "-std=gnu11", "-fPIC", "-fvisibility=hidden")
+# -O3 plus reassociation of float sums, so that dot products vectorise (6-7x faster per particle on the PID
+# pipelines, and closer to ONNX Runtime, whose kernels also sum in vector lanes). No -ffinite-math-only: NaN
+# (missing values, muon LLs without isMuon) keeps its meaning. Baseline x86-64 code: the .so runs anywhere.
+CFLAGS = ("-O3", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math", "-std=gnu11", "-fPIC",
+          "-fvisibility=hidden")
 _EXPORT = '#define FS_EXPORT __attribute__((visibility("default")))\n'
 
 
@@ -272,9 +276,12 @@ def parity(art: Artifact, onnx_path: str | Path, rows: np.ndarray) -> dict:
     diff[both_nan] = 0.0
     rel = diff / np.maximum(np.abs(ref), 1e-6)
     col_scale = np.maximum(np.nanmax(np.abs(ref), axis=0, initial=0.0), 1e-30)
+    scaled = np.nan_to_num(diff / col_scale, nan=0.0)
     return {"rows": int(rows.shape[0]), "max_abs": float(np.nanmax(diff, initial=0.0)),
             "scale": float(np.nanmax(np.abs(ref), initial=0.0)),
-            "max_scaled": float(np.nanmax(diff / col_scale, initial=0.0)),
+            "max_scaled": float(scaled.max(initial=0.0)),
+            "p999_scaled": float(np.quantile(scaled, 0.999, axis=0).max()) if len(scaled) else 0.0,
+            "median_scaled": float(np.median(scaled, axis=0).max()) if len(scaled) else 0.0,
             "max_rel": float(np.nanmax(rel, initial=0.0)), "nan_mismatch": int(np.sum(np.isnan(ours) != np.isnan(ref)))}
 
 

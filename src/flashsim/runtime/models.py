@@ -56,6 +56,17 @@ def _names(entries) -> tuple[list[str], dict[str, str]]:
     return names, units
 
 
+def _tensor_section(section, tensor: str):
+    """The column list of ONNX tensor ``tensor`` in a card section. Accepted forms: the model cards of
+    ``flashsim export`` (``[{"name": "x", "columns": [{"name", "unit"}, ...]}, {"name": "noise", ...}]``),
+    ``{"x": [...]}``, or directly the list / mapping of column names."""
+    if isinstance(section, dict) and tensor in section:
+        return section[tensor]
+    if isinstance(section, list) and any(isinstance(e, dict) and "columns" in e for e in section):
+        return next((e["columns"] for e in section if e.get("name") == tensor), [])
+    return section
+
+
 def _graph_io(path: Path) -> tuple[dict[str, int], dict[str, int]]:
     m = onnx.load(str(path), load_external_data=False)
     inits = {i.name for i in m.graph.initializer}
@@ -74,17 +85,10 @@ def parse_card(name: str, onnx_path: Path, card: dict, origin: str = "") -> Mode
     if "x" not in ins or "y" not in outs:
         raise InputError(f"model '{name}': ONNX inputs {sorted(ins)} / outputs {sorted(outs)} do not follow the "
                          "convention (input x [N, F], optional noise [N, Z], output y)", file=str(onnx_path))
-    section = card.get("inputs", card.get("features"))
     noise = ins.get("noise", 0)
-    if isinstance(section, dict) and "x" in section:  # {"x": [...], "noise": Z | [...]}
-        features, units = _names(section["x"])
-    else:
-        features, units = _names(section)
+    features, units = _names(_tensor_section(card.get("inputs", card.get("features")), "x"))
     features = [f for f in features if f != "noise" and not f.startswith("noise_")]
-    out_section = card.get("outputs", card.get("targets"))
-    if isinstance(out_section, dict) and "y" in out_section:
-        out_section = out_section["y"]
-    outputs, out_units = _names(out_section)
+    outputs, out_units = _names(_tensor_section(card.get("outputs", card.get("targets")), "y"))
     units.update(out_units)
     if not features or len(features) != ins["x"]:
         raise InputError(f"model '{name}': card lists {len(features)} input features, ONNX input x has {ins['x']}",
@@ -110,16 +114,30 @@ def resolve(name: str, source: str | Path = "models", cache: str | Path = "resul
 
 
 def _from_mlflow(name: str, uri: str, cache: Path) -> ModelRef:
-    try:
-        import mlflow
-    except ImportError as err:  # pragma: no cover - mlflow is a dependency
-        raise ConfigError(f"{uri}: mlflow is not installed") from err
+    """Download a registered version (``models:/NAME@ALIAS``) from the project's MLflow store (the server of
+    ``MLFLOW_TRACKING_URI``, else the local store); a missing model or alias is ``FileNotFoundError`` (stage
+    skipped), anything else a ConfigError."""
+    import shutil
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from flashsim.registry import registry_store
+
+    store = registry_store()
     dst = cache / name
-    dst.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst),
+                                                         tracking_uri=store.uri))
+    except MlflowException as err:
+        if "RESOURCE_DOES_NOT_EXIST" in str(getattr(err, "error_code", "")) or "not found" in str(err).lower():
+            raise FileNotFoundError(uri) from err
+        raise ConfigError(f"cannot download {uri} from the MLflow registry {store.uri}: {err}") from err
     except Exception as err:
-        raise ConfigError(f"cannot download {uri} from the MLflow registry: {err}") from err
+        raise ConfigError(f"cannot download {uri} from the MLflow registry {store.uri}: {err}") from err
     onnxs = sorted(local.rglob("*.onnx"))
     pick = [p for p in onnxs if p.stem == name] or onnxs
     if not pick:

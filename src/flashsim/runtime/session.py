@@ -55,10 +55,13 @@ def pick_device(request: str = "auto") -> Device:
     return Device("cuda") if cuda_available() else Device("cpu")
 
 
-def session_options(threads: int):
+def session_options(threads: int, spin: bool = False):
+    """CPU session options: ``threads`` intra-op threads (0: all cores). Idle pool threads do not spin unless
+    ``spin``: on a shared node (batch jobs, other processes) spinning threads steal the cores they wait for."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     opts.intra_op_num_threads = threads if threads > 0 else (os.cpu_count() or 1)
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -70,7 +73,8 @@ def session_options(threads: int):
 class OrtModel:
     """One ONNX model: ``run(x, noise) -> y`` on torch tensors of ``device``."""
 
-    def __init__(self, onnx_path: str | Path, device: Device, threads: int = 0, io: str = "binding") -> None:
+    def __init__(self, onnx_path: str | Path, device: Device, threads: int = 0, io: str = "binding",
+                 spin: bool = False) -> None:
         import onnxruntime as ort
 
         if io not in ("binding", "host"):
@@ -82,7 +86,7 @@ class OrtModel:
                          "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(onnx_path), session_options(threads), providers=providers)
+        self.session = ort.InferenceSession(str(onnx_path), session_options(threads, spin), providers=providers)
         if device.kind == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
             raise ConfigError(f"{onnx_path}: onnxruntime could not start the CUDA provider")
         self.inputs = {i.name: i.shape[-1] for i in self.session.get_inputs()}

@@ -31,6 +31,7 @@ class Settings:
     models: str = "models"
     device: str = "auto"
     threads: int = 0
+    spin: bool = False
     batch_size: int = 100_000
     io: str = "binding"
     tree_backend: str = "onnx"
@@ -71,7 +72,8 @@ def build_chain(settings: Settings, device: Device | None = None) -> Chain:
 
         tree_libs = {n: (str(Path(settings.models) / f"{n}.so"), symbol_for(n)) for n in refs
                      if (Path(settings.models) / f"{n}.so").exists() and _is_trees(refs[n].onnx)}
-    return Chain(refs, device, spec=spec, threads=settings.threads, io=settings.io, tree_libs=tree_libs)
+    return Chain(refs, device, spec=spec, threads=settings.threads, io=settings.io, tree_libs=tree_libs,
+                 spin=settings.spin)
 
 
 def _is_trees(path: Path) -> bool:

@@ -103,8 +103,14 @@ def export(net: ToyNet, path: Path, n_in: int) -> None:
 
 
 def card(features: list[str], outputs: list[str], noise: int = 0, **extra) -> dict:
-    return {"inputs": [{"name": f, "unit": ""} for f in features], "noise": noise,
-            "outputs": [{"name": o, "unit": ""} for o in outputs], "toy": True, **extra}
+    """A model card in the layout of ``flashsim export`` (IO tensors with their columns)."""
+    inputs = [{"name": "x", "shape": ["N", len(features)], "dtype": "float32",
+               "columns": [{"name": f, "unit": "1"} for f in features]}]
+    if noise:
+        inputs.append({"name": "noise", "shape": ["N", noise], "dtype": "float32", "distribution": "standard normal"})
+    return {"inputs": inputs, "outputs": [{"name": "y", "shape": ["N", len(outputs)], "dtype": "float32",
+                                           "columns": [{"name": o, "unit": "1"} for o in outputs]}],
+            "noise": {"name": "noise", "dim": noise} if noise else None, "toy": True, **extra}
 
 
 def _write(out: Path, name: str, c: dict) -> None:
