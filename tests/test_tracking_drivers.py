@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,12 @@ def test_compare_lists_every_model_with_metrics_and_aliases(built, monkeypatch, 
         (v,) = versions
         assert v["aliases"] == ["candidate", "validated"] and v["gates"] == "passed"
         assert {"validation.logloss_gap", "validation.calibration.chi2_ndf"} <= set(v["metrics"])
+        assert set(v["gate_limits"]) == {"logloss_gap", "calibration.chi2_ndf"}
+    assert flashsim(["compare", "clf_gbdt"]) == 0
+    text = capsys.readouterr().out
+    gap = table["clf_gbdt"][0]["metrics"]["validation.logloss_gap"]
+    assert re.search(rf"\nlogloss_gap \(<= 0\.08\) +{gap:.4g}\n", text), text  # default: gated metrics + gates
+    assert "validate_seconds" not in text
 
 
 def _code_at(sha: str, patch: str, dest: Path) -> Path:

@@ -116,9 +116,11 @@ def scalar_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, fl
 
 
 def record_validation(tracker: Tracker, name: str, onnx: str | Path, metrics: Mapping[str, Any], passed: bool,
-                      report_dir: str | Path | None = None, card: str | Path | None = None) -> str | None:
+                      report_dir: str | Path | None = None, card: str | Path | None = None,
+                      gates: list[Mapping[str, Any]] | None = None) -> str | None:
     """Log validation metrics (``validation.*``) and the report; tag the version of these ONNX bytes and alias it
-    ``validated`` when ``passed``. An ONNX file that was never registered is registered first (``candidate``)."""
+    ``validated`` when ``passed``. An ONNX file that was never registered is registered first (``candidate``).
+    ``gates``: rows ``{metric, max|min, passed}`` (recorded as version tags ``gate.<metric>``)."""
     if tracker.store is None:
         return None
     tracker.log_metrics(metrics, prefix="validation")
@@ -143,6 +145,10 @@ def record_validation(tracker: Tracker, name: str, onnx: str | Path, metrics: Ma
         with store.locked():
             for k, v in scalar_metrics(metrics, "validation").items():
                 store.client.set_model_version_tag(name, version, k, repr(v))
+            for g in gates or []:
+                limit = " ".join(f"{'<=' if k == 'max' else '>='} {g[k]}" for k in ("min", "max") if k in g)
+                store.client.set_model_version_tag(name, version, f"gate.{g['metric']}",
+                                                   f"{limit} {'ok' if g.get('passed') else 'FAILED'}")
             store.client.set_model_version_tag(name, version, "gates", "passed" if passed else "failed")
             store.client.set_model_version_tag(name, version, "validation_run_id", tracker.run_id)
             if passed:
@@ -241,7 +247,8 @@ def version_rows(store: Store, name: str) -> list[dict[str, Any]]:
             "model": name, "version": str(v.version), "aliases": aliases.get(str(v.version), []),
             "gates": v.tags.get("gates", ""), "run_id": v.run_id or "",
             "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(v.creation_timestamp / 1000)),
-            "onnx_sha256": v.tags.get(SHA_TAG, ""), "git_sha": "", "metrics": version_metrics(v)}
+            "onnx_sha256": v.tags.get(SHA_TAG, ""), "git_sha": "", "metrics": version_metrics(v),
+            "gate_limits": {k[len("gate."):]: t for k, t in sorted(v.tags.items()) if k.startswith("gate.")}}
         if v.run_id:
             try:
                 row["git_sha"] = store.client.get_run(v.run_id).data.tags.get("git.sha", "")

@@ -121,7 +121,7 @@ def validate_model(fam, enforce_gates: bool = True) -> dict:
         ctx.set_tags({"gates_passed": out["passed"]})
         # MLflow: validation.* metrics, the report, version tags; alias `validated` when the gates pass
         registry.record_validation(tracker, spec.name, spec.onnx_path, metrics, out["passed"],
-                                   report_dir=spec.report_dir, card=spec.card_path)
+                                   report_dir=spec.report_dir, card=spec.card_path, gates=gates)
     if enforce_gates:
         V.enforce(spec.name, gates)
     return out

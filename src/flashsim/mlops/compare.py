@@ -12,8 +12,9 @@ HELP = "compare registered model versions: aliases, gates, runs and validation m
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="*", help="registered model names (default: all)")
-    parser.add_argument("--metrics", default="*", metavar="GLOB",
-                        help="only validation metrics matching this glob (without the 'validation.' prefix)")
+    parser.add_argument("--metrics", default=None, metavar="GLOB",
+                        help="validation metrics matching this glob (without the 'validation.' prefix); "
+                             "default: the gated metrics (all metrics for versions without gates)")
     parser.add_argument("--last", type=int, default=0, metavar="N", help="only the N newest versions per model")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -34,16 +35,23 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def model_block(name: str, versions: list[dict[str, Any]], metric_glob: str = "*") -> str:
-    """One model: a column per version, a row per field and per validation metric."""
-    metrics = sorted({m for v in versions for m in v["metrics"]
-                      if fnmatch.fnmatch(m.removeprefix("validation."), metric_glob)})
+def model_block(name: str, versions: list[dict[str, Any]], metric_glob: str | None = None) -> str:
+    """One model: a column per version, a row per field and per validation metric (gated ones: with the gate)."""
+    gated = {m for v in versions for m in v.get("gate_limits", {})}
+    if metric_glob is None and gated:
+        metrics = sorted(f"validation.{m}" for m in gated)
+    else:
+        metrics = sorted({m for v in versions for m in v["metrics"]
+                          if fnmatch.fnmatch(m.removeprefix("validation."), metric_glob or "*")})
     rows = [[name, *(f"v{v['version']}" for v in versions)]]
     for field in ("aliases", "gates", "created", "git_sha", "run_id"):
         rows.append([field, *(_fmt(v[field][:10] if field in ("git_sha", "run_id") else v[field])
                               for v in versions)])
     for m in metrics:
-        rows.append([m.removeprefix("validation."), *(_fmt(v["metrics"].get(m, "")) for v in versions)])
+        short = m.removeprefix("validation.")
+        limits = {v.get("gate_limits", {}).get(short, "").rsplit(" ", 1)[0] for v in versions} - {""}
+        label = f"{short} ({' | '.join(sorted(limits))})" if limits else short
+        rows.append([label, *(_fmt(v["metrics"].get(m, "")) for v in versions)])
     return table(rows)
 
 
