@@ -215,7 +215,7 @@ def _tiny_overrides(repo: Path) -> list[str]:
     import yaml
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    out = [f"detsim.samples.{s}.size.demo=1500" for s in params["detsim"]["samples"]]
+    out = [f"detsim.samples.{s}.size.demo=2000" for s in params["detsim"]["samples"]]
     for name, model in (params.get("models") or {}).items():
         if isinstance(model.get("epochs"), dict):
             out.append(f"models.{name}.epochs.demo=1")
