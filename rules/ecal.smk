@@ -1,8 +1,8 @@
 # Calorimeter (ECAL GNN and Transformer) and ghost-track MLP models: train -> export -> validate, and the ECAL
 # comparison page. Paths and resources only; the logic is in flashsim (families ecal_gnn, ecal_transformer,
 # ghost_mlp). Torch training rules are the train_* ones (the only rules that may use a GPU).
-ECAL_MODELS = ["ecal_gnn", "ecal_transformer"]
-GHOST_MODELS = ["ghost_mlp"]
+ECAL_MODELS = [n for n in ["ecal_gnn", "ecal_transformer"] if n in MODEL_CONFIGS]  # those params.yaml defines
+GHOST_MODELS = [n for n in ["ghost_mlp"] if n in MODEL_CONFIGS]
 
 
 rule train_ecal:
@@ -11,7 +11,7 @@ rule train_ecal:
     output:
         "results/train/{name}/trained.json",
     wildcard_constraints:
-        name="|".join(ECAL_MODELS),
+        name="|".join(ECAL_MODELS) or "^$",
     threads: 1
     log:
         "logs/train/{name}.log",
@@ -30,7 +30,7 @@ rule train_ghost:
     output:
         "results/train/{name}/trained.json",
     wildcard_constraints:
-        name="|".join(GHOST_MODELS),
+        name="|".join(GHOST_MODELS) or "^$",
     threads: 1
     log:
         "logs/train/{name}.log",
@@ -51,7 +51,7 @@ rule export_ecal_ghost:
         onnx="models/{name}.onnx",
         card="models/{name}.json",
     wildcard_constraints:
-        name="|".join(ECAL_MODELS + GHOST_MODELS),
+        name="|".join(ECAL_MODELS + GHOST_MODELS) or "^$",
     log:
         "logs/export/{name}.log",
     params:
@@ -72,7 +72,7 @@ rule validate_ecal_ghost:
         "reports/{name}/metrics.json",
         "reports/{name}/index.html",
     wildcard_constraints:
-        name="|".join(ECAL_MODELS + GHOST_MODELS),
+        name="|".join(ECAL_MODELS + GHOST_MODELS) or "^$",
     log:
         "logs/validate/{name}.log",
     params:
@@ -101,5 +101,5 @@ rule ecal_report:
 
 rule ecal_all:
     input:
-        "reports/ecal/index.html",
+        "reports/ecal/index.html" if ECAL_MODELS else [],
         expand("reports/{name}/index.html", name=GHOST_MODELS),

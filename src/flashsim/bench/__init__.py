@@ -1,6 +1,7 @@
 """``flashsim bench [TARGET]``: benchmarks that write their figures as JSON (``reports/bench/TARGET.json``).
 
-Without a target every registered target runs in turn (``flashsim bench --quick``: all of them, short).
+Without a target: ``runtime`` (the flash-simulation chain vs the per-particle C path, CPU and GPU;
+``flashsim bench --quick`` is its short CPU run); ``flashsim bench all`` runs every registered target in turn.
 
 Targets are a registry (name -> module); a target module defines ``HELP`` and
 ``run(quick: bool, params: dict) -> dict`` returning JSON-serialisable results. Add one with a line in TARGETS.
@@ -24,13 +25,19 @@ TARGETS: dict[str, str] = {
     "generate": "flashsim.bench.generate",
     "ghost_mlp": "flashsim.bench.ghost_mlp",
     "ecal": "flashsim.bench.ecal",
+    "pid": "flashsim.bench.pid",
+    "pid_train": "flashsim.bench.pid_train",
     "runtime": "flashsim.bench.runtime",
     "tracking": "flashsim.bench.tracking",
 }
 
 
+DEFAULT_TARGET = "runtime"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", nargs="?", choices=sorted(TARGETS), help="what to benchmark (default: all targets)")
+    p.add_argument("target", nargs="?", default=DEFAULT_TARGET, choices=[*sorted(TARGETS), "all"],
+                   help=f"what to benchmark (default: {DEFAULT_TARGET}; all: every target)")
     p.add_argument("--quick", action="store_true", help="a short run (smaller sizes) for smoke tests")
     p.add_argument("--out", type=Path, help="JSON output (default: reports/bench/TARGET.json)")
     p.add_argument("--params", type=Path, help="params file (default: params.yaml of the repository)")
@@ -93,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from flashsim.io.atomic import write_json
 
     params = load_params(args.params)
-    targets = [args.target] if args.target else list(TARGETS)
+    targets = list(TARGETS) if args.target == "all" else [args.target]
     if args.out and len(targets) > 1:
         from flashsim.errors import ConfigError
 

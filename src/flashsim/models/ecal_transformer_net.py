@@ -86,7 +86,7 @@ class EcalTransformer(nn.Module):
         self.encoder = nn.ModuleList(Block(width, heads, cross=False) for _ in range(enc_layers))
         self.decoder = nn.ModuleList(Block(width, heads, cross=True) for _ in range(dec_layers))
         self.norm = nn.LayerNorm(width)
-        self.heads = SlotHeads(width, noise_dim)
+        self.heads = SlotHeads(width + N_FEATURES, noise_dim)
         self.register_buffer("pad_photon", torch.tensor([1000.0, 1000.0, 0.1, 0.1, 1000.0]))
 
     def _biases(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -117,7 +117,7 @@ class EcalTransformer(nn.Module):
         for blk in self.decoder:
             s = blk(s, biases[k], rel, memory=h, cross_bias=biases[k + 1])
             k += 2
-        s = self.norm(s)
+        s = torch.cat([self.norm(s), f], -1)  # the heads also see the photon's own features directly
         return self.heads.logit(s), s, safe
 
     def flat_slots(self, batch: dict[str, torch.Tensor]):

@@ -3,7 +3,8 @@
  *   cabi_check LIB.so SYMBOL IN.f32 OUT.f32 [N_IN N_OUT [REPEAT]]
  *
  * IN.f32 holds rows of N_IN float32 (raw, row-major). The function `float* SYMBOL(float* out, const float* in)`
- * is called once per row, REPEAT times over the file (default 1); the outputs of the last pass go to OUT.f32.
+ * is called once per row, REPEAT times over the file (default 1; after an untimed warm-up on the first rows);
+ * the outputs of the last pass go to OUT.f32.
  * N_IN / N_OUT default to SYMBOL_n_in() / SYMBOL_n_out() when the library exports them.
  * Prints one JSON line: rows, calls, seconds, ns_per_call.
  */
@@ -52,6 +53,7 @@ int main(int argc, char **argv) {
   }
   fclose(fp);
 
+  for (long i = 0; i < rows && i < 16; ++i) f(out + i * n_out, in + i * n_in);  /* warm-up: page in code, data */
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (long r = 0; r < repeat; ++r)
