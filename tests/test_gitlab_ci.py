@@ -194,7 +194,7 @@ def test_lint_test_and_retrain_jobs_run_green(tmp_path, mlflow_tracking_server, 
     assert note["body"].startswith("### flashsim retrain: metrics against `origin/main`")
     artifacts = repo / ".gitlab-ci-local" / "artifacts" / "retrain"
     assert (artifacts / "retrain-metrics-diff.md").read_text() == note["body"]
-    models = _model_names(repo)
+    models = _model_names(repo / ".gitlab-ci-local" / "builds" / "retrain")  # params as the job overrode them
     assert models and (artifacts / "reports" / "metrics.json").exists()
     for name in models:
         assert (artifacts / "reports" / name / "metrics.json").exists(), name
@@ -210,15 +210,21 @@ def test_lint_test_and_retrain_jobs_run_green(tmp_path, mlflow_tracking_server, 
 
 
 def _tiny_overrides(repo: Path) -> list[str]:
-    """`dvc exp run -S` overrides for a quick smoke retrain: small samples, one epoch per torch model, and no
-    validation gates (models this small cannot pass them; the retrain must still go through)."""
+    """`dvc exp run -S` overrides for a smoke retrain of the whole workflow: a tenth of the demo samples, one
+    epoch per torch model, one PID species, and no validation gates (models this small cannot pass them; the
+    retrain must still go through)."""
     import yaml
 
+    from flashsim.config import at_scale
+
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    out = [f"detsim.samples.{s}.size.demo=2000" for s in params["detsim"]["samples"]]
+    out = [f"detsim.samples.{name}.size.demo={max(500, at_scale(s['size'], 'demo') // 10)}"
+           for name, s in params["detsim"]["samples"].items()]
     for name, model in (params.get("models") or {}).items():
         if isinstance(model.get("epochs"), dict):
             out.append(f"models.{name}.epochs.demo=1")
+        if isinstance(model.get("species"), list) and len(model["species"]) > 1:
+            out.append(f"models.{name}.species=[{'K' if 'K' in model['species'] else model['species'][0]}]")
         if "demo" in (model.get("gates") or {}):
             out.append(f"~models.{name}.gates.demo")
     return out
