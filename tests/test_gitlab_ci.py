@@ -185,7 +185,7 @@ def test_lint_test_and_retrain_jobs_run_green(tmp_path, mlflow_tracking_server, 
     for job in ("lint", "test", "retrain"):
         assert f"PASS  {job}" in log, log[-4000:]
     assert "Congratulations, your workflow is in a good condition" in log  # snakemake --lint
-    assert re.search(r"test > =+ \d+ passed", log), "pytest did not run in the test job"
+    assert re.search(r"test +> =+ \d+ passed", log), "pytest did not run in the test job"
     # retrain: pushed to the DVC remote, printed the metrics diff, posted it, kept reports as artifacts
     assert any(p.is_file() for p in store.rglob("*")), "dvc push wrote nothing to the remote"
     assert "flashsim retrain: metrics against `origin/main`" in log
