@@ -44,7 +44,9 @@ if [ -f dvc.lock ]; then dvc pull --remote "$remote" --allow-missing; else echo 
 section "workflow"
 set_params=()
 [ -n "${FLASHSIM_SCALE:-}" ] && set_params+=(-S "scale=$FLASHSIM_SCALE")
+set -f  # overrides such as species=[K] are not file patterns
 for kv in ${FLASHSIM_PARAMS:-}; do set_params+=(-S "$kv"); done
+set +f
 echo "params overrides: ${set_params[*]:-none}"
 dvc exp run "${set_params[@]}"
 

@@ -185,7 +185,7 @@ def test_lint_test_and_retrain_jobs_run_green(tmp_path, mlflow_tracking_server, 
     for job in ("lint", "test", "retrain"):
         assert f"PASS  {job}" in log, log[-4000:]
     assert "Congratulations, your workflow is in a good condition" in log  # snakemake --lint
-    assert re.search(r"test > =+ \d+ passed", log), "pytest did not run in the test job"
+    assert re.search(r"test +> =+ \d+ passed", log), "pytest did not run in the test job"
     # retrain: pushed to the DVC remote, printed the metrics diff, posted it, kept reports as artifacts
     assert any(p.is_file() for p in store.rglob("*")), "dvc push wrote nothing to the remote"
     assert "flashsim retrain: metrics against `origin/main`" in log
@@ -194,7 +194,7 @@ def test_lint_test_and_retrain_jobs_run_green(tmp_path, mlflow_tracking_server, 
     assert note["body"].startswith("### flashsim retrain: metrics against `origin/main`")
     artifacts = repo / ".gitlab-ci-local" / "artifacts" / "retrain"
     assert (artifacts / "retrain-metrics-diff.md").read_text() == note["body"]
-    models = _model_names(repo)
+    models = _model_names(repo / ".gitlab-ci-local" / "builds" / "retrain")  # params as the job overrode them
     assert models and (artifacts / "reports" / "metrics.json").exists()
     for name in models:
         assert (artifacts / "reports" / name / "metrics.json").exists(), name
@@ -210,15 +210,24 @@ def test_lint_test_and_retrain_jobs_run_green(tmp_path, mlflow_tracking_server, 
 
 
 def _tiny_overrides(repo: Path) -> list[str]:
-    """`dvc exp run -S` overrides for a quick smoke retrain: small samples, one epoch per torch model, and no
-    validation gates (models this small cannot pass them; the retrain must still go through)."""
+    """`dvc exp run -S` overrides for a smoke retrain: a tenth of the demo samples, two epochs per torch model,
+    no validation gates (models this small cannot pass them; the retrain must still go through), and the
+    per-species PID models left out (60 of the workflow's 110 jobs; the chain runs without them). What remains
+    covers every kind of job: LightGBM and torch (MLP, generators, GNN, Transformer) training, export,
+    validation, C artifacts, the flash simulation and its physics check, the DVC metrics summary."""
     import yaml
 
+    from flashsim.config import at_scale
+
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    out = [f"detsim.samples.{s}.size.demo=1500" for s in params["detsim"]["samples"]]
+    out = [f"detsim.samples.{name}.size.demo={max(500, at_scale(s['size'], 'demo') // 10)}"
+           for name, s in params["detsim"]["samples"].items()]
     for name, model in (params.get("models") or {}).items():
+        if "species" in model:
+            out.append(f"~models.{name}")
+            continue
         if isinstance(model.get("epochs"), dict):
-            out.append(f"models.{name}.epochs.demo=1")
+            out.append(f"models.{name}.epochs.demo=2")
         if "demo" in (model.get("gates") or {}):
             out.append(f"~models.{name}.gates.demo")
     return out
