@@ -30,6 +30,8 @@ rule flash_signal:
     input:
         gen=SIGNAL_FILES,
         models=expand("models/{name}.onnx", name=CHAIN_MODELS),
+        trees=expand("models/{name}.so", name=[n for n in CHAIN_MODELS
+                                               if config["models"][n].get("family") == "lgbm_classifier"]),
     output:
         PIPE["flash"],
     params:
