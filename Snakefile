@@ -15,6 +15,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/ecal.smk"
 include: "rules/mlops.smk"
+include: "rules/pid.smk"
 include: "rules/pipeline.smk"
 include: "rules/tracking.smk"
 
@@ -24,6 +25,7 @@ rule all:
         rules.data_all.input,
         rules.ecal_all.input,
         rules.summarize.output,
+        rules.pid_all.input,
         rules.pipeline_all.input,
         rules.tracking_all.input,
     default_target: True

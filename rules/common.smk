@@ -60,8 +60,8 @@ def prepare_inputs(wc):
 # Model rules declare `params: model=model_params(STAGE)` with STAGE one of train, export, validate: Snakemake's
 # params rerun trigger then reruns exactly the jobs of a model whose params.yaml entry changed (train ignores the
 # entry's validation-only keys), and the DVC wrapper stage sees params.yaml change. Their shell commands begin with
-# the TRACK string (string concatenation in the shell directive), which hands the rule name and the wildcards to
-# the MLflow run as tags.
+# `export FLASHSIM_SMK_RULE={rule} FLASHSIM_SMK_WILDCARDS='{wildcards}';`, which hands the rule name and the
+# wildcards to the MLflow run as tags.
 import json as _json
 import sys as _sys
 
@@ -69,7 +69,6 @@ _sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from flashsim.models import expand as _expand_models
 
 MODEL_CONFIGS = _expand_models(config.get("models", {}))  # NAME -> entry, species lists expanded
-TRACK = "export FLASHSIM_SMK_RULE={rule} FLASHSIM_SMK_WILDCARDS='{wildcards}'; "
 _VALIDATION_ONLY = {"gates", "validation_rows", "bins", "parity", "oracle"}
 
 

@@ -15,6 +15,7 @@ rule fit_tracking_gbdt:
     wildcard_constraints:
         name="|".join(TRACKING_GBDT) or "^$",
     params:
+        rule="fit_tracking_gbdt",
         model=model_params("train"),
     threads: 1
     log:
@@ -22,7 +23,7 @@ rule fit_tracking_gbdt:
     conda:
         "../envs/train.yaml"
     shell:
-        TRACK + "FLASHSIM_THREADS={threads} flashsim train {wildcards.name} > {log} 2>&1"
+        "export FLASHSIM_SMK_RULE={params.rule} FLASHSIM_SMK_WILDCARDS='{wildcards}'; FLASHSIM_THREADS={threads} flashsim train {wildcards.name} > {log} 2>&1"
 
 
 rule train_tracking:
@@ -33,6 +34,7 @@ rule train_tracking:
     wildcard_constraints:
         name="|".join(TRACKING_TORCH) or "^$",
     params:
+        rule="train_tracking",
         model=model_params("train"),
     threads: 1
     log:
@@ -40,7 +42,7 @@ rule train_tracking:
     conda:
         "../envs/train.yaml"
     shell:
-        TRACK + "FLASHSIM_THREADS={threads} flashsim train {wildcards.name} > {log} 2>&1"
+        "export FLASHSIM_SMK_RULE={params.rule} FLASHSIM_SMK_WILDCARDS='{wildcards}'; FLASHSIM_THREADS={threads} flashsim train {wildcards.name} > {log} 2>&1"
 
 
 rule export_tracking:
@@ -53,6 +55,7 @@ rule export_tracking:
     wildcard_constraints:
         name="|".join(TRACKING_MODELS) or "^$",
     params:
+        rule="export_tracking",
         model=model_params("export"),
     threads: 1
     log:
@@ -60,7 +63,7 @@ rule export_tracking:
     conda:
         "../envs/train.yaml"
     shell:
-        TRACK + "FLASHSIM_THREADS={threads} flashsim export {wildcards.name} > {log} 2>&1"
+        "export FLASHSIM_SMK_RULE={params.rule} FLASHSIM_SMK_WILDCARDS='{wildcards}'; FLASHSIM_THREADS={threads} flashsim export {wildcards.name} > {log} 2>&1"
 
 
 rule validate_tracking:
@@ -74,6 +77,7 @@ rule validate_tracking:
     wildcard_constraints:
         name="|".join(TRACKING_MODELS) or "^$",
     params:
+        rule="validate_tracking",
         model=model_params("validate"),
     threads: 1
     log:
@@ -81,7 +85,7 @@ rule validate_tracking:
     conda:
         "../envs/validate.yaml"
     shell:
-        TRACK + "FLASHSIM_THREADS={threads} flashsim validate {wildcards.name} > {log} 2>&1"
+        "export FLASHSIM_SMK_RULE={params.rule} FLASHSIM_SMK_WILDCARDS='{wildcards}'; FLASHSIM_THREADS={threads} flashsim validate {wildcards.name} > {log} 2>&1"
 
 
 rule tracking_all:

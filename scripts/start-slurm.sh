@@ -4,8 +4,9 @@
 # real batch jobs here. No accounting database: use the squeue status command (see profiles/gpu/config.yaml).
 #
 #   scripts/start-slurm.sh          # idempotent: returns at once when our Slurm already answers
-#   export SLURM_CONF=$(scripts/start-slurm.sh --print-conf)
 #   scripts/stop-slurm.sh
+# The configuration is linked as /etc/slurm/slurm.conf when that file does not exist: Snakemake's Slurm jobs need
+# it there (their inner `srun` ignores SLURM_CONF). `--print-conf` prints the configuration's path.
 #
 # Environment: FLASHSIM_SLURM_DIR (default /tmp/flashsim-slurm) holds config, state, logs and pid files;
 # FLASHSIM_SLURM_PORT (default 6817; slurmd uses PORT+1). Finished jobs stay visible to `scontrol show job`
@@ -80,8 +81,10 @@ EOF
 echo "NodeName=$host Name=gpu Type=h100 File=/dev/null" > "$DIR/etc/gres.conf"
 rm -f "$DIR/etc/cgroup.conf"
 
-# Plain `sinfo`/`sbatch` without SLURM_CONF: point the system default at ours when there is none.
-if [ -d /etc/slurm ] && { [ ! -e /etc/slurm/slurm.conf ] || [ -L /etc/slurm/slurm.conf ]; }; then
+# Point the system default at ours when there is none (or only a dangling link): Slurm clients find it without
+# SLURM_CONF, and so does the `srun` inside each job, which snakemake-executor-plugin-slurm-jobstep starts with
+# every SLURM_* variable but the job's identity removed (SLURM_CONF included).
+if [ -d /etc/slurm ] && [ ! -e /etc/slurm/slurm.conf ]; then
   ln -sfn "$CONF" /etc/slurm/slurm.conf
 fi
 

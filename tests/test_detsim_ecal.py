@@ -139,3 +139,13 @@ def test_unknown_option_is_a_config_error():
     with pytest.raises(ConfigError, match="merge_scal"):
         ecal.config_from({"ecal": {"merge_scal": 2}})
     assert ecal.config_from({"ecal": {"merge_scale": 2.0}}).merge_scale == 2.0
+
+
+def test_schema_knows_every_ecal_option(repo_root):
+    import dataclasses
+
+    import yaml
+
+    schema = yaml.safe_load((repo_root / "schemas" / "params.schema.yaml").read_text())
+    sample = schema["properties"]["detsim"]["properties"]["samples"]["additionalProperties"]
+    assert set(sample["properties"]["ecal"]["properties"]) == {f.name for f in dataclasses.fields(ecal.EcalConfig)}

@@ -23,9 +23,20 @@ def rules():
     return workflow_rules(ROOT)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Refuses duplicate mapping keys (plain YAML keeps the last one silently: a rule's entry would be lost)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate keys {dupes}", node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
 @pytest.fixture(scope="module")
 def set_resources() -> dict[str, dict]:
-    return yaml.safe_load(WORKFLOW_PROFILE.read_text()).get("set-resources", {})
+    return yaml.load(WORKFLOW_PROFILE.read_text(), Loader=_UniqueKeyLoader).get("set-resources", {})
 
 
 def snakemake(*args: str, cwd: Path = ROOT, env: dict | None = None) -> str:

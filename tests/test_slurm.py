@@ -4,6 +4,7 @@ CPU rules without any GPU."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -37,17 +38,34 @@ def checkout_copy(dest: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
+def slurm():
+    """The single-node Slurm of scripts/start-slurm.sh, reached through /etc/slurm/slurm.conf like a site's Slurm
+    (the `srun` inside Snakemake's jobs ignores SLURM_CONF). Concurrent test runs share it: each holds a shared
+    lock while it works; the run that started it stops it when no other run holds the lock."""
     if os.geteuid() != 0 or not shutil.which("slurmctld") or not shutil.which("munged"):
         pytest.skip("needs root and slurm-wlm + munge (scripts/setup-system.sh)")
-    env = {**os.environ, "FLASHSIM_SLURM_DIR": os.environ.get("FLASHSIM_SLURM_DIR", "/tmp/flashsim-slurm")}
-    start = subprocess.run([str(ROOT / "scripts" / "start-slurm.sh")], env=env, capture_output=True, text=True)
-    assert start.returncode == 0, start.stdout + start.stderr
-    conf = subprocess.run([str(ROOT / "scripts" / "start-slurm.sh"), "--print-conf"], env=env,
-                          capture_output=True, text=True, check=True).stdout.strip()
-    yield {**env, "SLURM_CONF": conf}
-    if "already running" not in start.stdout:
-        subprocess.run([str(ROOT / "scripts" / "stop-slurm.sh")], env=env, check=True)
+    start_script = ROOT / "scripts" / "start-slurm.sh"
+    conf = Path(subprocess.run([str(start_script), "--print-conf"], capture_output=True, text=True,
+                               check=True).stdout.strip())
+    system_conf = Path("/etc/slurm/slurm.conf")
+    if system_conf.exists() and system_conf.resolve() != conf.resolve():
+        pytest.skip(f"{system_conf} belongs to another Slurm installation: not touching it")
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    with open(conf.parent / "users.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        start = subprocess.run([str(start_script)], capture_output=True, text=True)
+        assert start.returncode == 0, start.stdout + start.stderr
+        assert system_conf.resolve() == conf.resolve()
+        try:
+            yield {**os.environ, "SLURM_CONF": str(conf)}
+        finally:
+            if "already running" not in start.stdout:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    pass  # another test run is using it: it stays up
+                else:
+                    subprocess.run([str(ROOT / "scripts" / "stop-slurm.sh")], check=True)
 
 
 def scontrol_jobs(env: dict) -> list[dict[str, str]]:

@@ -19,11 +19,12 @@ from flashsim.models.covariance import UPPER, CovarianceAssembly, assemble_matri
 from flashsim.models.nets import MLP, ResidualBlock
 from flashsim.testing import repo_models, scratch_repo, write_tracking_sample
 
-FAST = {  # the repository's entries, trained shorter
-    "acceptance": {"n_estimators": 40},
-    "efficiency": {"epochs": 2, "width": 32},
-    "resolution": {"epochs": 2, "width": 32},
-    "covariance": {"epochs": 2, "width": 32},
+_SHORT = {"validation_rows": 2000, "bins": {"p": "mc_p", "eta": "mc_eta", "n_p": 2, "n_eta": 1}}
+FAST = {  # the repository's entries, trained shorter, validated on fewer rows
+    "acceptance": {"n_estimators": 40, **_SHORT},
+    "efficiency": {"epochs": 2, "width": 32, **_SHORT},
+    "resolution": {"epochs": 2, "width": 32, **_SHORT},
+    "covariance": {"epochs": 2, "width": 32, **_SHORT},
 }
 
 
@@ -31,7 +32,7 @@ FAST = {  # the repository's entries, trained shorter
 def repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("trk")
     scratch_repo(root, repo_models(list(FAST), **FAST))
-    write_tracking_sample(root, n=30000)
+    write_tracking_sample(root, n=25000)
     return root
 
 
@@ -105,9 +106,16 @@ def _demo_gates(name: str) -> dict:
     return repo_models([name])[name]["gates"]["demo"]
 
 
+def _full_validation(name: str):
+    """The family with the repository's validation settings (bins, rows) for the gate tests."""
+    fam = get_family(get_spec(name))
+    fam.cfg["bins"] = {**fam.cfg["bins"], **repo_models([name])[name]["bins"]}
+    return fam
+
+
 @pytest.mark.parametrize("name", ["acceptance", "efficiency"])
 def test_classifier_gates_pass_the_oracle_and_fail_a_constant(in_repo, tmp_path, name):
-    fam = get_family(get_spec(name))
+    fam = _full_validation(name)
     df = fam.frame("test")
     oracle = fam.oracle(df)
     assert oracle is not None, "the oracle (flashsim.detsim.truth) must be importable"
@@ -127,7 +135,7 @@ def _resampled(fam, df):
     gen_cols = ["mc_x", "mc_y", "mc_z", "mc_px", "mc_py", "mc_pz", "mc_charge", "mcID", "nTracks"]
     gen = {c: df[c].to_numpy() for c in gen_cols}
     redraw = None
-    for k in range(8):
+    for k in range(5):
         r = detsim_tracking.respond(gen, np.random.default_rng(100 + k))
         r = {**{c: gen[c] for c in gen_cols}, **r}
         import pandas as pd
@@ -135,7 +143,7 @@ def _resampled(fam, df):
         rdf = fam.derive(pd.DataFrame(r))
         take = (rdf["type"].to_numpy() == df["type"].to_numpy())
         if redraw is None:
-            redraw, have = fam.targets(rdf), take.copy()
+            redraw, have = fam.targets(rdf).copy(), take.copy()
         else:
             fill = take & ~have
             redraw[fill] = fam.targets(rdf)[fill]
@@ -145,7 +153,7 @@ def _resampled(fam, df):
 
 @pytest.mark.parametrize("name", ["resolution", "covariance"])
 def test_generator_gates_pass_a_resampler_and_fail_a_condition_blind_model(in_repo, tmp_path, name):
-    fam = get_family(get_spec(name))
+    fam = _full_validation(name)
     df = fam.frame("test")
     perfect, have = _resampled(fam, df)
     df, perfect = df[have].reset_index(drop=True), perfect[have]

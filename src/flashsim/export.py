@@ -72,6 +72,26 @@ def lightgbm_thresholds(booster) -> dict[int, np.ndarray]:
     return {f: np.unique(np.asarray(v)) for f, v in out.items()}
 
 
+def _node_thresholds(booster) -> dict[tuple[int, int], tuple[int, float]]:
+    """(tree, ONNX node id) -> (feature, float64 threshold), numbering nodes as onnxmltools does: the root is 0,
+    a split's two children get the next two ids when the split is visited, depth first, left before right."""
+    out: dict[tuple[int, int], tuple[int, float]] = {}
+    for t, tree in enumerate(booster.dump_model()["tree_info"]):
+        counter = [1]
+
+        def visit(node: dict, node_id: int, t: int = t, counter: list = counter) -> None:
+            if "split_feature" not in node:
+                return
+            out[(t, node_id)] = (int(node["split_feature"]), float(node["threshold"]))
+            left, right = counter[0], counter[0] + 1
+            counter[0] += 2
+            visit(node["left_child"], left)
+            visit(node["right_child"], right)
+
+        visit(tree["tree_structure"], 0)
+    return out
+
+
 def _round_down_f32(t: np.ndarray) -> np.ndarray:
     """Largest float32 <= t: for float32 inputs, ``x <= t`` (float64) iff ``x <= round_down(t)`` (float32)."""
     f = np.asarray(t, dtype=np.float64).astype(np.float32)
@@ -94,6 +114,7 @@ def export_lightgbm(model, path: str | Path, n_features: int) -> Path:
     # a fixed graph name: the converter's default is a random UUID, which would make every export's bytes differ
     onx = onnxmltools.convert_lightgbm(model, name="lightgbm", zipmap=False,
                                        initial_types=[("x", FloatTensorType([None, n_features]))])
+    by_node = _node_thresholds(booster)
     thresholds = lightgbm_thresholds(booster)
     for node in onx.graph.node:
         if not node.op_type.startswith("TreeEnsemble"):
@@ -101,17 +122,23 @@ def export_lightgbm(model, path: str | Path, n_features: int) -> Path:
         attrs = {a.name: a for a in node.attribute}
         modes = list(attrs["nodes_modes"].strings)
         feats = list(attrs["nodes_featureids"].ints)
+        trees = list(attrs["nodes_treeids"].ints)
+        ids = list(attrs["nodes_nodeids"].ints)
         vals = np.asarray(attrs["nodes_values"].floats, dtype=np.float32)
         for i, (m, f) in enumerate(zip(modes, feats, strict=True)):
             if m != b"BRANCH_LEQ":
                 if m != b"LEAF":
                     raise ValueError(f"unsupported tree node mode {m!r}")
                 continue
+            exact = by_node.get((trees[i], ids[i]))
+            if exact is not None and exact[0] == f and np.float32(exact[1]) == vals[i]:
+                vals[i] = _round_down_f32(np.asarray(exact[1]))
+                continue
+            # the converter numbered this node differently: match by value (ambiguous only in rare ties)
             cand = thresholds.get(f, np.empty(0))
             match = cand[cand.astype(np.float32) == vals[i]]
             if len(match):
-                fixed = np.unique(_round_down_f32(match))
-                vals[i] = fixed.min()
+                vals[i] = np.unique(_round_down_f32(match)).min()
         del attrs["nodes_values"].floats[:]
         attrs["nodes_values"].floats.extend(vals.tolist())
     # one output "y" = probabilities (the integer label output is dropped)
@@ -126,8 +153,16 @@ def export_lightgbm(model, path: str | Path, n_features: int) -> Path:
     return _write_model_bytes(onx.SerializeToString(), path)
 
 
+ZERO_THRESHOLD = 1.0000000180025095e-35  # LightGBM's kZeroThreshold
+
+
 def threshold_rows(booster, x: np.ndarray, n: int = 2000, seed: int = 0) -> np.ndarray:
-    """Rows of ``x`` with one feature set exactly to a split threshold (as float32, both roundings)."""
+    """Rows of ``x`` with one feature set exactly to a split threshold (as float32, both roundings).
+
+    LightGBM's predictor reads inputs with ``|x| <= 1e-35`` as 0 (its sparse-zero convention), which a tree graph
+    does not; physical features never take such values, so splits placed at +-1e-35 (LightGBM's "zero"
+    thresholds) are tested at 0, where both agree.
+    """
     booster = booster.booster_ if hasattr(booster, "booster_") else booster
     rng = np.random.default_rng(seed)
     pairs = [(f, t) for f, ts in lightgbm_thresholds(booster).items() for t in ts]
@@ -137,6 +172,9 @@ def threshold_rows(booster, x: np.ndarray, n: int = 2000, seed: int = 0) -> np.n
     base = np.asarray(x, dtype=np.float32)[rng.integers(0, len(x), size=2 * len(pick))].copy()
     for k, idx in enumerate(pick):
         f, t = pairs[idx]
+        if abs(t) <= ZERO_THRESHOLD:  # LightGBM's split "at zero": it reads |x| <= 1e-35 as 0, so test 0 itself
+            base[2 * k, f] = base[2 * k + 1, f] = 0.0
+            continue
         base[2 * k, f] = np.float32(t)  # nearest float32 (may be just above the threshold)
         base[2 * k + 1, f] = _round_down_f32(np.asarray(t))  # the largest float32 on the left branch
     return base

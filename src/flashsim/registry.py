@@ -57,6 +57,8 @@ def register_export(tracker: Tracker, name: str, onnx: str | Path, card: str | P
     Returns the version (None when tracking is off or failed). Re-exporting identical bytes within the same run
     reuses that version.
     """
+    if tracker.store is None:  # tracking off (or failed for good)
+        return None
     onnx = Path(onnx)
     sha = file_sha256(onnx)
     tracker.log_artifact(onnx, ARTIFACT_DIR)
@@ -117,6 +119,8 @@ def record_validation(tracker: Tracker, name: str, onnx: str | Path, metrics: Ma
                       report_dir: str | Path | None = None, card: str | Path | None = None) -> str | None:
     """Log validation metrics (``validation.*``) and the report; tag the version of these ONNX bytes and alias it
     ``validated`` when ``passed``. An ONNX file that was never registered is registered first (``candidate``)."""
+    if tracker.store is None:
+        return None
     tracker.log_metrics(metrics, prefix="validation")
     tracker.set_tags({"validation.gates": "passed" if passed else "failed"})
     if report_dir is not None:

@@ -262,6 +262,8 @@ class Tracker:
 
         ``replay_only``: keep them for a fallback run only (a continued run already has its params).
         """
+        if self.store is None:
+            return
         from mlflow.entities import Param
 
         flat = flatten(dict(params), prefix) if params else {}
@@ -270,6 +272,8 @@ class Tracker:
             self._do("log_batch", params=items[i:i + _BATCH], replay_only=replay_only)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if self.store is None:
+            return
         from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)[:8000]) for k, v in sorted(tags.items())]
@@ -278,6 +282,8 @@ class Tracker:
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, prefix: str = "") -> None:
         """Numeric entries of ``metrics`` (nested dicts flattened); non-finite and non-numeric values skipped."""
+        if self.store is None:
+            return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -287,8 +293,6 @@ class Tracker:
                 v = float(v)
             if isinstance(v, int | float) and math.isfinite(float(v)):
                 items.append(Metric(_metric_key(k), float(v), now, step or 0))
-        if self.store is None:
-            return
         self._pending.extend(items)
         if len(self._pending) >= 500 or time.monotonic() - self._flushed > FLUSH_SECONDS:
             self.flush()
@@ -321,7 +325,7 @@ class Tracker:
     def log_dataset(self, label: str, path: str | Path, sha256: str | None = None) -> str | None:
         """Record an input file as an MLflow dataset (context = ``label``) plus ``data.<label>.*`` tags."""
         path = Path(path)
-        if not path.is_file():
+        if self.store is None or not path.is_file():
             return None
         digest = sha256 or file_sha256(path)
         self.set_tags({f"data.{label}.sha256": digest, f"data.{label}.path": _relpath(path, self.root)})

@@ -274,3 +274,36 @@ def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.T
     if values.dim() > 1:
         values = values.mean(dim=tuple(range(1, values.dim())))
     return (values * weights).mean()
+
+
+def signal_probability_weights(features: np.ndarray, sweights: np.ndarray, *, seed: int = 0, folds: int = 2,
+                               threads: int = 1, n_estimators: int = 100) -> np.ndarray:
+    """Non-negative training weights from signal sWeights: ``E[sw | features]`` estimated by regression.
+
+    For sPlot sWeights (discriminating variable independent of ``features`` within each species) the
+    conditional expectation of the sWeight is the signal probability ``P(signal | features)`` in [0, 1]. Any loss
+    weighted with it has the same expectation as with the sWeights (``E[sw L(x)] = E[E[sw | x] L(x)]``), hence no
+    bias, but it is bounded below and far less noisy, so flexible models cannot overfit negative-weight rows
+    (Borisyak & Kazeev, "Machine learning on data with sPlot background subtraction", 2019). ``features`` must hold
+    everything the loss depends on (conditions and targets). The regression (LightGBM, squared error) is
+    cross-fitted over ``folds`` so a row's weight never comes from a model that saw its own sWeight.
+    """
+    import lightgbm as lgb
+
+    x = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
+    sw = np.asarray(sweights, dtype=np.float64)
+    if len(x) != len(sw):
+        raise ValueError("features and sweights differ in length")
+    rng = np.random.default_rng(seed)
+    fold = rng.integers(0, folds, len(sw))
+    out = np.empty(len(sw))
+    for k in range(folds):
+        train, test = fold != k, fold == k
+        if not test.any():
+            continue
+        reg = lgb.LGBMRegressor(n_estimators=n_estimators, learning_rate=0.1, num_leaves=15,
+                                min_child_samples=max(50, len(sw) // 2000), subsample=0.8, subsample_freq=1,
+                                random_state=seed + k, n_jobs=threads, verbose=-1)
+        reg.fit(x[train], sw[train])
+        out[test] = reg.predict(x[test])
+    return np.clip(out, 0.0, 1.0)

@@ -25,6 +25,8 @@ TARGETS: dict[str, str] = {
     "generate": "flashsim.bench.generate",
     "ghost_mlp": "flashsim.bench.ghost_mlp",
     "ecal": "flashsim.bench.ecal",
+    "pid": "flashsim.bench.pid",
+    "pid_train": "flashsim.bench.pid_train",
     "runtime": "flashsim.bench.runtime",
     "tracking": "flashsim.bench.tracking",
 }

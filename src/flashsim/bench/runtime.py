@@ -304,7 +304,7 @@ def run(quick: bool, params: dict) -> dict:
             skc_libs, skc_info = _scikinc_libs(refs, traced, work)
             skc = _per_particle(tools, skc_libs, traced, n_out, cfg["c_particles"], work, "scikinc",
                                 cfg["min_time"])
-        except ConfigError as err:
+        except (ConfigError, ImportError) as err:  # scikinC/keras are the optional `bench` extra
             skc, skc_info = None, {"error": str(err)}
     # all cores
     chain_all = Chain(refs, cpu, spec=spec, threads=0)

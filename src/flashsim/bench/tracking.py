@@ -6,7 +6,8 @@ detector simulation, data resident on the device, evaluated every ``eval_seconds
 sample (two-sample AUC is only comparable at a fixed size); the clock stops when the AUC reaches the gate
 (full: 1e6 rows, 1e5 held out, AUC <= 0.60). Reported beside it, measured in the same run on the same held-out
 rows: resampling training outputs from the 20 nearest neighbours in (quantile-transformed) condition space, and a
-condition-blind generator (training outputs drawn at random). Each method (``flow``, ``gan``) gets the same budget.
+condition-blind generator (training outputs drawn at random). Each method (``flow``, ``gan``) gets the same budget
+(``FLASHSIM_BENCH_TRACKING_MAX_S`` seconds of training, default 600; ``FLASHSIM_BENCH_TRACKING_METHODS``).
 
 Inference: particles/s of ``models/{acceptance,efficiency,resolution,covariance}.onnx`` through ONNX Runtime on
 one core (one thread, batches of 1e5), and of ``models/acceptance.so`` (tl2cgen) when built.
@@ -66,7 +67,10 @@ def _knn_resample(c_train: torch.Tensor, y_train: np.ndarray, c_test: torch.Tens
 
 def train_to_gate(method: str, params: dict, data: dict, *, gate: float, max_seconds: float, eval_seconds: float,
                   device: torch.device, seed: int, n_jobs: int) -> dict:
-    """Train one generative method until the held-out AUC <= gate or the time budget is spent."""
+    """Train one generative method until the held-out AUC <= gate or the time budget is spent.
+
+    ``data``: ``c``/``y`` (transformed training conditions/targets), ``qy``, ``c_test``, ``x_test``,
+    ``y_test_phys``; optional ``w`` (training weights) and ``w_test`` (held-out weights for a weighted AUC)."""
     from flashsim.models import generative as G
     from flashsim.training import DeviceData, normalised_weights
     from flashsim.validation import two_sample_auc
@@ -77,7 +81,7 @@ def train_to_gate(method: str, params: dict, data: dict, *, gate: float, max_sec
         cfg["lr"] = min(cfg["lr"], 5e-4)
     cfg["lr_schedule"] = "constant"
     qy = data["qy"]
-    train = DeviceData(device, c=data["c"], y=data["y"], w=normalised_weights(None, len(data["c"])))
+    train = DeviceData(device, c=data["c"], y=data["y"], w=normalised_weights(data.get("w"), len(data["c"])))
     trainer = G.Trainer(method, data["c"].shape[1], data["y"].shape[1], cfg, device, seed)
     c_test = torch.as_tensor(data["c_test"], device=device)
     noise_gen = torch.Generator(device="cpu").manual_seed(seed + 5)
@@ -90,7 +94,8 @@ def train_to_gate(method: str, params: dict, data: dict, *, gate: float, max_sec
             y_t = torch.cat([core(c_test[i:i + 65536], z[i:i + 65536]) for i in range(0, len(c_test), 65536)])
         trainer.core.train()
         y = qy.inverse_transform(y_t.float().cpu().numpy())
-        return two_sample_auc(data["y_test_phys"], y, conditions=data["x_test"], seed=seed, n_jobs=n_jobs)
+        w = data.get("w_test")  # per-row weights of the held-out rows (sWeights), the same for both samples
+        return two_sample_auc(data["y_test_phys"], y, w, w, conditions=data["x_test"], seed=seed, n_jobs=n_jobs)
 
     class Sink:
         def log_metrics(self, metrics: dict, step: int | None = None) -> None:
@@ -161,16 +166,20 @@ def inference(params: dict, quick: bool) -> dict:
 def run(quick: bool, params: dict) -> dict:
     from flashsim.models import get_family, get_spec
     from flashsim.preprocessing import QuantileTransform
-    from flashsim.training import choose_device, seed_everything
+    from flashsim.training import choose_device, seed_everything, set_threads
     from flashsim.validation import two_sample_auc
 
     device = choose_device()
+    if device.type == "cpu":
+        set_threads(1 if quick else None)
     seed = int(params["seed"])
     seed_everything(seed)
     fam = get_family(get_spec("resolution", {**params, "scale": "full"}))
     rows, held_out = (20_000, 5_000) if quick else (1_000_000, 100_000)
     gate = fam.spec.gates.get("two_sample_auc", {}).get("max", 0.6) if not quick else 0.75
-    max_seconds = 40.0 if quick else 12 * 60.0
+    # per-method training budget and methods: FLASHSIM_BENCH_TRACKING_MAX_S, FLASHSIM_BENCH_TRACKING_METHODS
+    max_seconds = float(os.environ.get("FLASHSIM_BENCH_TRACKING_MAX_S", 40.0 if quick else 600.0))
+    methods = os.environ.get("FLASHSIM_BENCH_TRACKING_METHODS", "flow,gan").split(",")
     eval_seconds = 10.0 if quick else 60.0
     n_jobs = max(len(os.sched_getaffinity(0)), 1) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     t0 = time.perf_counter()
@@ -191,7 +200,7 @@ def run(quick: bool, params: dict) -> dict:
         cfg.update(width=64, batch_size=1024)
     results = {"device": str(device), "rows": rows, "held_out": held_out, "prepare_seconds": prep_s,
                "methods": {}}
-    for method in ("flow", "gan"):
+    for method in methods:
         results["methods"][method] = train_to_gate(method, cfg, data, gate=gate, max_seconds=max_seconds,
                                                    eval_seconds=eval_seconds, device=device, seed=seed,
                                                    n_jobs=n_jobs)

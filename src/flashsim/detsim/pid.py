@@ -207,7 +207,7 @@ def _soft_clip(z: np.ndarray, limit: float = 9.0) -> np.ndarray:
 def _global(sp: np.ndarray, p: np.ndarray, eta: np.ndarray, rich: np.ndarray, is_muon: np.ndarray,
             mu_ll: np.ndarray, bg_ll: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
     n = p.size
-    z = rng.normal(size=(n, 9))
+    z = rng.normal(size=(n, 14))
     in_calo = rng.random(n) < 0.93 * _sigmoid((eta - 1.9) / 0.05) * _sigmoid((4.9 - eta) / 0.06)
     is_e, is_mu = sp == 0, sp == 1
     tail = rng.random(n) < 0.05  # hadronic showers mimicking E/p ~ 1
@@ -234,7 +234,9 @@ def _global(sp: np.ndarray, p: np.ndarray, eta: np.ndarray, rich: np.ndarray, is
         m = others.max(axis=1)
         lse = m + np.log(np.exp(others - m[:, None]).sum(axis=1))
         logit = 0.8 * (logl[:, k] - lse) + 0.3 * lp * (k in (3, 4)) + 0.4 * z[:, 5 + min(k, 3)]
-        out[name] = _sigmoid(_soft_clip(logit))
+        # saturating like a network's output layer, with a little output noise so that saturated values
+        # stay continuous instead of piling up on one float
+        out[name] = _sigmoid(_soft_clip(logit) + 0.25 * z[:, 9 + k])
     return out
 
 

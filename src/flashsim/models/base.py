@@ -135,6 +135,11 @@ class Family:
         w = self.cfg.get("weight")
         return None if not w else self._columns(df, [w], "weight")[:, 0].astype(np.float64)
 
+    def training_weights(self, df, seen: list[np.ndarray]) -> np.ndarray | None:
+        """Per-row weights for the training loss; ``seen`` are the arrays the loss depends on (features,
+        targets). Default: :meth:`weights`; families may substitute e.g. regressed sWeights."""
+        return self.weights(df)
+
     def unit(self, name: str) -> str:
         from flashsim.io.contract import SAMPLES
 

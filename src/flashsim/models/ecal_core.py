@@ -7,8 +7,10 @@ order) the logit of the slot being on and a slot embedding ``s``, and has ``head
 quantile transform fitted on the matched training slots (inverted inside the exported graph).
 Loss (as for Lamarr's calorimeter models) = BCE(on) + ``mse_weight`` x per-target-weighted MSE of the
 conditional-mean head on the geometrically matched slots + ``adv_weight`` x non-saturating adversarial loss of a
-discriminator that sees (photon conditions, neighbourhood context, target) of matched slots (+ optionally
-``energy_weight`` x the energy score of two samples, a proper scoring rule that stabilises short trainings).
+discriminator that sees (photon conditions, neighbourhood context, target) of matched slots + ``energy_weight`` x
+the energy score of two samples per matched slot and target (the CRPS of each marginal, a proper scoring rule; on
+by default because with the few hundred steps of a demo training the adversarial term alone leaves the cluster
+residuals far too narrow: measured two-sample AUC 0.99 without it, about 0.6 with it, same budget).
 
 Physical outputs ``y[..., 5]`` = (on, cluster_x [mm], cluster_y [mm], cluster_E [MeV], p_on): ``on`` is 1 when
 ``Phi(noise[..., -1]) < p_on``, so all randomness comes from the ``noise`` input.
@@ -214,8 +216,8 @@ def generator_loss(model: nn.Module, logit: torch.Tensor, s: torch.Tensor, on: t
         total = total + cfg.adv_weight * adv
     if cfg.energy_weight > 0:
         t_hat2 = heads.sample(sm, torch.randn_like(z))
-        es = ((t_hat - tm).norm(dim=-1) + (t_hat2 - tm).norm(dim=-1)).mean() / 2 - 0.5 * (
-            t_hat - t_hat2).norm(dim=-1).mean()
+        # energy score per target (the CRPS of each marginal, summed): a direct spread signal for every target
+        es = (((t_hat - tm).abs() + (t_hat2 - tm).abs()) / 2 - 0.5 * (t_hat - t_hat2).abs()).sum(-1).mean()
         out["energy"] = es
         total = total + cfg.energy_weight * es
     out["loss"] = total

@@ -106,7 +106,7 @@ class EcalFamily(TorchFamily):
     def fit(self, ctx) -> dict:
         device = self.setup()
         tr = self.frame("train", self.cfg["max_events"])
-        va = self.frame("val", max(self.cfg["max_events"] or 0, 0) // 3 or None)
+        va = self.frame("val", self.cfg["max_events"])
         data_tr, data_va = C.SlotData.build(tr), C.SlotData.build(va)
         features = C.PhotonFeatures.fit(tr.photons)
         target = data_tr.target_transform(self.cfg["n_knots"])

@@ -53,7 +53,7 @@ class EcalGNN(nn.Module):
             for _ in range(layers))
         self.norm_p = nn.ModuleList(nn.LayerNorm(width) for _ in range(layers))
         self.norm_s = nn.ModuleList(nn.LayerNorm(width) for _ in range(layers))
-        self.heads = SlotHeads(width, noise_dim)
+        self.heads = SlotHeads(width + N_FEATURES, noise_dim)
 
     def encode(self, x: torch.Tensor, edge_index: torch.Tensor):
         f = self.features(x)
@@ -69,6 +69,7 @@ class EcalGNN(nn.Module):
             out = conv({"photon": h, "slot": s}, edges, edge_attr_dict=attrs)
             h = norm_p(h + out["photon"])
             s = norm_s(s + out["slot"])
+        s = torch.cat([s, f], -1)  # the heads also see the photon's own features directly
         return self.heads.logit(s), s
 
     def flat_slots(self, batch: dict[str, torch.Tensor]):

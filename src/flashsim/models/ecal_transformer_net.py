@@ -22,23 +22,29 @@ NEG = -1e9
 
 
 class Attention(nn.Module):
-    def __init__(self, width: int, heads: int) -> None:
+    """Multi-head attention with an additive pair bias and relation-aware values: besides the values, each head
+    also returns the attention-weighted pair features (relative position, energy ratio) of the keys."""
+
+    def __init__(self, width: int, heads: int, n_rel: int = 4) -> None:
         super().__init__()
         if width % heads:
             raise ValueError("width must be a multiple of heads")
         self.heads, self.dk = heads, width // heads
         self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
+        self.r = nn.Linear(heads * n_rel, width)
 
     def _split(self, t: torch.Tensor) -> torch.Tensor:
         b, n, _ = t.shape
         return t.reshape(b, n, self.heads, self.dk).transpose(1, 2)
 
-    def forward(self, xq: torch.Tensor, xkv: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """``bias`` [B, H, Lq, Lk] holds the geometric bias plus NEG on padded keys."""
+    def forward(self, xq: torch.Tensor, xkv: torch.Tensor, bias: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+        """``bias`` [B, H, Lq, Lk]: geometric bias plus NEG on padded keys; ``rel`` [B, Lq, Lk, R] pair features."""
         q, k, v = self._split(self.q(xq)), self._split(self.k(xkv)), self._split(self.v(xkv))
         att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.dk) + bias, dim=-1)
         out = (att @ v).transpose(1, 2)
-        return self.o(out.reshape(out.shape[0], out.shape[1], -1))
+        b, n = out.shape[0], out.shape[1]
+        r = (att.unsqueeze(-1) * rel.unsqueeze(1)).sum(-2).transpose(1, 2)  # [B, Lq, H, R]
+        return self.o(out.reshape(b, n, -1)) + self.r(r.reshape(b, n, -1))
 
 
 class Block(nn.Module):
@@ -52,12 +58,12 @@ class Block(nn.Module):
         self.n3 = nn.LayerNorm(width)
         self.ff = nn.Sequential(nn.Linear(width, 2 * width), nn.SiLU(), nn.Linear(2 * width, width))
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, memory: torch.Tensor | None = None,
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, rel: torch.Tensor, memory: torch.Tensor | None = None,
                 cross_bias: torch.Tensor | None = None) -> torch.Tensor:
         h = self.n1(x)
-        x = x + self.att(h, h, bias)
+        x = x + self.att(h, h, bias, rel)
         if self.cross is not None:
-            x = x + self.cross(self.n2(x), memory, cross_bias)
+            x = x + self.cross(self.n2(x), memory, cross_bias, rel)
         return x + self.ff(self.n3(x))
 
 
@@ -75,37 +81,43 @@ class EcalTransformer(nn.Module):
         self.embed_slot = MLP(N_FEATURES, width, width=width, depth=2, skip=False)
         n_bias = enc_layers + 2 * dec_layers
         self.geo = nn.Sequential(nn.Linear(4, 32), nn.SiLU(), nn.Linear(32, heads * n_bias))
+        # a learnable locality prior per layer and head: bias -= slope * distance (cells), starting local
+        self.locality = nn.Parameter(torch.full((n_bias, 1, heads, 1, 1), 0.5))
         self.encoder = nn.ModuleList(Block(width, heads, cross=False) for _ in range(enc_layers))
         self.decoder = nn.ModuleList(Block(width, heads, cross=True) for _ in range(dec_layers))
         self.norm = nn.LayerNorm(width)
-        self.heads = SlotHeads(width, noise_dim)
+        self.heads = SlotHeads(width + N_FEATURES, noise_dim)
         self.register_buffer("pad_photon", torch.tensor([1000.0, 1000.0, 0.1, 0.1, 1000.0]))
 
-    def _biases(self, x: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+    def _biases(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per attention (encoder, then decoder self and cross) the bias [B, H, L, L]; and the clamped pair
+        features [B, L, L, 4] for the relation-aware values."""
         b, n, _ = x.shape
         pi = x.unsqueeze(2).expand(b, n, n, 5)
         pj = x.unsqueeze(1).expand(b, n, n, 5)
-        pf = pair_features(pi, pj)  # padded photons are harmless stand-ins; their keys are masked below
-        geo = self.geo(torch.clamp(pf, -20.0, 20.0))  # [B, L, L, H * n_bias]
+        pf = torch.clamp(pair_features(pi, pj), -20.0, 20.0)  # padded photons are stand-ins, masked below
+        geo = self.geo(pf)  # [B, L, L, H * n_bias]
         geo = geo.reshape(b, n, n, -1, self.n_heads).permute(3, 0, 4, 1, 2)  # [n_bias, B, H, L, L]
+        geo = geo - torch.nn.functional.softplus(self.locality) * pf[..., 2].unsqueeze(1).unsqueeze(0)
         key_pad = (~mask).to(x.dtype).reshape(b, 1, 1, n) * NEG
-        return [geo[i] + key_pad for i in range(geo.shape[0])]
+        rel = pf * mask.to(x.dtype).reshape(b, 1, n, 1)
+        return [geo[i] + key_pad for i in range(geo.shape[0])], rel
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor):
         # padded rows may hold anything: replace them by a harmless photon before any log
         safe = torch.where(mask.unsqueeze(-1), x, torch.zeros_like(x) + self.pad_photon)
         f = self.features(safe)
-        biases = self._biases(safe, mask)
+        biases, rel = self._biases(safe, mask)
         h = self.embed_photon(f)
         k = 0
         for blk in self.encoder:
-            h = blk(h, biases[k])
+            h = blk(h, biases[k], rel)
             k += 1
         s = self.embed_slot(f)
         for blk in self.decoder:
-            s = blk(s, biases[k], memory=h, cross_bias=biases[k + 1])
+            s = blk(s, biases[k], rel, memory=h, cross_bias=biases[k + 1])
             k += 2
-        s = self.norm(s)
+        s = torch.cat([self.norm(s), f], -1)  # the heads also see the photon's own features directly
         return self.heads.logit(s), s, safe
 
     def flat_slots(self, batch: dict[str, torch.Tensor]):

@@ -75,14 +75,16 @@ class Family(TorchFamily):
         device = self.setup()
         tr = self.frame("train", self.cfg["max_rows"])
         va = self.frame("val", self.cfg["max_rows"])
-        x, y, w = self.features(tr), self.targets_core(tr), self.weights(tr)
+        x, y = self.features(tr), self.targets_core(tr)
+        w = self.training_weights(tr, [x, y])
         ok = np.isfinite(y).all(axis=1)
         x, y, w = x[ok], y[ok], None if w is None else w[ok]
         qx = QuantileTransform.fit(x, w, self.cfg["n_knots"])
         qy = QuantileTransform.fit(y, w, self.cfg["n_knots"], atoms=self.cfg["atoms"],
                                  max_discrete=self.cfg["max_discrete"])
         spread = np.random.default_rng(self.spec.seed + 11)  # atoms of the targets spread over their interval
-        xv, yv, wv = self.features(va), self.targets_core(va), self.weights(va)
+        xv, yv = self.features(va), self.targets_core(va)
+        wv = self.training_weights(va, [xv, yv])
         okv = np.isfinite(yv).all(axis=1)
         xv, yv, wv = xv[okv], yv[okv], None if wv is None else wv[okv]
         data = DeviceData(device, c=qx.transform(x).astype(np.float32),

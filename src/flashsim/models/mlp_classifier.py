@@ -50,14 +50,15 @@ class Family(base.ClassifierMixin, TorchFamily):
         device = self.setup()
         tr = self.frame("train", self.cfg["max_rows"])
         va = self.frame("val", self.cfg["max_rows"])
-        x, y, w = self.features(tr), self.labels(tr), self.weights(tr)
+        x, y = self.features(tr), self.labels(tr)
+        w = self.training_weights(tr, [x, y[:, None]])
         qx = QuantileTransform.fit(x, w, self.cfg["n_knots"])
         self.module = self._build(qx).to(device)
         data = DeviceData(device, x=qx.transform(x).astype(np.float32), y=y.astype(np.int64),
                           w=normalised_weights(w, len(x)))
         xv, yv = self.features(va), self.labels(va)
         val = DeviceData(device, x=qx.transform(xv).astype(np.float32), y=yv.astype(np.int64),
-                         w=normalised_weights(self.weights(va), len(xv)))
+                         w=normalised_weights(self.training_weights(va, [xv, yv[:, None]]), len(xv)))
         c = self.cfg
         opt = torch.optim.AdamW(self.module.net.parameters(), lr=c["lr"], weight_decay=c["weight_decay"])
         bs = min(c["batch_size"], data.n)

@@ -176,6 +176,8 @@ def calibration_chi2(probs: np.ndarray, label: np.ndarray, bins: np.ndarray, wei
             pred = np.sum(w[m] * p[m, c]) / sw
             var = np.sum(w[m] ** 2 * p[m, c] * (1 - p[m, c])) / sw**2
             var = max(var, np.sum(w[m] ** 2) / sw**2 * 1e-4)  # a floor: a certain prediction still has stat noise
+            if weight is not None:  # the observed weighted mean's own variance (sWeights: background rows add to it)
+                var = max(var, np.sum(w[m] ** 2 * ((y[m] == c) - obs) ** 2) / sw**2)
             chi2 += (obs - pred) ** 2 / var
             ndf += 1
             rows.append({"class": int(c), "bin": int(k), "observed": float(obs), "predicted": float(pred),

@@ -1,0 +1,200 @@
+"""Shared parts of the PID families: column names, derived columns, sWeight checks, PID cut efficiencies.
+
+The PID models are trained on calibration samples (contract ``pid_calib``), one per species, with the
+``probe_sWeight`` of an sPlot fit as per-row weight (negative values included).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from flashsim.errors import ConfigError, InputError
+from flashsim.models.base import DERIVED_UNITS
+
+PROBE = "probe_Brunel_"
+KINEMATICS = [f"{PROBE}P", f"{PROBE}ETA", "nTracks_Brunel", f"{PROBE}trackcharge"]
+RICH = [f"{PROBE}RichDLL{h}" for h in ("e", "mu", "k", "p")]
+ISMUON = f"{PROBE}isMuon"
+MUON = [f"{PROBE}MuonMuLL", f"{PROBE}MuonBgLL"]
+GLOBAL = [f"{PROBE}PID{h}" for h in ("e", "mu", "K", "p")] + [
+    f"{PROBE}MC15TuneV1_ProbNN{h}" for h in ("e", "mu", "pi", "k", "p")]
+PROBNN = [c for c in GLOBAL if "ProbNN" in c]
+
+# calibration-sample names -> the flash-simulation (signal/tracking contract) names used by the pipelines
+CALIB_TO_FLASH: dict[str, str] = {
+    **dict(zip(KINEMATICS, ["p", "eta", "nTracks", "charge"], strict=True)),
+    **{c: c.replace(PROBE, "").replace("MC15TuneV1_", "") for c in [*RICH, ISMUON, *MUON, *GLOBAL]},
+}
+FLASH_TO_CALIB = {v: k for k, v in CALIB_TO_FLASH.items()}
+DERIVED_UNITS.update({"p": "MeV/c", "eta": "1", "nTracks": "1", "charge": "e"})
+
+# Muon LLs are NaN without isMuon; as conditions they take this value (outside their range, LLs are <= 0)
+MUON_FILL = 1.0
+MUON_FILLED = [f"{c}_filled" for c in MUON]
+DERIVED_UNITS.update({c: "1" for c in MUON_FILLED})
+
+
+def derive(df, aliases: bool = False):
+    """Add ``<muon LL>_filled``: the muon LLs with NaN (no isMuon) replaced by MUON_FILL; with ``aliases`` also
+    the flash-simulation names of the calibration columns (``p``, ``RichDLLk``, ...)."""
+    if aliases:
+        for src, dst in CALIB_TO_FLASH.items():
+            if src in df.columns and dst not in df.columns:
+                df[dst] = df[src]
+    for src, dst in zip(MUON, MUON_FILLED, strict=True):
+        if src in df.columns:
+            v = df[src].to_numpy(np.float32)
+            df[dst] = np.where(np.isfinite(v), v, np.float32(MUON_FILL))
+    return df
+
+
+def short(name: str) -> str:
+    """Display name without the probe prefix / tune."""
+    return name.replace(PROBE, "").replace("MC15TuneV1_", "")
+
+
+def check_weights(w: np.ndarray | None, *, file: str, branch: str | None) -> np.ndarray | None:
+    """sWeights must be finite with a positive sum; a clear InputError otherwise."""
+    if w is None:
+        return None
+    bad = ~np.isfinite(w)
+    if bad.any():
+        raise InputError(f"{int(bad.sum())} non-finite weights", file=file, branch=branch)
+    total = float(np.sum(w))
+    if not total > 0 or abs(total) < 1e-9 * max(float(np.sum(np.abs(w))), 1e-300):
+        raise InputError(f"the weights sum to {total:.6g}: need a positive total (signal yield)", file=file,
+                         branch=branch)
+    return w
+
+
+SWEIGHT_SCHEMA = {
+    "sweights": {"type": "string", "enum": ["regressed", "direct"], "default": "regressed",
+                 "description": "regressed: train with E[sWeight | conditions, targets] (non-negative, unbiased); "
+                                "direct: the sWeights themselves in the loss"},
+}
+
+
+def training_weights(fam, df, seen: list[np.ndarray]) -> np.ndarray | None:
+    """The training weights of a PID family: sWeights checked, then regressed to P(signal | everything the loss
+    sees) unless ``sweights: direct`` (see :func:`flashsim.training.signal_probability_weights`)."""
+    from flashsim.training import signal_probability_weights
+
+    raw = fam.weights(df)
+    if raw is None or fam.cfg.get("sweights", "regressed") == "direct":
+        return raw
+    x = np.hstack([np.asarray(a, dtype=np.float32).reshape(len(a), -1) for a in seen])
+    return signal_probability_weights(x, raw, seed=fam.spec.seed, threads=fam.cfg.get("threads") or 1)
+
+
+# ---------------------------------------------------------------- cut efficiencies
+_CUT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<|==)\s*([-+0-9.eE]+)\s*$")
+_OPS = {">": np.greater, "<": np.less, ">=": np.greater_equal, "<=": np.less_equal, "==": np.equal}
+
+
+def parse_cut(cut: str) -> tuple[str, str, float]:
+    m = _CUT.match(cut)
+    if not m:
+        raise ConfigError(f"cut {cut!r}: expected '<column> <op> <number>' with op in {list(_OPS)}")
+    return m.group(1), m.group(2), float(m.group(3))
+
+
+_OP_WORDS = {">": "gt", "<": "lt", ">=": "ge", "<=": "le", "==": "eq"}
+
+
+def metric_label(cut: str) -> str:
+    """A metric-name-safe label of a cut (MLflow keys allow no '>'): ``RichDLLk > 5`` -> ``RichDLLk_gt_5``."""
+    col, op, thr = parse_cut(cut)
+    return f"{short(col)}_{_OP_WORDS[op]}_{thr:g}"
+
+
+def apply_cut(values: dict[str, np.ndarray], cut: str) -> np.ndarray:
+    col, op, thr = parse_cut(cut)
+    if col not in values:
+        raise ConfigError(f"cut {cut!r}: unknown column {col!r} (known: {', '.join(values)})")
+    v = np.asarray(values[col], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return _OPS[op](v, thr) & np.isfinite(v)
+
+
+def cut_efficiency_report(fam, ref: dict[str, np.ndarray], gen: dict[str, np.ndarray], p: np.ndarray,
+                          w: np.ndarray | None, cuts: list[str], report_dir: Path,
+                          n_bins: int = 8) -> tuple[dict[str, float], list[Path]]:
+    """Weighted efficiency of each cut in momentum bins, model vs reference: metrics and one plot.
+
+    Metrics per cut: the largest absolute difference and pull over the bins and the overall efficiencies; over
+    all cuts: ``pid_eff.max_abs_diff`` and ``pid_eff.chi2_ndf`` (mean squared pull, the errors being the
+    sWeighted binomial errors of reference and model added in quadrature).
+
+    ``gen`` values may be probabilities of passing (floats in [0, 1]) under a cut's column name prefixed with
+    ``P:`` (e.g. ``P:probe_Brunel_isMuon`` for a classifier), used as the expected efficiency.
+    """
+    from flashsim import validation as V
+    from flashsim.validation.metrics import binned_efficiency
+    from flashsim.validation.report import plot_efficiency_curves
+
+    if not cuts:
+        return {}, []
+    edges = V.bin_edges(p, n_bins, log=True)
+    curves, metrics = [], {}
+    for cut in cuts:
+        col = parse_cut(cut)[0]
+        ref_pass = apply_cut(ref, cut).astype(np.float64)
+        gen_pass = gen[f"P:{col}"] if f"P:{col}" in gen else apply_cut(gen, cut).astype(np.float64)
+        eff_r, err_r = binned_efficiency(ref_pass, p, edges, w)
+        eff_g, err_g = binned_efficiency(gen_pass, p, edges, w)
+        label = metric_label(cut)
+        diff = np.abs(eff_r - eff_g)
+        pull = diff / np.sqrt(err_r**2 + err_g**2 + 1e-12)
+        metrics[f"pid_eff.{label}.max_abs_diff"] = float(np.nanmax(diff))
+        metrics[f"pid_eff.{label}.max_pull"] = float(np.nanmax(pull))
+        metrics[f"pid_eff.{label}.reference"] = float(np.sum(_w(w, p) * ref_pass) / np.sum(_w(w, p)))
+        metrics[f"pid_eff.{label}.model"] = float(np.sum(_w(w, p) * gen_pass) / np.sum(_w(w, p)))
+        curves.append({"label": short(cut).replace(" ", ""), "reference": (eff_r, err_r), "model": (eff_g, err_g),
+                       "pull": pull})
+    metrics["pid_eff.max_abs_diff"] = max(v for k, v in metrics.items() if k.endswith(".max_abs_diff"))
+    pulls = np.concatenate([c["pull"] for c in curves])
+    pulls = pulls[np.isfinite(pulls)]
+    metrics["pid_eff.chi2_ndf"] = float(np.sum(pulls**2) / len(pulls)) if len(pulls) else float("nan")
+    plot = plot_efficiency_curves(curves, edges, p, report_dir / "pid_efficiencies.png",
+                                    xlabel="p [MeV/c]", title=fam.spec.name)
+    return metrics, [plot]
+
+
+def truth_metrics(df, x: np.ndarray, ref: np.ndarray, gen: np.ndarray, seed: int) -> dict[str, float]:
+    """Where the reference simulation's truth is present (``is_signal``): the two-sample AUC of the model against
+    the pure signal, unweighted (more sensitive than the sWeighted AUC, which real data allows)."""
+    from flashsim import validation as V
+
+    if "is_signal" not in df.columns:
+        return {}
+    s = df["is_signal"].to_numpy() == 1
+    if s.sum() < 200:
+        return {}
+    return {"truth.signal_only_auc": V.two_sample_auc(ref[s], gen[s], conditions=x[s], seed=seed)}
+
+
+def _w(w: np.ndarray | None, like: np.ndarray) -> np.ndarray:
+    return np.ones(len(like)) if w is None else np.asarray(w, dtype=np.float64)
+
+
+def write_prepared_calib(root: str | Path, sample: str, channel: str, n: int, seed: int = 1,
+                         chunk_size: int = 250_000) -> Path:
+    """Generate a calibration sample with the reference simulation straight into
+    ``results/prepared/<sample>/{train,val,test}.parquet`` (60/20/20 by event; for tests and benchmarks)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from flashsim.detsim import calib, registry
+
+    parts = list(calib.chunks(n, chunk_size, registry.rng_factory(seed, sample), {"channel": channel}))
+    cols = {k: np.concatenate([c[k] for c in parts]) for k in parts[0]}
+    h = cols["evtNumber"].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # deterministic per event
+    u = (h >> np.uint64(11)).astype(np.float64) / 2.0**53
+    out = Path(root) / "results" / "prepared" / sample
+    out.mkdir(parents=True, exist_ok=True)
+    for split, sel in (("train", u < 0.6), ("val", (u >= 0.6) & (u < 0.8)), ("test", u >= 0.8)):
+        pq.write_table(pa.table({k: v[sel] for k, v in cols.items()}), out / f"{split}.parquet")
+    return out
