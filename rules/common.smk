@@ -33,15 +33,6 @@ def prepared_splits(name, splits):
     return [f"{PREPARED}/{sample}/{split}.parquet" for split in splits]
 
 
-def model_names():
-    """params.yaml model names, species lists expanded (as flashsim.models.expand does)."""
-    names = []
-    for name, entry in (config.get("models") or {}).items():
-        sp = entry.get("species")
-        names += [f"{name}_{s}" for s in sp] if isinstance(sp, list) else [name]
-    return names
-
-
 def local_files(files):
     """Input files Snakemake can track (none when they are globs or root:// URLs)."""
     return [] if any(f.startswith("root://") or any(ch in f for ch in "*?[") for f in files) else files

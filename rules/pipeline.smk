@@ -6,8 +6,9 @@ PIPE = config["pipeline"]
 
 
 CHAIN = ["acceptance", "efficiency", "resolution", "covariance"] + [f"pid_pipeline_{s}" for s in RT["species"]]
-CHAIN_MODELS = [n for n in CHAIN if n in model_names()]  # the chain's models this workflow trains
-CABI_MODELS = CHAIN_MODELS + [n for n in model_names() if n == "ghost_mlp"]  # per-particle models
+CHAIN_MODELS = [n for n in CHAIN if n in MODEL_CONFIGS]  # the chain's models this workflow trains
+CABI_MODELS = CHAIN_MODELS + [n for n in MODEL_CONFIGS if n == "ghost_mlp"]  # per-particle models
+TREE_MODELS = [n for n in CHAIN_MODELS if MODEL_CONFIGS[n].get("family") == "lgbm_classifier"]
 SIGNAL_FILES = local_files(config["inputs"][PIPE["sample"]]["files"])
 
 
@@ -30,6 +31,7 @@ rule flash_signal:
     input:
         gen=SIGNAL_FILES,
         models=expand("models/{name}.onnx", name=CHAIN_MODELS),
+        trees=expand("models/{name}.so", name=TREE_MODELS),
     output:
         PIPE["flash"],
     params:

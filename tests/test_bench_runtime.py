@@ -99,3 +99,6 @@ def test_flow_generator_graph_is_read_as_one_repeated_block(tmp_path):
     # the torch reference of the same layers computes what the graph's first block computes without the skips
     seq = bench._torch_layers(net)
     assert sum(isinstance(m, torch.nn.SiLU) for m in seq) == 5
+    # the bf16 roofline counts every dense layer the graph runs per particle: 6 layers x 6 ODE evaluations
+    shapes = bench.dense_shapes(onnx.load(str(tmp_path / "flow.onnx")))
+    assert sum(shapes.values()) == 36 and shapes[(11, 16)] == 6 and shapes[(16, 3)] == 6

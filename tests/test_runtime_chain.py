@@ -98,6 +98,9 @@ def test_host_io_and_c_trees_give_the_same_particles(models, tmp_path):
     assert (models / "acceptance.so").exists() and (models / "acceptance.so.json").exists()
     ctree = _simulate(models, n=6000, tree_backend="c")
     assert np.mean(base["acceptance"] == ctree["acceptance"]) > 0.999
+    auto = _simulate(models, n=6000)  # "auto" now finds the tl2cgen object and uses it
+    np.testing.assert_array_equal(auto["acceptance"], ctree["acceptance"])
+    np.testing.assert_array_equal(_simulate(models, n=6000, tree_backend="onnx")["acceptance"], base["acceptance"])
 
 
 def test_missing_stages_are_skipped(models):

@@ -7,7 +7,8 @@ CPU (always):
   runs (scikinC, and our own C artifacts) replaying exactly the model calls of the batched chain, one core.
 GPU (when torch and onnxruntime-gpu see CUDA): per-model CPU-vs-GPU profile over batch sizes, the chain with IO
 binding vs host copies over batch sizes, and the torch bf16 throughput of the same dense layers (roofline
-reference; tree ensembles have no bf16 counterpart and are excluded from it).
+reference: every dense layer the graphs run per particle, unrolled ODE steps and chained PID stages included;
+tree ensembles have no bf16 counterpart and are excluded from it).
 
 Uses the models of ``runtime.models`` (``models/``); where none exist yet, the toy models of
 :mod:`flashsim.runtime.toys` (cached under ``results/bench/runtime/``), and says so in the JSON.
@@ -345,7 +346,6 @@ def run(quick: bool, params: dict) -> dict:
 def _gpu(refs, spec, cols, traced, per_model_cpu, cfg, settings) -> dict:
     import onnx
 
-    from flashsim.bench.scikinc import NoEquivalent, net_layers
     from flashsim.runtime.chain import Chain
     from flashsim.runtime.session import Device
 
@@ -373,18 +373,15 @@ def _gpu(refs, spec, cols, traced, per_model_cpu, cfg, settings) -> dict:
         entry = {"gpu_by_batch": rows, "cpu_allcores_batched": cpu_best,
                  "winner_at_largest_batch": "gpu" if rows[str(cfg["sweep"][-1])] > cpu_best else "cpu",
                  "providers": providers}
-        try:  # the same dense layers in torch bf16 (roofline reference)
-            layers = net_layers(onnx.load(str(ref.onnx)))
-            seq = _torch_layers(layers).to(dev.torch, torch.bfloat16)
-            n_rows = len(data)
-            h = torch.randn((cfg["sweep"][-1], layers.layers[0][0].shape[0]), device=dev.torch, dtype=torch.bfloat16)
-            with torch.inference_mode():  # a flow applies the block `repeats` times per particle
-                per_row = layers.repeats * timed(lambda seq=seq, h=h: seq(h), cfg["min_time"], sync) / h.shape[0]
+        shapes = dense_shapes(onnx.load(str(ref.onnx)))
+        if shapes:  # the same dense layers in torch bf16 (roofline reference)
+            per_row = _bf16_seconds_per_row(shapes, cfg["sweep"][-1], dev.torch, cfg["min_time"], sync)
             entry["bf16_rows_per_s"] = 1.0 / per_row
-            bf16_time += per_row * n_rows
-        except NoEquivalent as err:
+            entry["dense_layers_per_particle"] = sum(shapes.values())
+            bf16_time += per_row * len(data)
+        else:
             entry["bf16_rows_per_s"] = None
-            entry["bf16_note"] = f"no dense-layer equivalent ({err}); excluded from the bf16 reference"
+            entry["bf16_note"] = "no dense layers (tree ensemble): excluded from the bf16 reference"
         out["per_model"][name] = entry
     n = len(cols["mcID"])
     best_chain = max(v["io_binding"] for v in out["chain"].values())
@@ -395,6 +392,37 @@ def _gpu(refs, spec, cols, traced, per_model_cpu, cfg, settings) -> dict:
                       "pass": bool(ratio is not None and ratio >= TARGET_GPU_VS_BF16),
                       "chain_particles_per_s": best_chain, "bf16_particles_per_s": bf16_rate}
     return out
+
+
+def dense_shapes(model) -> dict[tuple[int, int], int]:
+    """(in, out) -> how many times a dense layer of that shape runs per particle in an ONNX graph (every Gemm /
+    MatMul node with a constant 2-D weight: unrolled ODE steps and chained stages included)."""
+    from onnx import numpy_helper
+
+    dims = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            dims[n.output[0]] = tuple(numpy_helper.to_array(n.attribute[0].t).shape)
+    out: dict[tuple[int, int], int] = {}
+    for n in model.graph.node:
+        w = dims.get(n.input[1]) if len(n.input) > 1 else None
+        if n.op_type not in ("Gemm", "MatMul") or w is None or len(w) != 2:
+            continue
+        trans = any(a.name == "transB" and a.i for a in n.attribute)
+        shape = (w[1], w[0]) if trans else (w[0], w[1])
+        out[shape] = out.get(shape, 0) + 1
+    return out
+
+
+def _bf16_seconds_per_row(shapes: dict[tuple[int, int], int], batch: int, device, min_time: float, sync) -> float:
+    """Seconds per row of the given dense layers (Linear + SiLU) in torch bf16 at ``batch`` rows."""
+    total = 0.0
+    with torch.inference_mode():
+        for (n_in, n_out), count in shapes.items():
+            lin = torch.nn.Linear(n_in, n_out).to(device, torch.bfloat16)
+            h = torch.randn((batch, n_in), device=device, dtype=torch.bfloat16)
+            total += count * timed(lambda lin=lin, h=h: torch.nn.functional.silu(lin(h)), min_time, sync) / batch
+    return total
 
 
 def _torch_layers(layers) -> torch.nn.Module:

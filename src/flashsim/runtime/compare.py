@@ -179,9 +179,11 @@ def _plots(ref, flash, r, f, pid_table, edges, track_types, outdir: Path) -> lis
         centres = np.sqrt(edges[:-1] * edges[1:]) / 1000
         for i, row in enumerate(pid_table):
             ax = axes[i // ncol][i % ncol]
-            ax.errorbar(centres, row["eff_reference"], row["err_reference"], fmt="o", label="reference")
-            ax.errorbar(centres * 1.04, row["eff_flash"], row["err_flash"], fmt="s", mfc="none", label="flash")
+            ax.errorbar(centres, row["eff_reference"], row["err_reference"], fmt="o", ms=4, label="reference")
+            ax.errorbar(centres * 1.06, row["eff_flash"], row["err_flash"], fmt="s", ms=4, mfc="none",
+                        label="flash")
             ax.set_xscale("log")
+            ax.set_xlim(edges[0] / 1000, edges[-1] / 1000)
             ax.set_ylim(-0.02, 1.02)
             ax.set_xlabel("p [GeV/c]")
             ax.set_title(f"{row['species']}: {row['cut']}")

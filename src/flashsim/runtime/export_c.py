@@ -47,7 +47,7 @@ def parity_inputs(ref, n: int, seed: int) -> np.ndarray:
 
 
 def build_checked(name: str, models: str | Path = "models", output: str | Path | None = None, *,
-                  rows: int = 20_000, seed: int = 1, tolerance: float = 1e-4, max_tolerance: float = 1e-2) -> dict:
+                  rows: int = 5_000, seed: int = 1, tolerance: float = 1e-4, max_tolerance: float = 1e-2) -> dict:
     """Build ``<models>/<name>.so`` (+ ``.so.json`` with the route and the parity vs onnxruntime).
 
     Gate, per output column relative to its scale: the 99.9% quantile of |C - ONNX| <= ``tolerance`` and the
@@ -84,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="+", metavar="NAME", help="model name(s) in the models directory")
     p.add_argument("--models", default="models", help="directory with NAME.onnx and NAME.json")
     p.add_argument("--output", help="output .so (one NAME only; default MODELS/NAME.so)")
-    p.add_argument("--rows", type=int, default=20_000, help="rows of the parity check")
+    p.add_argument("--rows", type=int, default=5_000, help="rows of the parity check")
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="gate on the 99.9%% quantile of |C - ONNX| relative to each output's scale")
     p.add_argument("--max-tolerance", type=float, default=1e-2, help="gate on the maximum of the same")

@@ -34,7 +34,7 @@ class Settings:
     spin: bool = False
     batch_size: int = 100_000
     io: str = "binding"
-    tree_backend: str = "onnx"
+    tree_backend: str = "auto"
     species: tuple[str, ...] = ("e", "mu", "pi", "K", "p")
     pid_types: tuple[int, ...] = (3, 4, 5)
     compression: str = "lz4"
@@ -67,13 +67,32 @@ def build_chain(settings: Settings, device: Device | None = None) -> Chain:
         raise ConfigError(f"no chain model found in {settings.models} (looked for {', '.join(spec.names())})")
     device = device or pick_device(settings.device)
     tree_libs = None
-    if settings.tree_backend == "c" and not str(settings.models).startswith("models:/"):
-        from flashsim.runtime.cabi import symbol_for
-
-        tree_libs = {n: (str(Path(settings.models) / f"{n}.so"), symbol_for(n)) for n in refs
-                     if (Path(settings.models) / f"{n}.so").exists() and _is_trees(refs[n].onnx)}
+    if settings.tree_backend != "onnx" and device.kind == "cpu":
+        tree_libs = _tree_libs(refs, required=settings.tree_backend == "c")
     return Chain(refs, device, spec=spec, threads=settings.threads, io=settings.io, tree_libs=tree_libs,
                  spin=settings.spin)
+
+
+def _tree_libs(refs: dict, required: bool) -> dict[str, tuple[str, str]]:
+    """Tree ensembles with an up-to-date C-ABI shared object next to their ONNX file (``flashsim cabi``): on the
+    CPU their tl2cgen code beats ONNX Runtime's TreeEnsemble per core. ``required``: missing ones are an error."""
+    import json
+
+    from flashsim.runtime.cabi import symbol_for
+
+    out = {}
+    for name, ref in refs.items():
+        if not _is_trees(ref.onnx):
+            continue
+        so = ref.onnx.with_suffix(".so")
+        meta = Path(f"{so}.json")
+        fresh = so.exists() and so.stat().st_mtime >= ref.onnx.stat().st_mtime and meta.exists() \
+            and json.loads(meta.read_text()).get("route") == "tl2cgen"
+        if fresh:
+            out[name] = (str(so), symbol_for(name))
+        elif required:
+            raise ConfigError(f"tree_backend c: no up-to-date {so} (run `flashsim cabi {name}`)")
+    return out
 
 
 def _is_trees(path: Path) -> bool:
@@ -128,7 +147,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime (0: all cores)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--io", choices=["binding", "host"])
-    p.add_argument("--tree-backend", choices=["onnx", "c"])
+    p.add_argument("--tree-backend", choices=["auto", "onnx", "c"],
+                   help="tree ensembles on the CPU: their tl2cgen .so (c), ONNX Runtime (onnx), c where built (auto)")
     p.add_argument("--seed", type=int, help="master seed (default: params.yaml seed)")
     p.add_argument("--max-particles", type=int)
     p.add_argument("--params", help="params file (default: params.yaml)")
