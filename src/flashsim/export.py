@@ -49,6 +49,10 @@ def _write_model_bytes(data: bytes, path: str | Path) -> Path:
     import onnx
 
     model = onnx.load_from_string(data)
+    # converters collect the opset imports in sets: order them so that the bytes do not depend on hash seeds
+    imports = sorted(model.opset_import, key=lambda o: (o.domain, o.version))
+    del model.opset_import[:]
+    model.opset_import.extend(imports)
     onnx.checker.check_model(model)
     path = Path(path)
     with atomic_output(path) as tmp:
