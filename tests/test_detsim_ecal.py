@@ -63,7 +63,7 @@ def test_close_photons_merge(events):
     p, cfg = events.photons, ecal.EcalConfig()
     n = events.n_photons
     starts = np.cumsum(n) - n
-    a, b = ecal._pairs(starts, n)
+    a, b = ecal.event_pairs(starts, n)
     cell = ecal.cell_size(p["photon_x"], p["photon_y"])
     dist = np.hypot(p["photon_x"][a] - p["photon_x"][b], p["photon_y"][a] - p["photon_y"][b])
     close = dist < cfg.merge_scale * np.maximum(cell[a], cell[b])

@@ -195,6 +195,30 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, sched=None) -> torch.Tensor:
+    """One gradient step on ``loss`` (and one scheduler step); returns the detached loss."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if sched is not None:
+        sched.step()
+    return loss.detach()
+
+
+def state_functions(**parts) -> tuple[Callable[[], dict], Callable[[dict], None]]:
+    """``(get_state, set_state)`` for :func:`epoch_loop` over named modules, optimizers, schedulers (``state_dict``)
+    and ``torch.Generator`` objects (``get_state``)."""
+
+    def get_state() -> dict:
+        return {k: v.state_dict() if hasattr(v, "state_dict") else v.get_state() for k, v in parts.items()}
+
+    def set_state(state: dict) -> None:
+        for k, v in parts.items():
+            (v.load_state_dict if hasattr(v, "load_state_dict") else v.set_state)(state[k])
+
+    return get_state, set_state
+
+
 def epoch_loop(n_epochs: int, epoch_fn: Callable[[int], dict[str, float]], *,
                get_state: Callable[[], dict], set_state: Callable[[dict], None],
                checkpointer: Checkpointer | None = None, ctx: RunContext | None = None,

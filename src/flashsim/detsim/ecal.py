@@ -127,7 +127,7 @@ def _pi0_photons(rng: np.random.Generator, pt: np.ndarray, eta: np.ndarray, phi:
     return out
 
 
-def _pairs(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def event_pairs(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """All index pairs (a < b) within each event of flat photons grouped as [starts, starts + counts)."""
     ends = np.repeat(starts + counts, counts)
     idx = np.arange(len(ends))
@@ -183,7 +183,7 @@ def simulate(n_events: int, rng: np.random.Generator, cfg: EcalConfig = EcalConf
 
     # merging: friends-of-friends on photon pairs closer than merge_scale cells
     cell = cell_size(x, y)
-    a, b = _pairs(starts, n_photons)
+    a, b = event_pairs(starts, n_photons)
     close = np.hypot(x[a] - x[b], y[a] - y[b]) < cfg.merge_scale * np.maximum(cell[a], cell[b])
     n = len(x)
     graph = coo_matrix((np.ones(int(close.sum()), dtype=np.int8), (a[close], b[close])), shape=(n, n))

@@ -363,7 +363,7 @@ def fit(model: nn.Module, train_batches: list[dict[str, torch.Tensor]], val_batc
         cfg: TrainConfig, *, device: torch.device, seed: int, checkpointer=None, ctx=None,
         desc: str = "ecal", stop_after: int | None = None) -> list[dict]:
     """Adversarial training over fixed batches (order reshuffled every epoch); resumable via ``checkpointer``."""
-    from flashsim.training import epoch_loop
+    from flashsim.training import epoch_loop, state_functions
 
     model.to(device)
     disc = Discriminator(cfg.disc_width).to(device)
@@ -387,15 +387,7 @@ def fit(model: nn.Module, train_batches: list[dict[str, torch.Tensor]], val_batc
                                                         disc, cfg.loss).items()} for b in val_batches)
         return {**{f"train_{k}": v for k, v in logs.items()}, **{f"val_{k}": v for k, v in val.items()}}
 
-    def get_state() -> dict:
-        return {"model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict()}
-
-    def set_state(state: dict) -> None:
-        model.load_state_dict(state["model"])
-        disc.load_state_dict(state["disc"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
+    get_state, set_state = state_functions(model=model, disc=disc, opt_g=opt_g, opt_d=opt_d)
 
     history = epoch_loop(cfg.epochs, epoch_fn, get_state=get_state, set_state=set_state, checkpointer=checkpointer,
                          ctx=ctx, desc=desc, stop_after=stop_after)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flashsim.detsim.ecal import REGIONS, cell_size
+from flashsim.detsim.ecal import REGIONS, cell_size, event_pairs
 
 PHOTON_FEATURES = ("photon_x", "photon_y", "photon_tx", "photon_ty", "photon_E")
 PHOTON_UNITS = ("mm", "mm", "1", "1", "MeV")
@@ -176,13 +176,7 @@ def radius_edges(ev_or_counts, photons: np.ndarray | None = None,
     else:
         counts = np.asarray(ev_or_counts, dtype=np.int64)
     counts = np.asarray(counts, dtype=np.int64)
-    starts = np.cumsum(counts) - counts
-    ends = np.repeat(starts + counts, counts)
-    idx = np.arange(len(ends))
-    npair = ends - idx - 1
-    a = np.repeat(idx, npair)
-    first = np.repeat(np.cumsum(npair) - npair, npair)
-    b = a + 1 + (np.arange(len(a)) - first)
+    a, b = event_pairs(np.cumsum(counts) - counts, counts)
     x, y = photons[:, 0], photons[:, 1]
     cell = cell_size(x, y)
     near = np.hypot(x[a] - x[b], y[a] - y[b]) < radius * np.maximum(cell[a], cell[b])

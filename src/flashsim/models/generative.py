@@ -30,6 +30,7 @@ from flashsim.training import (
     RunContext,
     autocast,
     epoch_loop,
+    optimizer_step,
     weighted_mean,
 )
 
@@ -188,10 +189,7 @@ class Trainer:
         with autocast(self.device, self.cfg["amp"]):
             v = self.core.velocity(yt, t, c)
         loss = weighted_mean(((v.float() - (y - z)) ** 2).mean(-1), w)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        return loss.detach()
+        return optimizer_step(loss, self.opt)
 
     def _gan_step(self, c, y, w, train_gen: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         with torch.no_grad():

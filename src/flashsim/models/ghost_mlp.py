@@ -23,7 +23,7 @@ from flashsim.io.contract import GHOST_FEATURES
 from flashsim.models import base
 from flashsim.models.nets import ACTIVATIONS
 from flashsim.models.torch_base import TORCH_SCHEMA, TorchFamily
-from flashsim.training import DeviceData, epoch_loop, normalised_weights, weighted_mean
+from flashsim.training import DeviceData, epoch_loop, normalised_weights, optimizer_step, state_functions, weighted_mean
 
 LOG_FEATURES = ["chi2PerDoF", "veloChi2PerDoF", "TChi2PerDoF", "matchChi2", "p", "pt"]
 LOG_FLOOR = 1e-3
@@ -149,25 +149,13 @@ class Family(base.ClassifierMixin, TorchFamily):
             losses = []
             for b in data.batches(bs, gen):
                 loss = bce(b["x"], b["y"], b["w"])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses.append(loss.detach())
+                losses.append(optimizer_step(loss, opt, sched))
             net.eval()
             with torch.no_grad():
                 lv = bce(val["x"], val["y"], val["w"])
             return {"loss": float(torch.stack(losses).mean()), "val_loss": float(lv), "lr": sched.get_last_lr()[0]}
 
-        def get_state():
-            return {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "gen": gen.get_state()}
-
-        def set_state(s):
-            net.load_state_dict(s["net"])
-            opt.load_state_dict(s["opt"])
-            sched.load_state_dict(s["sched"])
-            gen.set_state(s["gen"])
+        get_state, set_state = state_functions(net=net, opt=opt, sched=sched, gen=gen)
 
         history = epoch_loop(c["epochs"], epoch_fn, get_state=get_state, set_state=set_state,
                              checkpointer=self.checkpointer(), ctx=ctx, desc=self.spec.name)

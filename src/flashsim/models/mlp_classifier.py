@@ -16,7 +16,15 @@ from flashsim.models import base
 from flashsim.models.nets import MLP
 from flashsim.models.torch_base import TORCH_SCHEMA, TorchFamily
 from flashsim.preprocessing import QuantileTransform
-from flashsim.training import DeviceData, autocast, epoch_loop, normalised_weights, weighted_mean
+from flashsim.training import (
+    DeviceData,
+    autocast,
+    epoch_loop,
+    normalised_weights,
+    optimizer_step,
+    state_functions,
+    weighted_mean,
+)
 
 DEFAULTS = {"epochs": 10, "batch_size": 1024, "lr": 2e-3, "weight_decay": 1e-5, "width": 128, "depth": 4,
             "activation": "silu", "amp": True, "compile": False}
@@ -74,11 +82,7 @@ class Family(base.ClassifierMixin, TorchFamily):
                 with autocast(device, c["amp"]):
                     logits = net(b["x"])
                 loss = weighted_mean(F.cross_entropy(logits.float(), b["y"], reduction="none"), b["w"])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses.append(loss.detach())
+                losses.append(optimizer_step(loss, opt, sched))
             net.eval()
             with torch.no_grad():
                 lv = weighted_mean(F.cross_entropy(net(val["x"]), val["y"], reduction="none"), val["w"])
@@ -86,15 +90,7 @@ class Family(base.ClassifierMixin, TorchFamily):
             return {"loss": float(torch.stack(losses).mean()), "val_loss": float(lv), "val_accuracy": float(acc),
                     "lr": sched.get_last_lr()[0]}
 
-        def get_state():
-            return {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "gen": gen.get_state()}
-
-        def set_state(s):
-            net.load_state_dict(s["net"])
-            opt.load_state_dict(s["opt"])
-            sched.load_state_dict(s["sched"])
-            gen.set_state(s["gen"])
+        get_state, set_state = state_functions(net=net, opt=opt, sched=sched, gen=gen)
 
         history = epoch_loop(c["epochs"], epoch_fn, get_state=get_state, set_state=set_state,
                              checkpointer=self.checkpointer(), ctx=ctx, desc=self.spec.name)

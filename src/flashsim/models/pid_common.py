@@ -122,6 +122,16 @@ def apply_cut(values: dict[str, np.ndarray], cut: str) -> np.ndarray:
         return _OPS[op](v, thr) & np.isfinite(v)
 
 
+def generated_columns(fam, df, predict) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray],
+                                                 dict[str, np.ndarray]]:
+    """``(x, generated, reference columns, generated columns)`` of a generator family on ``df`` (fixed noise)."""
+    x = fam.features(df)
+    noise = np.random.default_rng(fam.spec.seed + 7).standard_normal((len(x), fam.noise_dim))
+    gen = np.asarray(predict(x, noise.astype(np.float32)), dtype=np.float64)
+    names = fam.output_names()
+    return x, gen, {n: df[n].to_numpy(np.float64) for n in names}, {n: gen[:, j] for j, n in enumerate(names)}
+
+
 def cut_efficiency_report(fam, ref: dict[str, np.ndarray], gen: dict[str, np.ndarray], p: np.ndarray,
                           w: np.ndarray | None, cuts: list[str], report_dir: Path,
                           n_bins: int = 8) -> tuple[dict[str, float], list[Path]]:

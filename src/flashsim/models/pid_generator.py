@@ -217,12 +217,7 @@ class Family(generator.Family):
 
     def validate(self, df, predict, report_dir: Path) -> tuple[dict, list[Path]]:
         metrics, plots = super().validate(df, predict, report_dir)
-        x = self.features(df)
-        noise = np.random.default_rng(self.spec.seed + 7).standard_normal((len(x), self.noise_dim))
-        gen = np.asarray(predict(x, noise.astype(np.float32)), dtype=np.float64)
-        names = self.output_names()
-        ref = {n: df[n].to_numpy(np.float64) for n in names}
-        gcols = {n: gen[:, j] for j, n in enumerate(names)}
+        x, gen, ref, gcols = pc.generated_columns(self, df, predict)
         for n in self.feature_names:  # cuts may also involve conditions
             ref.setdefault(n, df[n].to_numpy(np.float64))
             gcols.setdefault(n, df[n].to_numpy(np.float64))

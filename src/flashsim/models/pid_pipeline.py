@@ -183,12 +183,7 @@ class Family(TorchFamily):
         from flashsim.models import validate_default
 
         metrics, plots = validate_default.generator(self, df, predict, report_dir)
-        x = self.features(df)
-        noise = np.random.default_rng(self.spec.seed + 7).standard_normal((len(x), self.noise_dim))
-        gen = np.asarray(predict(x, noise.astype(np.float32)), dtype=np.float64)
-        names = self.output_names()
-        ref = {n: df[n].to_numpy(np.float64) for n in names}
-        gcols = {n: gen[:, j] for j, n in enumerate(names)}
+        x, gen, ref, gcols = pc.generated_columns(self, df, predict)
         momentum = pc.CALIB_TO_FLASH.get(self.cfg["momentum"], self.cfg["momentum"])
         m, p = pc.cut_efficiency_report(self, ref, gcols, df[momentum].to_numpy(np.float64),
                                         self.weights(df), self.cfg["cuts"], report_dir)

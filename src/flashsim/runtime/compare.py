@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from flashsim.errors import InputError
 from flashsim.runtime import physics
 
 HELP = "compare a flash-simulated signal sample with the reference detector simulation (reports/pipeline/)"
@@ -32,25 +31,10 @@ OPTIONAL = ("chi2PerDoF", "ghostProb", "nDoF", "isMuon", "RichDLLk", "RichDLLp",
 
 def read(path: str, tree: str | None, branches: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """The signal-contract columns of a file (``branches``: contract name -> name in the file)."""
-    import uproot
+    from flashsim.runtime.io import contract_branches, open_tree
 
-    from flashsim.runtime.io import _only_tree
-
-    to_file = dict(branches or {})
-    try:
-        f = uproot.open(path)
-    except Exception as err:
-        raise InputError(f"cannot open as ROOT ({str(err).strip().splitlines()[0]})", file=path) from err
-    with f:
-        name = tree or _only_tree(f, path)
-        if name not in f:
-            raise InputError("no such tree", file=path, tree=name)
-        t = f[name]
-        present = set(t.keys())
-        for c in NEEDED:
-            if to_file.get(c, c) not in present:
-                raise InputError("missing branch", file=path, tree=name, branch=to_file.get(c, c))
-        want = {c: to_file.get(c, c) for c in NEEDED + OPTIONAL if to_file.get(c, c) in present}
+    with open_tree(path, tree) as (t, name):
+        want = contract_branches(t, path, name, dict(branches or {}), NEEDED, NEEDED + OPTIONAL)
         arrays = t.arrays(list(want.values()), library="np")
     return {c: np.asarray(arrays[b]) for c, b in want.items()}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -62,26 +63,11 @@ def read_root(files: list[str] | str, tree: str | None = None, branches: dict[st
 
     ``branches`` maps contract names to the names in the files; ``tree`` defaults to the only TTree of a file.
     """
-    import uproot
-
     to_file = dict(branches or {})
     seen = 0
     for path in expand_files(files):
-        try:
-            f = uproot.open(path)
-        except Exception as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise InputError(f"cannot open as ROOT ({first})", file=path) from err
-        with f:
-            name = tree or _only_tree(f, path)
-            if name not in f:
-                raise InputError("no such tree", file=path, tree=name)
-            t = f[name]
-            present = set(t.keys())
-            for c in REQUIRED:
-                if to_file.get(c, c) not in present:
-                    raise InputError("missing generator-level branch", file=path, tree=name, branch=to_file.get(c, c))
-            wanted = {c: to_file.get(c, c) for c in keep if to_file.get(c, c) in present}
+        with open_tree(path, tree) as (t, name):
+            wanted = contract_branches(t, path, name, to_file, REQUIRED, keep, "missing generator-level branch")
             for chunk in t.iterate(list(wanted.values()), step_size=step_size, library="np"):
                 cols = {c: np.asarray(chunk[b]) for c, b in wanted.items()}
                 n = len(cols["mcID"])
@@ -95,6 +81,33 @@ def read_root(files: list[str] | str, tree: str | None = None, branches: dict[st
                 seen += n
                 if max_entries is not None and seen >= max_entries:
                     return
+
+
+@contextmanager
+def open_tree(path: str, tree: str | None) -> Iterator[tuple[object, str]]:
+    """``(uproot TTree, its name)`` of a ROOT file (``tree`` defaults to its only TTree); clear errors otherwise."""
+    import uproot
+
+    try:
+        f = uproot.open(path)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InputError(f"cannot open as ROOT ({first})", file=path) from err
+    with f:
+        name = tree or _only_tree(f, path)
+        if name not in f:
+            raise InputError("no such tree", file=path, tree=name)
+        yield f[name], name
+
+
+def contract_branches(t, path: str, name: str, to_file: dict[str, str], required: tuple[str, ...],
+                      wanted: tuple[str, ...], missing: str = "missing branch") -> dict[str, str]:
+    """Contract name -> file branch for the ``wanted`` columns present; an error names a missing required one."""
+    present = set(t.keys())
+    for c in required:
+        if to_file.get(c, c) not in present:
+            raise InputError(missing, file=path, tree=name, branch=to_file.get(c, c))
+    return {c: to_file.get(c, c) for c in wanted if to_file.get(c, c) in present}
 
 
 def _only_tree(f, path: str) -> str:
