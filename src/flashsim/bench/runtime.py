@@ -34,9 +34,11 @@ from flashsim.errors import ConfigError
 HELP = "runtime: per-model and chain particles/s (1 core / all cores, batch 1 / batched), vs per-particle C; GPU"
 log = logging.getLogger(__name__)
 # particles: the gun sample (batched paths); c_particles: how many of them the per-particle C loops time
-QUICK = {"particles": 5_000, "c_particles": 300, "batch1": 100, "min_time": 0.25, "sweep": (1_000, 10_000, 100_000)}
+# sweep: GPU batch sizes; cpu_sweep: CPU chain batch sizes (besides runtime.cpu_batch_size; the best is reported)
+QUICK = {"particles": 5_000, "c_particles": 300, "batch1": 100, "min_time": 0.25, "sweep": (1_000, 10_000, 100_000),
+         "cpu_sweep": (1_000,)}
 FULL = {"particles": 500_000, "c_particles": 5_000, "batch1": 2_000, "min_time": 2.0,
-        "sweep": (1_000, 10_000, 100_000, 1_000_000)}
+        "sweep": (1_000, 10_000, 100_000, 1_000_000), "cpu_sweep": (1_000, 30_000)}
 TARGET_CPU_VS_C = 10.0
 TARGET_GPU_VS_BF16 = 0.30
 
@@ -129,18 +131,39 @@ def _chain_rate(chain, cols, batch_size: int, min_time: float, seed: int = 1, sy
     return n / timed(once, min_time, sync)
 
 
-def _trace(chain, cols) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per model: the exact input rows ([x, noise]) and particle indices of one batched chain run."""
-    chain.trace = []
-    b = _batch(cols, chain.device)
-    chain.run(b, torch.Generator(device=chain.device.torch).manual_seed(1))
-    out = {}
-    for name, rows, x, noise in chain.trace:
-        rows = np.arange(b.n) if rows is None else rows.cpu().numpy()
-        data = x if noise is None else torch.cat([x, noise], 1)
-        out[name] = (np.ascontiguousarray(data.cpu().numpy(), np.float32), rows.astype(np.int64))
+def _model_rate(m, x: torch.Tensor, z: torch.Tensor | None, batch_size: int, min_time: float) -> float:
+    """Rows/s of one chained model over ``x`` (and noise ``z``) in batches of ``batch_size``."""
+
+    def once():
+        for s in range(0, len(x), batch_size):
+            m.run(x[s:s + batch_size], None if z is None else z[s:s + batch_size])
+
+    return len(x) / timed(once, min_time)
+
+
+def _best_chain_rate(chain, cols, sizes: tuple[int, ...], min_time: float) -> tuple[float, dict[int, float]]:
+    """The chain's particles/s at each batch size (no larger than the sample) and the best of them."""
+    n = len(cols["mcID"])
+    sweep = {b: _chain_rate(chain, cols, b, min_time) for b in sorted({min(b, n) for b in sizes})}
+    return max(sweep.values()), sweep
+
+
+def _trace(chain, cols, batch_size: int = 100_000) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per model: the exact input rows ([x, noise]) and particle indices of a batched chain run."""
+    n = len(cols["mcID"])
+    gen = torch.Generator(device=chain.device.torch).manual_seed(1)
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for start in range(0, n, batch_size):
+        chain.trace = []
+        b = _batch({k: v[start:start + batch_size] for k, v in cols.items()}, chain.device)
+        chain.run(b, gen)
+        for name, rows, x, noise in chain.trace:
+            rows = np.arange(b.n) if rows is None else rows.cpu().numpy()
+            data = x if noise is None else torch.cat([x, noise], 1)
+            parts.setdefault(name, []).append((data.cpu().numpy().astype(np.float32), rows.astype(np.int64) + start))
     chain.trace = None
-    return out
+    return {name: (np.ascontiguousarray(np.concatenate([d for d, _ in ps])), np.concatenate([r for _, r in ps]))
+            for name, ps in parts.items()}
 
 
 # --- per-particle C --------------------------------------------------------------------------------------------
@@ -282,7 +305,7 @@ def run(quick: bool, params: dict) -> dict:
     with one_core() as core:
         chain1 = Chain(refs, cpu, spec=spec, threads=1)
         res["chain_stages"] = chain1.stages
-        traced = _trace(chain1, cols)
+        traced = _trace(chain1, cols, settings.cpu_batch_size)
         n_out = {name: chain1.models[name].n_out for name in traced}
         per_model = {}
         for name, (data, _) in traced.items():
@@ -290,12 +313,13 @@ def run(quick: bool, params: dict) -> dict:
             x = torch.from_numpy(data[:, : ref.n_in])
             z = torch.from_numpy(data[:, ref.n_in:]) if ref.noise else None
             k = min(cfg["batch1"], len(data))
-            batched = len(data) / timed(lambda m=m, x=x, z=z: m.run(x, z), cfg["min_time"])
+            batched = _model_rate(m, x, z, settings.cpu_batch_size, cfg["min_time"])
             one = k / timed(lambda m=m, x=x, z=z, k=k: [m.run(x[i:i + 1], None if z is None else z[i:i + 1])
                                                         for i in range(k)], cfg["min_time"])
             per_model[name] = {"rows": len(data), "features": ref.n_in, "noise": ref.noise,
                                "onnx_1core_batched": batched, "onnx_1core_batch1": one}
-        chain_1core = _chain_rate(chain1, cols, settings.batch_size, cfg["min_time"])
+        cpu_sizes = (*cfg["cpu_sweep"], settings.cpu_batch_size)
+        chain_1core, sweep_1core = _best_chain_rate(chain1, cols, cpu_sizes, cfg["min_time"])
         k = cfg["batch1"]
         small = {c: v[:k] for c, v in cols.items()}
         chain_batch1 = _chain_rate(chain1, small, 1, cfg["min_time"])
@@ -313,13 +337,14 @@ def run(quick: bool, params: dict) -> dict:
         ref, m = refs[name], chain_all.models[name]
         x = torch.from_numpy(data[:, : ref.n_in])
         z = torch.from_numpy(data[:, ref.n_in:]) if ref.noise else None
-        per_model[name]["onnx_allcores_batched"] = len(data) / timed(lambda m=m, x=x, z=z: m.run(x, z), cfg["min_time"])
+        per_model[name]["onnx_allcores_batched"] = _model_rate(m, x, z, settings.cpu_batch_size, cfg["min_time"])
         per_model[name]["c_ours_1core"] = ours["models"].get(name)
         per_model[name]["scikinc_1core"] = (skc or {"models": {}})["models"].get(name)
-    chain_allcores = _chain_rate(chain_all, cols, settings.batch_size, cfg["min_time"])
+    chain_allcores, sweep_allcores = _best_chain_rate(chain_all, cols, cpu_sizes, cfg["min_time"])
 
     res["cpu"] = {
-        "core": core, "cores": os.cpu_count(), "batch_size": settings.batch_size, "per_model": per_model,
+        "core": core, "cores": os.cpu_count(), "batch_size": settings.cpu_batch_size, "per_model": per_model,
+        "chain_batch_sweep": {"1core": sweep_1core, "allcores": sweep_allcores},
         "chain": {"onnx_1core_batched": chain_1core, "onnx_allcores_batched": chain_allcores,
                   "onnx_1core_batch1": chain_batch1, "c_ours_1core_per_particle": ours["chain"],
                   "scikinc_1core_per_particle": skc["chain"] if skc else None},
@@ -459,6 +484,9 @@ def summary(res: dict) -> str:
     lines += ["", "| whole chain (particles/s) | value |", "| --- | ---: |"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in ch.items()]
     lines += [f"| ratio {k} | {_fmt(v)} |" for k, v in c["ratios"].items()]
+    for cores, sweep in c.get("chain_batch_sweep", {}).items():
+        lines.append(f"| chain {cores} by batch size | "
+                     + ", ".join(f"{b}: {_fmt(v)}" for b, v in sweep.items()) + " |")
     for k, t in res["targets"].items():
         lines.append(f"| target {k} (>= {t['target']}) | {_fmt(t['value'])} {'PASS' if t['pass'] else 'FAIL'} |")
     if res.get("gpu"):

@@ -32,7 +32,8 @@ class Settings:
     device: str = "auto"
     threads: int = 0
     spin: bool = False
-    batch_size: int = 100_000
+    batch_size: int = 100_000  # on the GPU
+    cpu_batch_size: int = 10_000
     io: str = "binding"
     tree_backend: str = "auto"
     species: tuple[str, ...] = ("e", "mu", "pi", "K", "p")
@@ -49,6 +50,10 @@ class Settings:
             if k in known:
                 known[k] = tuple(known[k])
         return cls(**known)
+
+    def chain_batch(self, device) -> int:
+        """Particles per chained batch on ``device`` (a runtime Device)."""
+        return self.cpu_batch_size if device.kind == "cpu" else self.batch_size
 
 
 def batch_seed(seed: int, index: int) -> int:
@@ -145,7 +150,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", help="models directory or MLflow URI template, e.g. 'models:/{name}@validated'")
     p.add_argument("--device", help="auto | cpu | cuda[:i]")
     p.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime (0: all cores)")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=int, help="particles per chained batch (default: params runtime, by device)")
     p.add_argument("--io", choices=["binding", "host"])
     p.add_argument("--tree-backend", choices=["auto", "onnx", "c"],
                    help="tree ensembles on the CPU: their tl2cgen .so (c), ONNX Runtime (onnx), c where built (auto)")
@@ -167,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, k)
         if v is not None:
             setattr(settings, k, v)
+    if args.batch_size is not None:
+        settings.cpu_batch_size = args.batch_size
     seed = params["seed"] if args.seed is None else args.seed
     step = params.get("prepare", {}).get("step_size", 200_000)
     if args.gun:
@@ -184,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     with atomic_output(args.output) as tmp:
         writer = io.NtupleWriter(tmp, OUT_TREE, settings.compression)
         with tqdm(total=total, unit="particles", disable=None) as bar:
-            for cols in run_chain(chain, chunks, seed=seed, batch_size=settings.batch_size):
+            for cols in run_chain(chain, chunks, seed=seed, batch_size=settings.chain_batch(chain.device)):
                 writer.write(cols)
                 n += len(cols["mcID"])
                 bar.update(len(cols["mcID"]))
