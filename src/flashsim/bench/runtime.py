@@ -12,6 +12,7 @@ tree ensembles have no bf16 counterpart and are excluded from it).
 
 Uses the models of ``runtime.models`` (``models/``); where none exist yet, the toy models of
 :mod:`flashsim.runtime.toys` (cached under ``results/bench/runtime/``), and says so in the JSON.
+``FLASHSIM_BENCH_PARTICLES`` sets the sample size (full: 5e5, sized for the toy chain).
 """
 
 from __future__ import annotations
@@ -290,7 +291,9 @@ def run(quick: bool, params: dict) -> dict:
     from flashsim.runtime.session import Device, cuda_available
     from flashsim.runtime.simulate import Settings
 
-    cfg = QUICK if quick else FULL
+    cfg = dict(QUICK if quick else FULL)
+    if os.environ.get("FLASHSIM_BENCH_PARTICLES"):  # trained models are slower than the toy chain: fewer suffice
+        cfg["particles"] = int(os.environ["FLASHSIM_BENCH_PARTICLES"])
     work = repo_root() / "results" / "bench" / "runtime"
     work.mkdir(parents=True, exist_ok=True)
     settings = Settings.from_params(params)
