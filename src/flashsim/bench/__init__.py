@@ -45,17 +45,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 @contextlib.contextmanager
 def one_core() -> Iterator[list[int] | None]:
-    """Pin this process to one CPU inside the block (yields the CPU list; None where unsupported)."""
+    """Pin this process (its future threads and children too) to one CPU inside the block, with torch's intra-op
+    threads at 1 when torch is loaded; yields the CPU list (None where unsupported). Restores both afterwards."""
     if not hasattr(os, "sched_setaffinity"):
         yield None
         return
     before = os.sched_getaffinity(0)
     cpu = min(before)
     os.sched_setaffinity(0, {cpu})
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(1)
     try:
         yield [cpu]
     finally:
         os.sched_setaffinity(0, before)
+        if torch is not None:
+            torch.set_num_threads(threads)
 
 
 def throughput(fn: Callable[[], object], items: int, min_seconds: float = 1.0, sync: Callable[[], None] | None = None,

@@ -12,31 +12,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from flashsim.bench import one_core
+
 HELP = "generated + written particles/s on one core (tracking sample, full-scale chunking)"
 TARGET_RATE = 1e6  # particles / s
 QUICK_SIZE = 1_000_000
 
 
-_ALL_CPUS = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-
-
-def _pin_one_core() -> list[int] | None:
-    """Restrict this process to one CPU; returns the CPU set used (None where unsupported)."""
-    if not hasattr(os, "sched_setaffinity"):
-        return None
-    cpu = min(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpu})
-    return [cpu]
-
-
 def run(quick: bool, params: dict, size: int | None = None) -> dict:
-    """Measure (``size`` overrides the number of particles); the CPU affinity is restored afterwards."""
-    cpus = _pin_one_core()
-    try:
+    """Measure on one pinned core (``size`` overrides the number of particles)."""
+    with one_core() as cpus:
         return _measure(quick, params, size, cpus)
-    finally:
-        if cpus is not None:
-            os.sched_setaffinity(0, _ALL_CPUS)
 
 
 def _measure(quick: bool, params: dict, size: int | None, cpus: list[int] | None) -> dict:

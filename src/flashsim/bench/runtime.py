@@ -17,7 +17,6 @@ Uses the models of ``runtime.models`` (``models/``); where none exist yet, the t
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flashsim.bench import one_core
 from flashsim.errors import ConfigError
 
 HELP = "runtime: per-model and chain particles/s (1 core / all cores, batch 1 / batched), vs per-particle C; GPU"
@@ -45,24 +45,6 @@ TARGET_GPU_VS_BF16 = 0.30
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def one_core():
-    """Pin this process (and its future threads and children) to one CPU; restore afterwards."""
-    if not hasattr(os, "sched_setaffinity"):
-        yield None
-        return
-    before = os.sched_getaffinity(0)
-    cpu = max(before)
-    os.sched_setaffinity(0, {cpu})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield cpu
-    finally:
-        os.sched_setaffinity(0, before)
-        torch.set_num_threads(threads)
-
-
 def timed(fn, min_time: float, sync=None) -> float:
     """Seconds per call of ``fn`` (one warm-up call, then repeated for at least ``min_time``)."""
     fn()
