@@ -109,13 +109,19 @@ class Family:
                 raise ConfigError(f"models/{self.spec.name}/selection {sel!r}: {err}") from err
         if max_rows is not None and len(df) > max_rows:
             df = df.iloc[:max_rows]
-        return df.reset_index(drop=True)
+        df = df.reset_index(drop=True)
+        df.attrs["source"] = str(path)  # named by the errors about its contents
+        return df
+
+    def source(self, df) -> str:
+        """The prepared file ``df`` was read from (the training split where unknown)."""
+        return str(df.attrs.get("source") or self.spec.prepared("train"))
 
     def _columns(self, df, names: list[str], what: str) -> np.ndarray:
         missing = [n for n in names if n not in df.columns]
         if missing:
             raise InputError(f"{self.spec.name}: {what} column(s) missing from the prepared data",
-                             file=str(self.spec.prepared("train")), branch=", ".join(missing))
+                             file=self.source(df), branch=", ".join(missing))
         return df[names].to_numpy(dtype=np.float32)
 
     @property
@@ -128,12 +134,23 @@ class Family:
         if bad.any():
             j = int(np.argwhere(bad.any(0))[0, 0])
             raise InputError(f"{self.spec.name}: {int(bad.sum())} non-finite feature values",
-                             file=str(self.spec.prepared("train")), branch=self.feature_names[j])
+                             file=self.source(df), branch=self.feature_names[j])
         return x
 
     def weights(self, df) -> np.ndarray | None:
+        """The ``weight`` column (None without one): finite, with a positive total, else a clear InputError."""
         w = self.cfg.get("weight")
-        return None if not w else self._columns(df, [w], "weight")[:, 0].astype(np.float64)
+        if not w:
+            return None
+        values = self._columns(df, [w], "weight")[:, 0].astype(np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise InputError(f"{int(bad.sum())} non-finite weights", file=self.source(df), branch=w)
+        total = float(np.sum(values))
+        if not total > 0 or abs(total) < 1e-9 * max(float(np.sum(np.abs(values))), 1e-300):
+            raise InputError(f"the weights sum to {total:.6g}: need a positive total (signal yield)",
+                             file=self.source(df), branch=w)
+        return values
 
     def training_weights(self, df, seen: list[np.ndarray]) -> np.ndarray | None:
         """Per-row weights for the training loss; ``seen`` are the arrays the loss depends on (features,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flashsim.errors import ConfigError, InputError
+from flashsim.errors import ConfigError
 from flashsim.models.base import DERIVED_UNITS
 
 PROBE = "probe_Brunel_"
@@ -54,20 +54,6 @@ def derive(df, aliases: bool = False):
 def short(name: str) -> str:
     """Display name without the probe prefix / tune."""
     return name.replace(PROBE, "").replace("MC15TuneV1_", "")
-
-
-def check_weights(w: np.ndarray | None, *, file: str, branch: str | None) -> np.ndarray | None:
-    """sWeights must be finite with a positive sum; a clear InputError otherwise."""
-    if w is None:
-        return None
-    bad = ~np.isfinite(w)
-    if bad.any():
-        raise InputError(f"{int(bad.sum())} non-finite weights", file=file, branch=branch)
-    total = float(np.sum(w))
-    if not total > 0 or abs(total) < 1e-9 * max(float(np.sum(np.abs(w))), 1e-300):
-        raise InputError(f"the weights sum to {total:.6g}: need a positive total (signal yield)", file=file,
-                         branch=branch)
-    return w
 
 
 SWEIGHT_SCHEMA = {

@@ -116,10 +116,6 @@ class Family(generator.Family):
     def targets(self, df) -> np.ndarray:
         return self._columns(df, self.output_names(), "target")
 
-    def weights(self, df) -> np.ndarray | None:
-        return pc.check_weights(super().weights(df), file=str(self.spec.prepared("train")),
-                                branch=self.cfg.get("weight"))
-
     def post_module(self) -> nn.Module | None:
         shared = super().post_module()
         names = self.output_names_core()

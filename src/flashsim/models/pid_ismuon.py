@@ -19,10 +19,6 @@ ISMUON_SCHEMA: dict[str, Any] = {
 class Family(mlp_classifier.Family):
     SCHEMA: ClassVar[dict[str, Any]] = {**mlp_classifier.Family.SCHEMA, **ISMUON_SCHEMA, **pc.SWEIGHT_SCHEMA}
 
-    def weights(self, df) -> np.ndarray | None:
-        return pc.check_weights(super().weights(df), file=str(self.spec.prepared("train")),
-                                branch=self.cfg.get("weight"))
-
     def training_weights(self, df, seen: list[np.ndarray]) -> np.ndarray | None:
         return pc.training_weights(self, df, seen)
 

@@ -129,10 +129,6 @@ class Family(TorchFamily):
     def derive(self, df):
         return pc.derive(super().derive(df), aliases=True)
 
-    def weights(self, df) -> np.ndarray | None:
-        return pc.check_weights(super().weights(df), file=str(self.spec.prepared("test")),
-                                branch=self.cfg.get("weight"))
-
     def targets(self, df) -> np.ndarray:
         return df[self.output_names()].to_numpy(np.float64)
 
