@@ -54,6 +54,13 @@ def autocast(device: torch.device, enabled: bool = True):
     return contextlib.nullcontext()
 
 
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a batch job's allocation), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1
+
+
 def set_threads(n: int | None = None) -> None:
     """Set torch intra-op threads: ``FLASHSIM_THREADS`` if set, else ``n`` (None: leave torch's default)."""
     n = int(os.environ.get("FLASHSIM_THREADS", 0)) or n

@@ -179,12 +179,12 @@ def throughput(params: dict, quick: bool, device: torch.device) -> dict:
 
 
 def run(quick: bool, params: dict) -> dict:
-    from flashsim.training import choose_device, seed_everything
+    from flashsim.training import choose_device, seed_everything, usable_cores
 
     device = choose_device()
     seed = int(params["seed"])
     seed_everything(seed)
-    n_jobs = max(len(os.sched_getaffinity(0)), 1) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    n_jobs = usable_cores()
     res = {"device": str(device), "cuda_device": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
            "throughput": throughput(params, quick, device)}
     res["time_to_gate"] = time_to_gate(params, quick, device, seed, n_jobs)

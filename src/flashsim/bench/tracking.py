@@ -166,7 +166,7 @@ def inference(params: dict, quick: bool) -> dict:
 def run(quick: bool, params: dict) -> dict:
     from flashsim.models import get_family, get_spec
     from flashsim.preprocessing import QuantileTransform
-    from flashsim.training import choose_device, seed_everything, set_threads
+    from flashsim.training import choose_device, seed_everything, set_threads, usable_cores
     from flashsim.validation import two_sample_auc
 
     device = choose_device()
@@ -181,7 +181,7 @@ def run(quick: bool, params: dict) -> dict:
     max_seconds = float(os.environ.get("FLASHSIM_BENCH_TRACKING_MAX_S", 40.0 if quick else 600.0))
     methods = os.environ.get("FLASHSIM_BENCH_TRACKING_METHODS", "flow,gan").split(",")
     eval_seconds = 10.0 if quick else 60.0
-    n_jobs = max(len(os.sched_getaffinity(0)), 1) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    n_jobs = usable_cores()
     t0 = time.perf_counter()
     df = _sample(rows + held_out, seed)
     tr, te = df.iloc[:rows], df.iloc[rows:]

@@ -72,9 +72,9 @@ def training_weights(fam, df, seen: list[np.ndarray]) -> np.ndarray | None:
     if raw is None or fam.cfg.get("sweights", "regressed") == "direct":
         return raw
     x = np.hstack([np.asarray(a, dtype=np.float32).reshape(len(a), -1) for a in seen])
-    import os
+    from flashsim.training import usable_cores
 
-    threads = fam.cfg.get("threads") or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    threads = fam.cfg.get("threads") or usable_cores()
     return signal_probability_weights(x, raw, seed=fam.spec.seed, threads=threads)
 
 
