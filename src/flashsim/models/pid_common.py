@@ -6,13 +6,12 @@ The PID models are trained on calibration samples (contract ``pid_calib``), one 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
-from flashsim.errors import ConfigError
 from flashsim.models.base import DERIVED_UNITS
+from flashsim.validation.cuts import apply_cut, parse_cut
 
 PROBE = "probe_Brunel_"
 KINEMATICS = [f"{PROBE}P", f"{PROBE}ETA", "nTracks_Brunel", f"{PROBE}trackcharge"]
@@ -79,33 +78,13 @@ def training_weights(fam, df, seen: list[np.ndarray]) -> np.ndarray | None:
 
 
 # ---------------------------------------------------------------- cut efficiencies
-_CUT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<|==)\s*([-+0-9.eE]+)\s*$")
-_OPS = {">": np.greater, "<": np.less, ">=": np.greater_equal, "<=": np.less_equal, "==": np.equal}
-
-
-def parse_cut(cut: str) -> tuple[str, str, float]:
-    m = _CUT.match(cut)
-    if not m:
-        raise ConfigError(f"cut {cut!r}: expected '<column> <op> <number>' with op in {list(_OPS)}")
-    return m.group(1), m.group(2), float(m.group(3))
-
-
-_OP_WORDS = {">": "gt", "<": "lt", ">=": "ge", "<=": "le", "==": "eq"}
+_OP_WORDS = {">": "gt", "<": "lt", ">=": "ge", "<=": "le", "==": "eq", "!=": "ne"}
 
 
 def metric_label(cut: str) -> str:
     """A metric-name-safe label of a cut (MLflow keys allow no '>'): ``RichDLLk > 5`` -> ``RichDLLk_gt_5``."""
     col, op, thr = parse_cut(cut)
     return f"{short(col)}_{_OP_WORDS[op]}_{thr:g}"
-
-
-def apply_cut(values: dict[str, np.ndarray], cut: str) -> np.ndarray:
-    col, op, thr = parse_cut(cut)
-    if col not in values:
-        raise ConfigError(f"cut {cut!r}: unknown column {col!r} (known: {', '.join(values)})")
-    v = np.asarray(values[col], dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        return _OPS[op](v, thr) & np.isfinite(v)
 
 
 def generated_columns(fam, df, predict) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray],

@@ -11,18 +11,15 @@ follows the signal contract (the reference detector simulation or the flash simu
 
 from __future__ import annotations
 
-import operator
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
+from flashsim.validation.cuts import parse_cut, passes
+
 MASS = {1: 938.27208816, 2: 493.677, 3: 139.57039, 4: 105.6583755}  # MeV/c^2 per signal_role
 ROLE_SPECIES = {1: "p", 2: "K", 3: "pi", 4: "mu"}
 SPECIES_ROLE = {v: k for k, v in ROLE_SPECIES.items()}
-_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq,
-        "!=": operator.ne}
-_CUT = re.compile(r"^\s*(\w+)\s*(>=|<=|==|!=|>|<)\s*([-+0-9.eE]+)\s*$")
 
 
 def momenta(cols: dict[str, np.ndarray]) -> np.ndarray:
@@ -106,19 +103,10 @@ def impact_parameters(cols: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarr
     return ip, chi2
 
 
-def parse_cut(cut: str) -> tuple[str, object, float]:
-    m = _CUT.match(cut)
-    if not m:
-        raise ValueError(f"PID cut {cut!r} is not 'VARIABLE OP NUMBER'")
-    return m[1], _OPS[m[2]], float(m[3])
-
-
 def cut_efficiency(cols: dict[str, np.ndarray], rows: np.ndarray, cut: str, p_edges: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(efficiency, error, counts) of ``cut`` in bins of reconstructed momentum for ``rows``."""
-    var, op, value = parse_cut(cut)
-    x = np.asarray(cols[var], np.float64)[rows]
-    passed = op(np.nan_to_num(x, nan=-np.inf if op in (operator.gt, operator.ge) else np.inf), value)
+    passed = passes(np.asarray(cols[parse_cut(cut)[0]], np.float64)[rows], cut)
     p = np.asarray(cols["p"], np.float64)[rows]
     b = np.digitize(p, p_edges) - 1
     nb = len(p_edges) - 1
