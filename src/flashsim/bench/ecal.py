@@ -116,18 +116,6 @@ def _gpu_name() -> str:
     return torch.cuda.get_device_name(0)
 
 
-def _bind(sess, tensors: dict, y) -> object:
-    """An IO binding of torch CUDA tensors (inputs and the output ``y``) by device pointer."""
-    import torch
-
-    dtypes = {torch.float32: np.float32, torch.int64: np.int64, torch.bool: np.bool_}
-    b = sess.io_binding()
-    for n, t in tensors.items():
-        b.bind_input(n, "cuda", 0, dtypes[t.dtype], tuple(t.shape), t.data_ptr())
-    b.bind_output("y", "cuda", 0, np.float32, tuple(y.shape), y.data_ptr())
-    return b
-
-
 def device_feeds(name: str, photons, counts, noise_dim: int, gen=None) -> tuple[dict, object]:
     """ONNX inputs built in torch where ``photons`` [N, 5] live (GNN edges, Transformer padding, noise), and an
     empty output tensor of the right shape."""
@@ -155,7 +143,7 @@ def _cuda(name: str, fam, path: Path, mults, n_events: int, min_s: float) -> lis
     import onnxruntime as ort
     import torch
 
-    from flashsim.runtime.session import session_options
+    from flashsim.runtime.session import bind_tensors, session_options
 
     stream = torch.cuda.current_stream().cuda_stream
     providers = [("CUDAExecutionProvider", {"device_id": 0, "user_compute_stream": str(stream)})]
@@ -174,13 +162,13 @@ def _cuda(name: str, fam, path: Path, mults, n_events: int, min_s: float) -> lis
             return device_feeds(name, photons, counts, fam.noise_dim, gen)
 
         feeds, y = prep()
-        binding = _bind(sess, feeds, y)
+        binding = bind_tensors(sess, feeds, {"y": y}, "cuda")
         model = throughput(lambda binding=binding: sess.run_with_iobinding(binding), len(ev), min_s,
                            torch.cuda.synchronize)
 
         def with_prep(prep=prep):
             f, yy = prep()
-            sess.run_with_iobinding(_bind(sess, f, yy))
+            sess.run_with_iobinding(bind_tensors(sess, f, {"y": yy}, "cuda"))
 
         full = throughput(with_prep, len(ev), min_s, torch.cuda.synchronize)
         out.append({"model": name, "device": "cuda", "io": "binding", "photons_per_event": k,

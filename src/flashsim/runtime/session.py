@@ -70,6 +70,19 @@ def session_options(threads: int, spin: bool = False):
     return opts
 
 
+def bind_tensors(session, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor], device: str,
+                 index: int | None = 0):
+    """An ONNX Runtime IO binding of contiguous torch tensors by pointer (inputs, and preallocated outputs that
+    the run fills in place) on ``device`` ("cpu" | "cuda"); the tensors must stay alive until the run."""
+    dtypes = {torch.float32: np.float32, torch.int64: np.int64, torch.bool: np.bool_}
+    binding = session.io_binding()
+    for name, t in inputs.items():
+        binding.bind_input(name, device, index, dtypes[t.dtype], tuple(t.shape), t.data_ptr())
+    for name, t in outputs.items():
+        binding.bind_output(name, device, index, dtypes[t.dtype], tuple(t.shape), t.data_ptr())
+    return binding
+
+
 class OrtModel:
     """One ONNX model: ``run(x, noise) -> y`` on torch tensors of ``device``."""
 
@@ -108,14 +121,9 @@ class OrtModel:
         if self.io == "host":
             out = self.session.run(["y"], {k: v.detach().cpu().numpy() for k, v in feeds.items()})[0]
             return torch.from_numpy(out).to(self.device.torch)
-        binding = self.session.io_binding()
-        for name, t in feeds.items():
-            t = t.contiguous()
-            feeds[name] = t  # keep alive until run
-            binding.bind_input(name, self._ort_dev, self.device.index, np.float32, tuple(t.shape), t.data_ptr())
+        feeds = {name: t.contiguous() for name, t in feeds.items()}  # kept alive until the run
         y = torch.empty((n, self.n_out), dtype=torch.float32, device=self.device.torch)
-        binding.bind_output("y", self._ort_dev, self.device.index, np.float32, tuple(y.shape), y.data_ptr())
-        self.session.run_with_iobinding(binding)
+        self.session.run_with_iobinding(bind_tensors(self.session, feeds, {"y": y}, self._ort_dev, self.device.index))
         return y
 
 
