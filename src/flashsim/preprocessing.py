@@ -16,7 +16,7 @@ kept exact: with ``fit(..., atoms=f)`` every value holding at least a fraction `
 quantile over that interval, so a generator trained on the spread targets reproduces the point mass exactly.
 The deterministic forward map (the graph's) still sends ``x0`` to the middle of the interval.
 
-Only ``Max``, ``Min``, ``Sub``, ``Mul`` and ``ReduceSum`` are needed in the graph (no searchsorted, no erfinv).
+The graph needs only comparisons, ``ReduceSum``, ``Gather`` and arithmetic (no searchsorted, no erfinv).
 """
 
 from __future__ import annotations
@@ -131,48 +131,56 @@ def _strict_float32(k: np.ndarray) -> np.ndarray:
 
 
 class _PiecewiseLinear(nn.Module):
-    """Monotone piecewise-linear map per column, ``y = y0 + sum_k s_k (clamp(x, a_k, b_k) - a_k)``."""
+    """Monotone piecewise-linear map per column through knots ``(x_k, y_k)``, clamped to the end knots.
 
-    def __init__(self, a: torch.Tensor, b: torch.Tensor, s: torch.Tensor, y0: torch.Tensor,
+    The segment holding ``x`` is found by a two-level count (``x >= start`` over ``sqrt(K)`` block starts, then over
+    the ``sqrt(K)`` starts inside that block, gathered), so a row costs ``O(sqrt(K))`` comparisons and three gathers
+    instead of ``O(K)`` clamps; every knot maps exactly onto its ``y_k``. NaN inputs stay NaN.
+    """
+
+    def __init__(self, src: list[np.ndarray], dst: list[np.ndarray],
                  snap: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> None:
         super().__init__()
-        self.register_buffer("a", a)  # [F, K-1] segment starts
-        self.register_buffer("b", b)  # [F, K-1] segment ends
-        self.register_buffer("s", s)  # [F, K-1] slopes
-        self.register_buffer("y0", y0)  # [F]
+        f = len(src)
+        n = max(len(k) for k in src)  # segment starts per column: every knot (the last one with slope 0)
+        self.block = max(int(np.ceil(np.sqrt(n))), 1)
+        m = -(-n // self.block)
+        start = np.full((f, m * self.block), np.inf)
+        slope = np.zeros((f, m * self.block))
+        ystart = np.zeros((f, m * self.block))
+        for i, (kx, ky) in enumerate(zip(src, dst, strict=True)):
+            k = len(kx)
+            start[i, :k] = kx
+            ystart[i, :k], ystart[i, k:] = ky, ky[-1]
+            slope[i, :k - 1] = np.diff(ky) / np.diff(kx)
+
+        def buf(name: str, a: np.ndarray, dtype: torch.dtype = torch.float32) -> None:
+            self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(a), dtype=dtype))
+
+        buf("lo", [k[0] for k in src])  # [F] clamp range
+        buf("hi", [k[-1] for k in src])
+        buf("coarse", start[:, ::self.block])  # [F, M] first start of each block (+inf past the knots)
+        buf("fine", start.reshape(f * m, self.block))  # [F*M, B] the starts, block by block
+        buf("row0", np.arange(f) * m, torch.int64)  # [F] first block row of each column
+        buf("start", start.reshape(-1))  # [F*M*B] flat per-segment tables
+        buf("slope", slope.reshape(-1))
+        buf("ystart", ystart.reshape(-1))
         self.snapping = snap is not None
-        if snap is not None:  # inputs inside [lo, hi] give exactly val (atoms; float32 sums are not exact)
+        if snap is not None:  # inputs inside [lo, hi] give exactly val (atoms)
             self.register_buffer("snap_lo", snap[0])  # [F, A]
             self.register_buffer("snap_hi", snap[1])
             self.register_buffer("snap_val", snap[2])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xe = x.unsqueeze(-1)
-        seg = torch.minimum(torch.maximum(xe, self.a), self.b) - self.a
-        y = self.y0 + (seg * self.s).sum(-1)
+        xc = torch.minimum(torch.maximum(x, self.lo), self.hi)
+        xe = xc.unsqueeze(-1)
+        row = self.row0 + ((xe >= self.coarse).sum(-1) - 1).clamp(min=0)  # block holding x
+        seg = row * self.block + ((xe >= self.fine[row]).sum(-1) - 1).clamp(min=0)
+        y = self.ystart[seg] + self.slope[seg] * (xc - self.start[seg])
         if self.snapping:
             hit = (xe >= self.snap_lo) & (xe <= self.snap_hi)
             y = torch.where(hit.any(-1), (hit.to(y.dtype) * self.snap_val).sum(-1), y)
         return y
-
-
-def _segments(src: list[np.ndarray], dst: list[np.ndarray]) -> tuple[torch.Tensor, ...]:
-    n_seg = max(max(len(k) for k in src) - 1, 1)
-    f = len(src)
-    a = np.zeros((f, n_seg))
-    b = np.zeros((f, n_seg))
-    s = np.zeros((f, n_seg))
-    y0 = np.zeros(f)
-    for i, (kx, ky) in enumerate(zip(src, dst, strict=True)):
-        y0[i] = ky[0]
-        m = len(kx) - 1
-        if m == 0:
-            a[i], b[i] = kx[0], kx[0]
-            continue
-        a[i, :m], b[i, :m] = kx[:-1], kx[1:]
-        s[i, :m] = np.diff(ky) / np.diff(kx)
-        a[i, m:], b[i, m:] = kx[-1], kx[-1]  # zero-width padding segments contribute nothing
-    return tuple(torch.as_tensor(t, dtype=torch.float64) for t in (a, b, s, y0))
 
 
 class QuantileTransform(nn.Module):
@@ -190,7 +198,7 @@ class QuantileTransform(nn.Module):
             np.empty((0, 3)) for _ in knots_x]
         inv = [_inverse_knots(kx, kt, a) for kx, kt, a in zip(self.knots_x, self.knots_t, self.atoms, strict=True)]
         self.inv_t, self.inv_x = [k[0] for k in inv], [k[1] for k in inv]
-        self.fwd = _PiecewiseLinear(*(t.float() for t in _segments(self.knots_x, self.knots_t)))
+        self.fwd = _PiecewiseLinear(self.knots_x, self.knots_t)
 
     @property
     def n_features(self) -> int:
@@ -231,7 +239,7 @@ class QuantileTransform(nn.Module):
                 for k, (x0, t_lo, t_hi) in enumerate(atoms):
                     lo[j, k], hi[j, k], val[j, k] = float(np.float32(t_lo)), float(np.float32(t_hi)), float(x0)
             snap = (lo, hi, val)
-        return _PiecewiseLinear(*(t.float() for t in _segments(self.inv_t, self.inv_x)), snap=snap)
+        return _PiecewiseLinear(self.inv_t, self.inv_x, snap=snap)
 
     # -- numpy convenience (float64, for training-time use) --
     def transform(self, x: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
