@@ -101,6 +101,9 @@ def test_host_io_and_c_trees_give_the_same_particles(models, tmp_path):
     auto = _simulate(models, n=6000)  # "auto" now finds the tl2cgen object and uses it
     np.testing.assert_array_equal(auto["acceptance"], ctree["acceptance"])
     np.testing.assert_array_equal(_simulate(models, n=6000, tree_backend="onnx")["acceptance"], base["acceptance"])
+    tensor = _simulate(models, n=6000, tree_backend="tensor")  # the GEMM form a GPU runs
+    assert np.mean(tensor["acceptance"] == base["acceptance"]) > 0.999
+    np.testing.assert_array_equal(tensor["type"], base["type"])
 
 
 def test_missing_stages_are_skipped(models):

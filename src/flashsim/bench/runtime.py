@@ -8,7 +8,9 @@ CPU (always):
 GPU (when torch and onnxruntime-gpu see CUDA): per-model CPU-vs-GPU profile over batch sizes, the chain with IO
 binding vs host copies over batch sizes, and the torch bf16 throughput of the same dense layers (roofline
 reference: every dense layer the graphs run per particle, unrolled ODE steps and chained PID stages included;
-tree ensembles have no bf16 counterpart and are excluded from it).
+tree ensembles have no bf16 counterpart and are excluded from it). On the GPU the chain runs tree ensembles in
+their tensor form (CUDA has no TreeEnsemble kernel); the stock kernel, which falls back to the host, is timed
+beside it.
 
 Uses the models of ``runtime.models`` (``models/``); where none exist yet, the toy models of
 :mod:`flashsim.runtime.toys` (cached under ``results/bench/runtime/``), and says so in the JSON.
@@ -357,7 +359,8 @@ def _gpu(refs, spec, cols, traced, per_model_cpu, cfg, settings) -> dict:
     import onnx
 
     from flashsim.runtime.chain import Chain
-    from flashsim.runtime.session import Device
+    from flashsim.runtime.session import Device, OrtModel
+    from flashsim.runtime.trees import is_tree_file
 
     dev = Device("cuda")
     sync = torch.cuda.synchronize
@@ -383,6 +386,13 @@ def _gpu(refs, spec, cols, traced, per_model_cpu, cfg, settings) -> dict:
         entry = {"gpu_by_batch": rows, "cpu_allcores_batched": cpu_best,
                  "winner_at_largest_batch": "gpu" if rows[str(cfg["sweep"][-1])] > cpu_best else "cpu",
                  "providers": providers}
+        if is_tree_file(ref.onnx):  # the chain runs the tensor form; the stock kernel falls back to the host
+            stock = OrtModel(ref.onnx, dev, tensor_trees=False)
+            entry["tree_ensemble_kernel_by_batch"] = {}
+            for bs in cfg["sweep"]:
+                x = torch.from_numpy(np.resize(data[:, : ref.n_in], (bs, ref.n_in))).to(dev.torch)
+                entry["tree_ensemble_kernel_by_batch"][str(bs)] = bs / timed(
+                    lambda stock=stock, x=x: stock.run(x), cfg["min_time"], sync)
         shapes = dense_shapes(onnx.load(str(ref.onnx)))
         if shapes:  # the same dense layers in torch bf16 (roofline reference)
             per_row = _bf16_seconds_per_row(shapes, cfg["sweep"][-1], dev.torch, cfg["min_time"], sync)

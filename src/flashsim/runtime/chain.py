@@ -51,7 +51,8 @@ class Chain:
     """The chained models on one device."""
 
     def __init__(self, refs: dict[str, ModelRef], device: Device, *, spec: ChainSpec | None = None, threads: int = 0,
-                 io: str = "binding", tree_libs: dict[str, tuple[str, str]] | None = None, spin: bool = False) -> None:
+                 io: str = "binding", tree_libs: dict[str, tuple[str, str]] | None = None, spin: bool = False,
+                 tensor_trees: bool | None = None) -> None:
         self.spec = spec or ChainSpec()
         self.refs = {k: v for k, v in refs.items() if k in self.spec.names()}
         self.device = device
@@ -61,7 +62,8 @@ class Chain:
             if tree_libs and name in tree_libs and device.kind == "cpu":
                 self.models[name] = CTreeModel(*tree_libs[name], threads=threads)
             else:
-                self.models[name] = OrtModel(ref.onnx, device, threads=threads, io=io, spin=spin)
+                self.models[name] = OrtModel(ref.onnx, device, threads=threads, io=io, spin=spin,
+                                             tensor_trees=tensor_trees)
         missing = [n for n in self.spec.names() if n not in self.refs]
         if missing:
             log.warning("chain: no model for %s (stage skipped)", ", ".join(missing))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from flashsim.errors import ConfigError
+from flashsim.runtime.trees import find_tree_node, tensor_form
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,10 @@ class OrtModel:
     """One ONNX model: ``run(x, noise) -> y`` on torch tensors of ``device``."""
 
     def __init__(self, onnx_path: str | Path, device: Device, threads: int = 0, io: str = "binding",
-                 spin: bool = False) -> None:
+                 spin: bool = False, tensor_trees: bool | None = None) -> None:
+        """``tensor_trees``: run a tree ensemble in its tensor form (:func:`flashsim.runtime.trees.tensor_form`),
+        which the CUDA provider executes on the device; default (None): on CUDA devices only."""
+        import onnx
         import onnxruntime as ort
 
         if io not in ("binding", "host"):
@@ -99,7 +103,12 @@ class OrtModel:
                          "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(onnx_path), session_options(threads, spin), providers=providers)
+        source: str | bytes = str(onnx_path)
+        if device.kind == "cuda" if tensor_trees is None else tensor_trees:
+            model = onnx.load(str(onnx_path))
+            if find_tree_node(model) is not None:
+                source = tensor_form(model).SerializeToString()
+        self.session = ort.InferenceSession(source, session_options(threads, spin), providers=providers)
         if device.kind == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
             raise ConfigError(f"{onnx_path}: onnxruntime could not start the CUDA provider")
         self.inputs = {i.name: i.shape[-1] for i in self.session.get_inputs()}

@@ -18,6 +18,7 @@ from flashsim.runtime.chain import Chain, ChainSpec, batch_to_numpy
 from flashsim.runtime.io import EXTRAS, GENERATOR
 from flashsim.runtime.models import available
 from flashsim.runtime.session import Device, pick_device
+from flashsim.runtime.trees import is_tree_file
 
 HELP = "run the chain of ONNX models on generator-level particles and write an analysis-level ntuple"
 log = logging.getLogger(__name__)
@@ -72,10 +73,11 @@ def build_chain(settings: Settings, device: Device | None = None) -> Chain:
         raise ConfigError(f"no chain model found in {settings.models} (looked for {', '.join(spec.names())})")
     device = device or pick_device(settings.device)
     tree_libs = None
-    if settings.tree_backend != "onnx" and device.kind == "cpu":
+    if settings.tree_backend in ("auto", "c") and device.kind == "cpu":
         tree_libs = _tree_libs(refs, required=settings.tree_backend == "c")
     return Chain(refs, device, spec=spec, threads=settings.threads, io=settings.io, tree_libs=tree_libs,
-                 spin=settings.spin)
+                 spin=settings.spin, tensor_trees=settings.tree_backend == "tensor" or (
+                     settings.tree_backend != "onnx" and device.kind == "cuda"))
 
 
 def _tree_libs(refs: dict, required: bool) -> dict[str, tuple[str, str]]:
@@ -87,7 +89,7 @@ def _tree_libs(refs: dict, required: bool) -> dict[str, tuple[str, str]]:
 
     out = {}
     for name, ref in refs.items():
-        if not _is_trees(ref.onnx):
+        if not is_tree_file(ref.onnx):
             continue
         so = ref.onnx.with_suffix(".so")
         meta = Path(f"{so}.json")
@@ -98,14 +100,6 @@ def _tree_libs(refs: dict, required: bool) -> dict[str, tuple[str, str]]:
         elif required:
             raise ConfigError(f"tree_backend c: no up-to-date {so} (run `flashsim cabi {name}`)")
     return out
-
-
-def _is_trees(path: Path) -> bool:
-    import onnx
-
-    from flashsim.runtime.trees import find_tree_node
-
-    return find_tree_node(onnx.load(str(path))) is not None
 
 
 def to_device(cols: dict[str, np.ndarray], device: Device) -> dict[str, torch.Tensor]:
@@ -152,8 +146,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime (0: all cores)")
     p.add_argument("--batch-size", type=int, help="particles per chained batch (default: params runtime, by device)")
     p.add_argument("--io", choices=["binding", "host"])
-    p.add_argument("--tree-backend", choices=["auto", "onnx", "c"],
-                   help="tree ensembles on the CPU: their tl2cgen .so (c), ONNX Runtime (onnx), c where built (auto)")
+    p.add_argument("--tree-backend", choices=["auto", "onnx", "c", "tensor"],
+                   help="tree ensembles: their tl2cgen .so on the CPU (c), ONNX Runtime's TreeEnsemble (onnx), the "
+                        "GEMM tensor form (tensor), or c where built on the CPU and tensor on a GPU (auto)")
     p.add_argument("--seed", type=int, help="master seed (default: params.yaml seed)")
     p.add_argument("--max-particles", type=int)
     p.add_argument("--params", help="params file (default: params.yaml)")

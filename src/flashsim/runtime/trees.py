@@ -73,10 +73,15 @@ def find_tree_node(model: onnx.ModelProto) -> onnx.NodeProto | None:
     return trees[0]
 
 
-def spec_and_model(model: onnx.ModelProto):
-    """Build ``(TreeSpec, treelite.Model)`` from an ONNX tree-ensemble graph; raise UnsupportedTrees otherwise."""
-    import treelite.model_builder as tmb
+def is_tree_file(path) -> bool:
+    """Whether the ONNX file at ``path`` is a single tree ensemble (plus pass-through plumbing)."""
+    return find_tree_node(onnx.load(str(path))) is not None
 
+
+def parse(model: onnx.ModelProto) -> tuple[TreeSpec, dict[int, dict[int, dict]], dict[tuple[int, int], np.ndarray]]:
+    """``(spec, nodes, leaves)`` of an ONNX tree-ensemble graph: ``nodes[tree][node id]`` holds mode, feature,
+    threshold, children and the missing-value direction; ``leaves[(tree, node id)]`` the per-margin weights.
+    Raises UnsupportedTrees for anything else."""
     node = find_tree_node(model)
     if node is None:
         raise UnsupportedTrees("graph is not a single tree ensemble")
@@ -118,6 +123,20 @@ def spec_and_model(model: onnx.ModelProto):
             "true": a["nodes_truenodeids"][i], "false": a["nodes_falsenodeids"][i],
             "missing_true": bool((a.get("nodes_missing_value_tracks_true") or [0] * len(values))[i]),
         }
+    spec = TreeSpec(
+        n_features=n_features, n_margins=n_margins, n_out=n_out, kind=kind, post_transform=post,
+        base_values=base, all_positive=bool(np.all(np.asarray(w_val) >= 0)),
+        average=a.get("aggregate_function", "SUM") == "AVERAGE", n_trees=len(nodes),
+    )
+    return spec, nodes, leaves
+
+
+def spec_and_model(model: onnx.ModelProto):
+    """Build ``(TreeSpec, treelite.Model)`` from an ONNX tree-ensemble graph; raise UnsupportedTrees otherwise."""
+    import treelite.model_builder as tmb
+
+    spec, nodes, leaves = parse(model)
+    n_features, n_margins, kind = spec.n_features, spec.n_margins, spec.kind
     tree_ids = sorted(nodes)
     vector = n_margins > 1
     builder = tmb.ModelBuilder(
@@ -153,11 +172,6 @@ def spec_and_model(model: onnx.ModelProto):
                                        right_child_key=int(nd["false"]))
             builder.end_node()
         builder.end_tree()
-    spec = TreeSpec(
-        n_features=n_features, n_margins=n_margins, n_out=n_out, kind=kind, post_transform=post,
-        base_values=base, all_positive=bool(np.all(np.asarray(w_val) >= 0)),
-        average=a.get("aggregate_function", "SUM") == "AVERAGE", n_trees=len(tree_ids),
-    )
     return spec, builder.commit()
 
 
@@ -167,3 +181,118 @@ def _n_features(model: onnx.ModelProto) -> int:
     if len(dims) != 2 or not dims[1].dim_value:
         raise UnsupportedTrees(f"input {inp.name} must be [N, F] with a fixed F")
     return int(dims[1].dim_value)
+
+
+_COMPARE = {"BRANCH_LEQ": "LessOrEqual", "BRANCH_LT": "Less", "BRANCH_GTE": "GreaterOrEqual",
+            "BRANCH_GT": "Greater", "BRANCH_EQ": "Equal"}
+TENSOR_OPSET = 17
+
+
+def tensor_form(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same ensemble with standard ONNX operators only (Gather, comparisons, MatMul, ReduceSum), so
+    that execution providers without a TreeEnsemble kernel (CUDA) run it on the device.
+
+    The GEMM form of a tree: every internal node's test ``x[feature] OP threshold`` (or missing and tracks-true) is
+    evaluated at once, ``d`` [N, T, I]; a leaf is reached when ``d @ C`` equals its count of true-branch ancestors
+    ``D`` (``C[i, l]`` is +1 when leaf ``l`` lies under node ``i``'s true branch, -1 under its false branch);
+    the reached leaves' weights are summed with onnxruntime's base values and post transform (the conventions of
+    :class:`TreeSpec`). Tests are float32 comparisons as in the TreeEnsemble kernel, and the matrix product holds
+    small integers only, so it is exact even in TF32; only the summation order of the leaf weights differs. The
+    graph has the input ``x`` and the output ``y``.
+    """
+    spec, nodes, leaves = parse(model)
+    modes = {nd["mode"] for tree in nodes.values() for nd in tree.values()} - {"LEAF"}
+    if len(modes) > 1 or not modes <= set(_COMPARE):
+        raise UnsupportedTrees(f"node modes {sorted(modes)}: one comparison per ensemble is supported")
+    trees = [_paths(nodes[t]) for t in sorted(nodes)]
+    n_t = len(trees)
+    n_i = max(max(len(inner) for inner, _ in trees), 1)
+    n_l = max(len(paths) for _, paths in trees)
+    feat = np.zeros((n_t, n_i), np.int64)
+    thr = np.zeros((n_t, n_i), np.float32)
+    miss = np.zeros((n_t, n_i), bool)
+    paths_c = np.zeros((n_t, n_i, n_l), np.float32)
+    reach = np.full((n_t, 1, n_l), -1.0, np.float32)  # padding leaves are never reached
+    vals = np.zeros((n_t, 1, n_l, spec.n_margins), np.float32)  # transposed below for the graph's layout
+    for k, (t, (inner, paths)) in enumerate(zip(sorted(nodes), trees, strict=True)):
+        pos = {nid: i for i, nid in enumerate(inner)}
+        for i, nid in enumerate(inner):
+            nd = nodes[t][nid]
+            feat[k, i], thr[k, i], miss[k, i] = nd["feature"], np.float32(nd["value"]), nd["missing_true"]
+        for j, (leaf, path) in enumerate(paths.items()):
+            for nid, went_true in path:
+                paths_c[k, pos[nid], j] = 1.0 if went_true else -1.0
+            reach[k, 0, j] = sum(went_true for _, went_true in path)
+            vals[k, 0, j] = leaves.get((t, leaf), np.zeros(spec.n_margins))
+    base = np.zeros(spec.n_margins, np.float32)
+    base[:len(spec.base_values)] = spec.base_values
+
+    x_name = model.graph.input[0].name
+    consts = {"feat": feat.reshape(-1), "thr": thr.reshape(-1, 1), "paths": paths_c.transpose(0, 2, 1),
+              "reach": reach.transpose(0, 2, 1), "vals": vals.transpose(0, 2, 3, 1), "base": base,
+              "shape_tin": np.asarray([n_t, n_i, -1], np.int64), "sum_axes": np.asarray([0, 1], np.int64),
+              "axis2": np.asarray([2], np.int64)}
+    mk = helper.make_node
+    ops = [mk("Transpose", [x_name], ["x_t"], perm=[1, 0]),  # [F, N]: node features are whole rows
+           mk("Gather", ["x_t", "feat"], ["xf"], axis=0),  # [T*I, N]
+           mk(_COMPARE[modes.pop()] if modes else "LessOrEqual", ["xf", "thr"], ["test"])]
+    test = "test"
+    if miss.any():
+        consts["miss"] = miss.reshape(-1, 1)
+        ops += [mk("IsNaN", ["xf"], ["nan"]), mk("And", ["nan", "miss"], ["nan_true"]),
+                mk("Or", ["test", "nan_true"], ["test_or_nan"])]
+        test = "test_or_nan"
+    ops += [mk("Cast", [test], ["d_flat"], to=onnx.TensorProto.FLOAT),
+            mk("Reshape", ["d_flat", "shape_tin"], ["d"]),  # [T, I, N]
+            mk("MatMul", ["paths", "d"], ["score"]),  # [T, L, N]
+            mk("Equal", ["score", "reach"], ["hit"]),
+            mk("Cast", ["hit"], ["hit_f"], to=onnx.TensorProto.FLOAT),
+            mk("Unsqueeze", ["hit_f", "axis2"], ["hit4"]),  # [T, L, 1, N]
+            mk("Mul", ["hit4", "vals"], ["leaf"]),  # [T, L, M, N]: the reached leaf's weights, zeros elsewhere
+            mk("ReduceSum", ["leaf", "sum_axes"], ["margin_mn"], keepdims=0),
+            mk("Transpose", ["margin_mn"], ["margin_sum"], perm=[1, 0])]
+    margin = "margin_sum"
+    if spec.average:
+        consts["n_trees"] = np.asarray(n_t, np.float32)
+        ops.append(mk("Div", [margin, "n_trees"], ["margin_avg"]))
+        margin = "margin_avg"
+    ops.append(mk("Add", [margin, "base"], ["m"]))
+    post = spec.post_transform
+    if spec.kind == "classifier" and spec.n_margins == 1:  # binary, one score column -> [negative, positive]
+        if post == "LOGISTIC":
+            ops += [mk("Neg", ["m"], ["neg"]), mk("Sigmoid", ["neg"], ["p0"]), mk("Sigmoid", ["m"], ["p1"])]
+        elif post == "NONE":
+            consts["one"] = np.asarray(1.0, np.float32)
+            ops += [mk("Sub", ["one", "m"], ["p0"]) if spec.all_positive else mk("Neg", ["m"], ["p0"]),
+                    mk("Identity", ["m"], ["p1"])]
+        else:
+            raise UnsupportedTrees(f"binary tree classifier with post_transform {post}")
+        ops.append(mk("Concat", ["p0", "p1"], ["y"], axis=1))
+    else:
+        ops.append(mk({"NONE": "Identity", "LOGISTIC": "Sigmoid", "SOFTMAX": "Softmax"}[post], ["m"], ["y"]))
+    graph = helper.make_graph(
+        ops, "tree_ensemble_tensor_form",
+        [helper.make_tensor_value_info(x_name, onnx.TensorProto.FLOAT, ["N", spec.n_features])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", spec.n_out])],
+        [numpy_helper.from_array(np.asarray(v), name) for name, v in consts.items()])
+    out = helper.make_model(graph, opset_imports=[helper.make_opsetid("", TENSOR_OPSET)],
+                            producer_name="flashsim.runtime.trees")
+    out.ir_version = min(model.ir_version, out.ir_version)  # what the runtime that read ``model`` accepts
+    onnx.checker.check_model(out)
+    return out
+
+
+def _paths(tree: dict[int, dict]) -> tuple[list[int], dict[int, list[tuple[int, bool]]]]:
+    """Internal node ids of one tree and, per leaf, its ancestors with the branch taken (True: the true branch)."""
+    children = {c for nd in tree.values() if nd["mode"] != "LEAF" for c in (nd["true"], nd["false"])}
+    (root,) = set(tree) - children
+    inner, paths, stack = [], {}, [(root, [])]
+    while stack:
+        nid, path = stack.pop()
+        nd = tree[nid]
+        if nd["mode"] == "LEAF":
+            paths[nid] = path
+        else:
+            inner.append(nid)
+            stack += [(nd["false"], [*path, (nid, False)]), (nd["true"], [*path, (nid, True)])]
+    return inner, paths

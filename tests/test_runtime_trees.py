@@ -1,0 +1,64 @@
+"""The tensor (GEMM) form of tree ensembles reproduces ONNX Runtime's TreeEnsemble kernel, and the chain uses it."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from flashsim.runtime import cabi, toys, trees
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    out = "y" if "y" in [o.name for o in sess.get_outputs()] else sess.get_outputs()[-1].name
+    return sess.run([out], {name: x})[0]
+
+
+def _assert_same(model: onnx.ModelProto, x: np.ndarray) -> None:
+    tensor = trees.tensor_form(model)
+    assert not {n.op_type for n in tensor.graph.node} & set(trees.TREE_OPS)
+    want, got = _run(model, x), _run(tensor, x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_classifier_on_thresholds_and_missing_values(runtime_toy_models):
+    path = runtime_toy_models / "acceptance.onnx"
+    model = onnx.load(str(path))
+    x = toys.gun_batch(500, 11).matrix(toys.ACC_FEATURES).numpy()
+    rows = cabi.parity_rows(path, [("x", x.shape[1])], 4000, np.random.default_rng(3), x=x)
+    rows[:300, 3] = np.nan  # missing values follow each node's default direction
+    rows[300:400] = np.nan
+    _assert_same(model, rows)
+    node = trees.find_tree_node(model)  # the rows do sit on split thresholds
+    thr = set(np.asarray(trees._attrs(node)["nodes_values"], np.float32).tolist())
+    assert np.mean([v in thr for v in rows[:, 5]]) > 0.1
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_lightgbm_multiclass_and_regressor(task):
+    import lightgbm as lgb
+    import onnxmltools
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3000, 5)).astype(np.float32)
+    x[rng.random(x.shape) < 0.05] = np.nan  # trains missing-value directions
+    if task == "multiclass":
+        y = np.digitize(np.nan_to_num(x[:, 0] + 0.5 * x[:, 1]), [-0.5, 0.5])
+        est = lgb.LGBMClassifier(n_estimators=20, num_leaves=15, verbose=-1).fit(x, y)
+    else:
+        y = np.nan_to_num(x[:, 0]) ** 2 + np.nan_to_num(x[:, 2])
+        est = lgb.LGBMRegressor(n_estimators=20, num_leaves=15, verbose=-1).fit(x, y)
+    model = onnxmltools.convert_lightgbm(est, initial_types=[("x", FloatTensorType([None, 5]))], zipmap=False)
+    test = rng.standard_normal((2000, 5)).astype(np.float32)
+    test[:200, 1] = np.nan
+    _assert_same(model, test)
+
+
+def test_networks_are_not_trees(runtime_toy_models):
+    with pytest.raises(trees.UnsupportedTrees):
+        trees.tensor_form(onnx.load(str(runtime_toy_models / "efficiency.onnx")))
