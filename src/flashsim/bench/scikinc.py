@@ -199,10 +199,17 @@ def net_layers(model: onnx.ModelProto) -> NetLayers:
             raise NoEquivalent(f"layer widths {k0.shape[1]} -> {k1.shape[0]} do not chain (concatenating skips)")
     softmax = any(n.op_type == "Softmax" for n in g.node)
     n_in = sum(v.type.tensor_type.shape.dim[-1].dim_value for v in g.input if v.name == "x")
-    knots = [a.shape for a in init.values() if a.ndim == 2 and n_in in a.shape and max(a.shape) > 8
-             and a.shape != layers[0][0].shape and a.shape != layers[0][0].T.shape]
-    n_q = max((max(s) for s in knots), default=0) + 1 if knots else 0
-    return NetLayers(layers, first, last, softmax, n_q, residual, repeats)
+    return NetLayers(layers, first, last, softmax, _input_knots(init, n_in), residual, repeats)
+
+
+def _input_knots(init: dict[str, np.ndarray], n_in: int) -> int:
+    """Knots of the graph's input quantile transform (0 if none): its block starts are an [n_in, M] table and its
+    knots, block by block, an [n_in * M, B] table padded with +inf (``flashsim.preprocessing``)."""
+    tables = [a for a in init.values() if a.ndim == 2 and a.dtype == np.float32]
+    for coarse in (a for a in tables if a.shape[0] == n_in):
+        for fine in (a for a in tables if a.shape[0] == n_in * coarse.shape[1] and np.isinf(a).any()):
+            return int(np.isfinite(fine.reshape(n_in, -1)).sum(axis=1).max())
+    return 0
 
 
 def keras_sequential(net: NetLayers):
