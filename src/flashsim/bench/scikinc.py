@@ -204,11 +204,12 @@ def net_layers(model: onnx.ModelProto) -> NetLayers:
 
 def _input_knots(init: dict[str, np.ndarray], n_in: int) -> int:
     """Knots of the graph's input quantile transform (0 if none): its block starts are an [n_in, M] table and its
-    knots, block by block, an [n_in * M, B] table padded with +inf (``flashsim.preprocessing``)."""
+    knots, block by block, an [n_in * M, B] table (padded with +inf) whose first column is that first table."""
     tables = [a for a in init.values() if a.ndim == 2 and a.dtype == np.float32]
     for coarse in (a for a in tables if a.shape[0] == n_in):
-        for fine in (a for a in tables if a.shape[0] == n_in * coarse.shape[1] and np.isinf(a).any()):
-            return int(np.isfinite(fine.reshape(n_in, -1)).sum(axis=1).max())
+        for fine in (a for a in tables if a.shape[0] == n_in * coarse.shape[1]):
+            if np.array_equal(fine[:, 0], coarse.reshape(-1)):  # each block starts at its coarse entry
+                return int(np.isfinite(fine.reshape(n_in, -1)).sum(axis=1).max())
     return 0
 
 
