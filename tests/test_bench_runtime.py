@@ -102,3 +102,35 @@ def test_flow_generator_graph_is_read_as_one_repeated_block(tmp_path):
     # the bf16 roofline counts every dense layer the graph runs per particle: 6 layers x 6 ODE evaluations
     shapes = bench.dense_shapes(onnx.load(str(tmp_path / "flow.onnx")))
     assert sum(shapes.values()) == 36 and shapes[(11, 16)] == 6 and shapes[(16, 3)] == 6
+
+
+def test_autoregressive_flow_blocks_get_a_scikinc_equivalent(tmp_path):
+    """A PID generator's autoregressive blocks (flow cores conditioned on the earlier blocks) are read network by
+    network, and their scikinC equivalent compiles and runs per particle with the same number of network calls."""
+    import ctypes
+
+    from flashsim.export import export_torch
+    from flashsim.models.generative import DEFAULTS, FlowGenerator, PhysicalGenerator
+    from flashsim.models.pid_generator import BlockCore
+    from flashsim.preprocessing import QuantileTransform
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(500, 4)), rng.normal(size=(500, 5))
+    cfg = {**DEFAULTS, "width": 16, "depth": 3, "ode_steps": 2}
+    core = BlockCore([FlowGenerator(4, 2, cfg), FlowGenerator(6, 3, cfg)], [[0, 1], [2, 3, 4]], 5)
+    gen = PhysicalGenerator(QuantileTransform.fit(x, n_knots=30), core, QuantileTransform.fit(y, n_knots=30).inverse())
+    path = export_torch(gen.eval(), tmp_path / "blocks.onnx", 4, 5)
+    blocks = scikinc.net_blocks(onnx.load(str(path)))
+    assert [b.repeats for b in blocks] == [4, 4] and all(b.n_quantiles == 30 for b in blocks)
+    assert [b.layers[0][0].shape[0] for b in blocks] == [2 + 3 + 4, 3 + 3 + 4 + 2]
+    with pytest.raises(scikinc.NoEquivalent, match="2 networks"):
+        scikinc.net_layers(onnx.load(str(path)))
+    st = scikinc.stage_from_onnx("blocks", path, x.astype(np.float32), 5, rng)
+    assert st.flows == ((2, 4, 9), (3, 4, 12)) and st.repeats == 8 and "2 autoregressive blocks" in st.equivalence
+    syms = scikinc.build_library([st], tmp_path / "blocks.so", tmp_path / "src")
+    f = getattr(ctypes.CDLL(str(tmp_path / "blocks.so")), syms["blocks"])
+    out = (ctypes.c_float * 5)()
+    inp = np.ascontiguousarray(np.concatenate([x[:1], rng.normal(size=(1, 5))], 1), dtype=np.float32)
+    f(out, inp.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
+    got = np.array(out[:])
+    assert np.all(np.isfinite(got)) and np.all((got >= y.min(0) - 1e-3) & (got <= y.max(0) + 1e-3))

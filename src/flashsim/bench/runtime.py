@@ -229,12 +229,14 @@ def _stage_files(ref) -> list[Path]:
 
 
 def _scikinc_libs(refs, traced, work: Path) -> tuple[dict[str, tuple[str, str]], dict]:
-    """The scikinC equivalents of the traced models in one shared object (cached by the models' bytes)."""
+    """The scikinC equivalents of the traced models in one shared object (cached by the models' bytes and the
+    converter's source)."""
     try:
         from flashsim.bench import scikinc
     except ImportError as err:  # pragma: no cover
         raise ConfigError(f"the scikinC baseline needs the bench extra (pip install -e '.[bench]'): {err}") from err
-    key = _digest([refs[n].onnx for n in traced] + [p for n in traced for p in _stage_files(refs[n])])
+    key = _digest([refs[n].onnx for n in traced] + [p for n in traced for p in _stage_files(refs[n])]
+                  + [Path(scikinc.__file__)])
     so = work / "scikinc" / f"chain-{key}.so"
     meta_path = so.with_suffix(".json")
     if so.exists() and meta_path.exists():

@@ -147,10 +147,19 @@ def _activation(t: str, consumers: dict, init: dict) -> tuple[str, float, bool]:
 
 
 def net_layers(model: onnx.ModelProto) -> NetLayers:
-    """The dense layers of an MLP-like ONNX graph (Gemm, or MatMul + Add, with constant weights).
+    """The dense layers of an MLP-like ONNX graph with one network (see :func:`net_blocks`)."""
+    blocks = net_blocks(model)
+    if len(blocks) > 1:
+        raise NoEquivalent(f"{len(blocks)} networks in the graph (autoregressive blocks)")
+    return blocks[0]
 
-    Recognises SiLU (``x * sigmoid(x)``), residual additions and a block of layers applied repeatedly with the
-    same weights (an unrolled ODE): ``repeats`` counts the applications, ``layers`` holds one block.
+
+def net_blocks(model: onnx.ModelProto) -> list[NetLayers]:
+    """The dense layers of an ONNX graph (Gemm, or MatMul + Add, with constant weights), network by network.
+
+    Recognises SiLU (``x * sigmoid(x)``), residual additions and blocks of layers applied repeatedly with the
+    same weights (an unrolled ODE): per network, ``repeats`` counts the applications and ``layers`` holds one
+    application. Several networks in a row (the autoregressive blocks of a PID generator) give several entries.
     """
     g = model.graph
     init = {i.name: numpy_helper.to_array(i) for i in g.initializer}
@@ -161,7 +170,7 @@ def net_layers(model: onnx.ModelProto) -> NetLayers:
     for n in g.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-    layers, keys, first, last, residual = [], [], None, None, False
+    layers, keys, inputs, outputs, residual = [], [], [], [], False
     for n in g.node:
         kernel = bias = None
         if n.op_type == "Gemm" and n.input[1] in init:
@@ -183,23 +192,37 @@ def net_layers(model: onnx.ModelProto) -> NetLayers:
             continue
         act, slope, through_add = _activation(out, consumers, init)
         residual |= through_add
-        if first is None:
-            first = n.input[0]
-        last = out
+        inputs.append(n.input[0])
+        outputs.append(out)
         keys.append(n.input[1])
         layers.append((np.asarray(kernel, np.float32), np.asarray(bias, np.float32), act, slope))
     if not layers:
         raise NoEquivalent("no dense layers in the graph")
-    period = next(p for p in range(1, len(keys) + 1)
-                  if len(keys) % p == 0 and all(k == keys[i % p] for i, k in enumerate(keys)))
-    repeats = len(keys) // period
-    layers = layers[:period]
-    for (k0, *_), (k1, *_) in itertools.pairwise(layers):
-        if k0.shape[1] != k1.shape[0]:
-            raise NoEquivalent(f"layer widths {k0.shape[1]} -> {k1.shape[0]} do not chain (concatenating skips)")
     softmax = any(n.op_type == "Softmax" for n in g.node)
     n_in = sum(v.type.tensor_type.shape.dim[-1].dim_value for v in g.input if v.name == "x")
-    return NetLayers(layers, first, last, softmax, _input_knots(init, n_in), residual, repeats)
+    n_q = _input_knots(init, n_in)
+    blocks = []
+    for start, period, repeats in _runs(keys):
+        block = layers[start:start + period]
+        for (k0, *_), (k1, *_) in itertools.pairwise(block):
+            if k0.shape[1] != k1.shape[0]:
+                raise NoEquivalent(f"layer widths {k0.shape[1]} -> {k1.shape[0]} do not chain (concatenating skips)")
+        end = start + period * repeats - 1
+        blocks.append(NetLayers(block, inputs[start], outputs[end], softmax, n_q, residual, repeats))
+    return blocks
+
+
+def _runs(keys: list[str]) -> list[tuple[int, int, int]]:
+    """``(start, period, repeats)``: the sequence of weight names cut into runs of one block applied repeatedly."""
+    runs, i = [], 0
+    while i < len(keys):
+        period = keys.index(keys[i], i + 1) - i if keys[i] in keys[i + 1:] else len(keys) - i
+        block, repeats = keys[i:i + period], 1
+        while keys[i + repeats * period:i + (repeats + 1) * period] == block:
+            repeats += 1
+        runs.append((i, period, repeats))
+        i += period * repeats
+    return runs
 
 
 def _input_knots(init: dict[str, np.ndarray], n_in: int) -> int:
@@ -258,6 +281,7 @@ class Stage:
     equivalence: str = "exact"  # "exact" (same numbers) or why only the cost is the same
     repeats: int = 1  # network applications per particle (flow ODE: 2 per midpoint step)
     width_in: int = 0  # input width of the network
+    flows: tuple[tuple[int, int, int], ...] = ()  # flow generators: (outputs, network calls, input width) per block
 
 
 def stage_from_onnx(name: str, onnx_path: str | Path, x: np.ndarray, noise: int, rng: np.random.Generator) -> Stage:
@@ -275,37 +299,62 @@ def stage_from_onnx(name: str, onnx_path: str | Path, x: np.ndarray, noise: int,
         ref = onnx_reference(onnx_path, x, [("x", x.shape[1])])
         dev = float(np.max(np.abs(gbc.predict_proba(x.astype(np.float32)) - ref)))
         return Stage(name, "gbdt", x.shape[1], 0, n_out, {f"{sym}_bdt": gbc}, dev)
-    net = net_layers(model)
-    w_in = net.layers[0][0].shape[0]
-    if net.repeats > 1 and not (net.repeats % 2 == 0 and noise == n_out and w_in == n_out + 3 + x.shape[1]):
-        raise NoEquivalent(f"a block applied {net.repeats} times with inputs of width {w_in}: not the flow layout "
-                           "[y, t, sin(pi t), cos(pi t), conditions]")
-    if net.repeats == 1 and w_in != x.shape[1] + noise:
-        raise NoEquivalent(f"first layer takes {w_in} inputs, not conditions + noise = {x.shape[1] + noise}")
-    keras_model = keras_sequential(net)
+    blocks = net_blocks(model)
+    nx = x.shape[1]
+    flows = _flow_blocks(blocks, nx, noise, n_out)
+    net = blocks[0]
+    if not flows:
+        if len(blocks) > 1:
+            raise NoEquivalent(f"{len(blocks)} networks in the graph that are not flow generators")
+        if net.layers[0][0].shape[0] != nx + noise:
+            raise NoEquivalent(f"first layer takes {net.layers[0][0].shape[0]} inputs, not conditions + noise = "
+                               f"{nx + noise}")
     objs = {}
     nq = min(max(net.n_quantiles, 10), len(x)) if net.n_quantiles else min(1000, len(x))
     objs[f"{sym}_tX"] = QuantileTransformer(n_quantiles=nq, output_distribution="normal", subsample=len(x),
                                             random_state=0).fit(x)
-    objs[f"{sym}_net"] = keras_model
+    for k, block in enumerate(blocks):
+        objs[f"{sym}_net{k or ''}"] = keras_sequential(block)
     feeds = {"x": x.astype(np.float32)}
     if noise:
         feeds["noise"] = rng.standard_normal((len(x), noise)).astype(np.float32)
     dev, why = None, "exact"
-    if net.exact:
+    if net.exact and len(blocks) == 1:
         first, last = intermediate(onnx_path, feeds, [net.first_input, net.last_output])
-        ours = keras_model.predict(first, verbose=0, batch_size=4096)
+        ours = objs[f"{sym}_net"].predict(first, verbose=0, batch_size=4096)
         ref = last if not net.softmax else _softmax(last)
         dev = float(np.max(np.abs(ours - ref)) / max(np.max(np.abs(ref)), 1e-30))
     else:
+        calls = sum(b.repeats for b in blocks)
         why = "same layers and weights; " + ", ".join(
             w for w, on in (("skip connections dropped (not expressible as a Sequential)", net.residual),
-                            (f"{net.repeats} network calls per particle (flow ODE)", net.repeats > 1)) if on)
+                            (f"{len(blocks)} autoregressive blocks", len(blocks) > 1),
+                            (f"{calls} network calls per particle (flow ODE)", calls > 1)) if on)
     if noise:  # generative: the outputs go through an inverse quantile transform, as in Lamarr
         y = intermediate(onnx_path, feeds, ["y"])[0]
         objs[f"{sym}_tY"] = QuantileTransformer(n_quantiles=nq, output_distribution="normal", subsample=len(y),
                                                 random_state=0).fit(y)
-    return Stage(name, "net", x.shape[1], noise, n_out, objs, dev, why, net.repeats, w_in)
+    return Stage(name, "net", nx, noise, n_out, objs, dev, why, sum(b.repeats for b in blocks),
+                 net.layers[0][0].shape[0], flows)
+
+
+def _flow_blocks(blocks: list[NetLayers], nx: int, noise: int, n_out: int) -> tuple[tuple[int, int, int], ...]:
+    """``(outputs, calls, input width)`` per block when the graph is a flow generator (every block a velocity
+    network on ``[y_k, t, sin(pi t), cos(pi t), conditions, earlier blocks' outputs]``, applied an even number of
+    times: midpoint steps), else ``()``; NoEquivalent for a repeated block of another layout."""
+    if all(b.repeats == 1 for b in blocks):
+        return ()
+    out, cond = [], nx
+    for b in blocks:
+        ny, w_in = b.layers[-1][0].shape[1], b.layers[0][0].shape[0]
+        if b.repeats % 2 or w_in != ny + 3 + cond:
+            raise NoEquivalent(f"a block applied {b.repeats} times with inputs of width {w_in}: not the flow layout "
+                               "[y, t, sin(pi t), cos(pi t), conditions]")
+        out.append((ny, b.repeats, w_in))
+        cond += ny
+    if noise != n_out or cond - nx != n_out:
+        raise NoEquivalent(f"flow blocks generate {cond - nx} outputs from {noise} noise, not {n_out}")
+    return tuple(out)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -318,27 +367,30 @@ def _glue(stage: Stage, sym: str) -> str:
     if stage.kind == "gbdt":
         return f'extern "C" float* {sym}(float* out, const float* in) {{ return {sym}_bdt(out, in); }}\n'
     nx, nz, ny = stage.n_x, stage.n_noise, stage.n_out
-    if stage.repeats > 1:  # flow matching: midpoint ODE steps over the velocity network, from y = noise
+    if stage.flows:  # flow matching, block by block: midpoint ODE steps over the velocity network, from y = noise
+        w_max = max(w for *_, w in stage.flows)
         body = [f'extern "C" float* {sym}(float* out, const float* in) {{',
-                f"  float c[{nx}], y[{ny}], ym[{ny}], v[{ny}], buf[{stage.width_in}];",
-                f"  {sym}_tX(c, in);",
-                f"  for (int i = 0; i < {ny}; ++i) y[i] = in[{nx} + i];",
-                f"  const float h = 1.0f / {stage.repeats // 2};",
-                f"  for (int k = 0; k < {stage.repeats // 2}; ++k) {{",
-                "    const float t = k * h;",
-                f"    for (int i = 0; i < {ny}; ++i) buf[i] = y[i];",
-                f"    buf[{ny}] = t; buf[{ny + 1}] = sinf(3.14159265f * t); buf[{ny + 2}] = cosf(3.14159265f * t);",
-                f"    for (int i = 0; i < {nx}; ++i) buf[{ny + 3} + i] = c[i];",
-                f"    {sym}_net(v, buf);",
-                f"    for (int i = 0; i < {ny}; ++i) ym[i] = y[i] + 0.5f * h * v[i];",
-                f"    for (int i = 0; i < {ny}; ++i) buf[i] = ym[i];",
-                "    const float tm = t + 0.5f * h;",
-                f"    buf[{ny}] = tm; buf[{ny + 1}] = sinf(3.14159265f * tm); buf[{ny + 2}] = cosf(3.14159265f * tm);",
-                f"    {sym}_net(v, buf);",
-                f"    for (int i = 0; i < {ny}; ++i) y[i] += h * v[i];",
-                "  }",
-                f"  {sym}_tY_inverse(out, y);",
-                "  return out;", "}"]
+                f"  float c[{nx + ny}], y[{ny}], ym[{ny}], v[{ny}], buf[{w_max}];",
+                f"  {sym}_tX(c, in);"]
+        done = 0
+        for k, (nb, calls, _w) in enumerate(stage.flows):
+            net, nc = f"{sym}_net{k or ''}", nx + done  # conditions: x and the earlier blocks' outputs
+            body += [f"  for (int i = 0; i < {nb}; ++i) y[i] = in[{nx + done} + i];",
+                     f"  for (int k = 0; k < {calls // 2}; ++k) {{",
+                     f"    const float h = 1.0f / {calls // 2}, t = k * h, tm = t + 0.5f * h;",
+                     f"    for (int i = 0; i < {nb}; ++i) buf[i] = y[i];",
+                     _time_features(nb, "t"),
+                     f"    for (int i = 0; i < {nc}; ++i) buf[{nb + 3} + i] = c[i];",
+                     f"    {net}(v, buf);",
+                     f"    for (int i = 0; i < {nb}; ++i) ym[i] = y[i] + 0.5f * h * v[i];",
+                     f"    for (int i = 0; i < {nb}; ++i) buf[i] = ym[i];",
+                     _time_features(nb, "tm"),
+                     f"    {net}(v, buf);",
+                     f"    for (int i = 0; i < {nb}; ++i) y[i] += h * v[i];",
+                     "  }",
+                     f"  for (int i = 0; i < {nb}; ++i) c[{nc} + i] = y[i];"]
+            done += nb
+        body += [f"  {sym}_tY_inverse(out, c + {nx});", "  return out;", "}"]
         return "\n".join(body) + "\n"
     w_in = nx + nz
     width = max(w_in, ny)
@@ -352,6 +404,10 @@ def _glue(stage: Stage, sym: str) -> str:
         body += [f"  {sym}_net(out, buf);"]
     body += ["  return out;", "}"]
     return "\n".join(body) + "\n"
+
+
+def _time_features(at: int, t: str) -> str:
+    return f"    buf[{at}] = {t}; buf[{at + 1}] = sinf(3.14159265f * {t}); buf[{at + 2}] = cosf(3.14159265f * {t});"
 
 
 def _scikinc_silu() -> None:
