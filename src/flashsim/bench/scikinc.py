@@ -7,7 +7,9 @@ Bench-only (needs the ``bench`` extra: scikinC, Keras 3 with ``KERAS_BACKEND=tor
   checked against onnxruntime;
 - a network becomes a Keras ``Sequential`` of ``Dense`` layers with the ONNX graph's ``Gemm`` / ``MatMul`` weights
   and activations, checked against the graph's own pre-activation tensors (skip connections, if any, are dropped:
-  Sequential cannot express them; they cost one vector add per layer);
+  Sequential cannot express them; they cost one vector add per layer); a flow generator's velocity network runs
+  in a C loop of midpoint ODE steps, and a PID generator's autoregressive blocks each get their own Sequential,
+  run in turn on the conditions and the earlier blocks' outputs;
 - the preprocessing inside our graphs is replaced, as in Lamarr, by scikit-learn ``QuantileTransformer``\\ s (to
   normal) of the conditions and, for generative models, the inverse transform of the outputs, with the same
   number of quantiles as our graph's transform.
