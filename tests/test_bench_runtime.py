@@ -104,11 +104,8 @@ def test_flow_generator_graph_is_read_as_one_repeated_block(tmp_path):
     assert sum(shapes.values()) == 36 and shapes[(11, 16)] == 6 and shapes[(16, 3)] == 6
 
 
-def test_autoregressive_flow_blocks_get_a_scikinc_equivalent(tmp_path):
-    """A PID generator's autoregressive blocks (flow cores conditioned on the earlier blocks) are read network by
-    network, and their scikinC equivalent compiles and runs per particle with the same number of network calls."""
-    import ctypes
-
+def _two_block_generator(tmp_path):
+    """A PID-style generator: two autoregressive flow blocks (the second conditioned on the first's outputs)."""
     from flashsim.export import export_torch
     from flashsim.models.generative import DEFAULTS, FlowGenerator, PhysicalGenerator
     from flashsim.models.pid_generator import BlockCore
@@ -119,12 +116,29 @@ def test_autoregressive_flow_blocks_get_a_scikinc_equivalent(tmp_path):
     cfg = {**DEFAULTS, "width": 16, "depth": 3, "ode_steps": 2}
     core = BlockCore([FlowGenerator(4, 2, cfg), FlowGenerator(6, 3, cfg)], [[0, 1], [2, 3, 4]], 5)
     gen = PhysicalGenerator(QuantileTransform.fit(x, n_knots=30), core, QuantileTransform.fit(y, n_knots=30).inverse())
-    path = export_torch(gen.eval(), tmp_path / "blocks.onnx", 4, 5)
+    return export_torch(gen.eval(), tmp_path / "blocks.onnx", 4, 5), x, y
+
+
+def test_autoregressive_flow_blocks_are_read_network_by_network(tmp_path):
+    path, *_ = _two_block_generator(tmp_path)
     blocks = scikinc.net_blocks(onnx.load(str(path)))
     assert [b.repeats for b in blocks] == [4, 4] and all(b.n_quantiles == 30 for b in blocks)
     assert [b.layers[0][0].shape[0] for b in blocks] == [2 + 3 + 4, 3 + 3 + 4 + 2]
+    assert scikinc._flow_blocks(blocks, 4, 5, 5) == ((2, 4, 9), (3, 4, 12))
     with pytest.raises(scikinc.NoEquivalent, match="2 networks"):
         scikinc.net_layers(onnx.load(str(path)))
+    with pytest.raises(scikinc.NoEquivalent, match="flow layout"):  # conditions of another width
+        scikinc._flow_blocks(blocks, 3, 5, 5)
+
+
+def test_autoregressive_flow_blocks_get_a_scikinc_equivalent(tmp_path):
+    """Their scikinC equivalent compiles and runs per particle (needs the `bench` extra: scikinC, keras)."""
+    import ctypes
+
+    pytest.importorskip("keras")
+    pytest.importorskip("scikinC")
+    path, x, y = _two_block_generator(tmp_path)
+    rng = np.random.default_rng(1)
     st = scikinc.stage_from_onnx("blocks", path, x.astype(np.float32), 5, rng)
     assert st.flows == ((2, 4, 9), (3, 4, 12)) and st.repeats == 8 and "2 autoregressive blocks" in st.equivalence
     syms = scikinc.build_library([st], tmp_path / "blocks.so", tmp_path / "src")
