@@ -282,7 +282,6 @@ class Stage:
     parity: float | None = None  # max |equivalent - ONNX| relative to its scale, where the numbers are comparable
     equivalence: str = "exact"  # "exact" (same numbers) or why only the cost is the same
     repeats: int = 1  # network applications per particle (flow ODE: 2 per midpoint step)
-    width_in: int = 0  # input width of the network
     flows: tuple[tuple[int, int, int], ...] = ()  # flow generators: (outputs, network calls, input width) per block
 
 
@@ -320,14 +319,13 @@ def stage_from_onnx(name: str, onnx_path: str | Path, x: np.ndarray, noise: int,
     feeds = {"x": x.astype(np.float32)}
     if noise:
         feeds["noise"] = rng.standard_normal((len(x), noise)).astype(np.float32)
-    dev, why = None, "exact"
+    dev, why, calls = None, "exact", sum(b.repeats for b in blocks)
     if net.exact and len(blocks) == 1:
         first, last = intermediate(onnx_path, feeds, [net.first_input, net.last_output])
         ours = objs[f"{sym}_net"].predict(first, verbose=0, batch_size=4096)
         ref = last if not net.softmax else _softmax(last)
         dev = float(np.max(np.abs(ours - ref)) / max(np.max(np.abs(ref)), 1e-30))
     else:
-        calls = sum(b.repeats for b in blocks)
         why = "same layers and weights; " + ", ".join(
             w for w, on in (("skip connections dropped (not expressible as a Sequential)", net.residual),
                             (f"{len(blocks)} autoregressive blocks", len(blocks) > 1),
@@ -336,8 +334,7 @@ def stage_from_onnx(name: str, onnx_path: str | Path, x: np.ndarray, noise: int,
         y = intermediate(onnx_path, feeds, ["y"])[0]
         objs[f"{sym}_tY"] = QuantileTransformer(n_quantiles=nq, output_distribution="normal", subsample=len(y),
                                                 random_state=0).fit(y)
-    return Stage(name, "net", nx, noise, n_out, objs, dev, why, sum(b.repeats for b in blocks),
-                 net.layers[0][0].shape[0], flows)
+    return Stage(name, "net", nx, noise, n_out, objs, dev, why, calls, flows)
 
 
 def _flow_blocks(blocks: list[NetLayers], nx: int, noise: int, n_out: int) -> tuple[tuple[int, int, int], ...]:

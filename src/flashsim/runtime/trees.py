@@ -193,8 +193,8 @@ def tensor_form(model: onnx.ModelProto) -> onnx.ModelProto:
     that execution providers without a TreeEnsemble kernel (CUDA) run it on the device.
 
     The GEMM form of a tree: every internal node's test ``x[feature] OP threshold`` (or missing and tracks-true) is
-    evaluated at once, ``d`` [N, T, I]; a leaf is reached when ``d @ C`` equals its count of true-branch ancestors
-    ``D`` (``C[i, l]`` is +1 when leaf ``l`` lies under node ``i``'s true branch, -1 under its false branch);
+    evaluated at once, ``d`` [T, I, N]; a leaf is reached when ``C @ d`` equals its count of true-branch ancestors
+    ``D`` (``C[l, i]`` is +1 when leaf ``l`` lies under node ``i``'s true branch, -1 under its false branch);
     the reached leaves' weights are summed with onnxruntime's base values and post transform (the conventions of
     :class:`TreeSpec`). Tests are float32 comparisons as in the TreeEnsemble kernel, and the matrix product holds
     small integers only, so it is exact even in TF32; only the summation order of the leaf weights differs. The
@@ -211,9 +211,9 @@ def tensor_form(model: onnx.ModelProto) -> onnx.ModelProto:
     feat = np.zeros((n_t, n_i), np.int64)
     thr = np.zeros((n_t, n_i), np.float32)
     miss = np.zeros((n_t, n_i), bool)
-    paths_c = np.zeros((n_t, n_i, n_l), np.float32)
-    reach = np.full((n_t, 1, n_l), -1.0, np.float32)  # padding leaves are never reached
-    vals = np.zeros((n_t, 1, n_l, spec.n_margins), np.float32)  # transposed below for the graph's layout
+    paths_c = np.zeros((n_t, n_l, n_i), np.float32)  # C
+    reach = np.full((n_t, n_l, 1), -1.0, np.float32)  # D; padding leaves are never reached
+    vals = np.zeros((n_t, n_l, spec.n_margins, 1), np.float32)
     for k, (t, (inner, paths)) in enumerate(zip(sorted(nodes), trees, strict=True)):
         pos = {nid: i for i, nid in enumerate(inner)}
         for i, nid in enumerate(inner):
@@ -221,15 +221,15 @@ def tensor_form(model: onnx.ModelProto) -> onnx.ModelProto:
             feat[k, i], thr[k, i], miss[k, i] = nd["feature"], np.float32(nd["value"]), nd["missing_true"]
         for j, (leaf, path) in enumerate(paths.items()):
             for nid, went_true in path:
-                paths_c[k, pos[nid], j] = 1.0 if went_true else -1.0
-            reach[k, 0, j] = sum(went_true for _, went_true in path)
-            vals[k, 0, j] = leaves.get((t, leaf), np.zeros(spec.n_margins))
+                paths_c[k, j, pos[nid]] = 1.0 if went_true else -1.0
+            reach[k, j, 0] = sum(went_true for _, went_true in path)
+            vals[k, j, :, 0] = leaves.get((t, leaf), np.zeros(spec.n_margins))
     base = np.zeros(spec.n_margins, np.float32)
     base[:len(spec.base_values)] = spec.base_values
 
     x_name = model.graph.input[0].name
-    consts = {"feat": feat.reshape(-1), "thr": thr.reshape(-1, 1), "paths": paths_c.transpose(0, 2, 1),
-              "reach": reach.transpose(0, 2, 1), "vals": vals.transpose(0, 2, 3, 1), "base": base,
+    consts = {"feat": feat.reshape(-1), "thr": thr.reshape(-1, 1), "paths": paths_c,
+              "reach": reach, "vals": vals, "base": base,
               "shape_tin": np.asarray([n_t, n_i, -1], np.int64), "sum_axes": np.asarray([0, 1], np.int64),
               "axis2": np.asarray([2], np.int64)}
     mk = helper.make_node
