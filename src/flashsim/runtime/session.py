@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from flashsim.errors import ConfigError
-from flashsim.runtime.trees import find_tree_node, tensor_form
+from flashsim.runtime.trees import UnsupportedTrees, find_tree_node, tensor_form
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,8 @@ class OrtModel:
     def __init__(self, onnx_path: str | Path, device: Device, threads: int = 0, io: str = "binding",
                  spin: bool = False, tensor_trees: bool | None = None) -> None:
         """``tensor_trees``: run a tree ensemble in its tensor form (:func:`flashsim.runtime.trees.tensor_form`),
-        which the CUDA provider executes on the device; default (None): on CUDA devices only."""
+        which the CUDA provider executes on the device; default (None): on CUDA devices only. An ensemble with
+        no tensor form (equality splits) keeps the TreeEnsemble kernel, with a warning."""
         import onnx
         import onnxruntime as ort
 
@@ -107,7 +108,10 @@ class OrtModel:
         if device.kind == "cuda" if tensor_trees is None else tensor_trees:
             model = onnx.load(str(onnx_path))
             if find_tree_node(model) is not None:
-                source = tensor_form(model).SerializeToString()
+                try:  # float16 path products on the GPU (exact: small integers), float32 on the CPU
+                    source = tensor_form(model, half=device.kind == "cuda").SerializeToString()
+                except UnsupportedTrees as err:
+                    log.warning("%s: no tensor form (%s); the TreeEnsemble kernel runs it", onnx_path, err)
         self.session = ort.InferenceSession(source, session_options(threads, spin), providers=providers)
         if device.kind == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
             raise ConfigError(f"{onnx_path}: onnxruntime could not start the CUDA provider")

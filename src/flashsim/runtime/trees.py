@@ -183,80 +183,91 @@ def _n_features(model: onnx.ModelProto) -> int:
     return int(dims[1].dim_value)
 
 
-_COMPARE = {"BRANCH_LEQ": "LessOrEqual", "BRANCH_LT": "Less", "BRANCH_GTE": "GreaterOrEqual",
-            "BRANCH_GT": "Greater", "BRANCH_EQ": "Equal"}
+# every test as ``s * x <= t'``: (negate x, threshold) for the test itself and for its complement (which is
+# false on NaN too); ``x < t`` is ``x <= nextafter(t, -inf)`` in float32
+_COMPLEMENT = {"BRANCH_LEQ": "BRANCH_GT", "BRANCH_LT": "BRANCH_GTE", "BRANCH_GTE": "BRANCH_LT",
+               "BRANCH_GT": "BRANCH_LEQ"}
 TENSOR_OPSET = 17
 
 
-def tensor_form(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The same ensemble with standard ONNX operators only (Gather, comparisons, MatMul, ReduceSum), so
-    that execution providers without a TreeEnsemble kernel (CUDA) run it on the device.
+def _as_leq(mode: str, t: np.float32) -> tuple[bool, np.float32]:
+    """``(negate, t')`` with ``x OP t  <=>  (-x if negate else x) <= t'`` for every float32 ``x`` (NaN: false)."""
+    down = np.float32(-np.inf)
+    return {"BRANCH_LEQ": (False, t), "BRANCH_LT": (False, np.nextafter(t, down)),
+            "BRANCH_GTE": (True, -t), "BRANCH_GT": (True, np.nextafter(-t, down))}[mode]
 
-    The GEMM form of a tree: every internal node's test ``x[feature] OP threshold`` (or missing and tracks-true) is
-    evaluated at once, ``d`` [T, I, N]; a leaf is reached when ``C @ d`` equals its count of true-branch ancestors
-    ``D`` (``C[l, i]`` is +1 when leaf ``l`` lies under node ``i``'s true branch, -1 under its false branch);
-    the reached leaves' weights are summed with onnxruntime's base values and post transform (the conventions of
-    :class:`TreeSpec`). Tests are float32 comparisons as in the TreeEnsemble kernel, and the matrix product holds
-    small integers only, so it is exact even in TF32; only the summation order of the leaf weights differs. The
-    graph has the input ``x`` and the output ``y``.
+
+def tensor_form(model: onnx.ModelProto, half: bool = False) -> onnx.ModelProto:
+    """The same ensemble with standard ONNX operators only (Gather, LessOrEqual, MatMul, ArgMax), so that
+    execution providers without a TreeEnsemble kernel (CUDA) run it on the device.
+
+    The GEMM form of a tree: every internal node's test is one float32 comparison ``s * x[feature] <= t'``
+    (:func:`_as_leq`), all evaluated at once from a gather of ``[x; -x]``: ``d`` [T, I, N], 0/1. A node whose
+    missing values take the true branch evaluates its complement instead, which is false on NaN, and ``1 - d`` is
+    folded into the path matrix ``C`` [T, L, I]: ``C[l, i]`` is +1 when leaf ``l`` lies under node ``i``'s true
+    branch, -1 under its false branch (sign flipped for complemented nodes). ``C @ d - D`` is 0 at the reached
+    leaf and negative at every other (``D`` counts the true-branch ancestors, less the complemented ones), so an
+    ArgMax picks the leaf, a Gather its weights, and a sum over trees plus the base values and onnxruntime's
+    post transform (the conventions of :class:`TreeSpec`) give ``y``. The product holds small integers only:
+    exact in float16 (``half``: halves the memory traffic of the two largest tensors, for GPUs) and in TF32.
+    The leaf weights are summed in float32; only their order differs from the TreeEnsemble kernel. The graph has
+    the input ``x`` and the output ``y``.
     """
     spec, nodes, leaves = parse(model)
     modes = {nd["mode"] for tree in nodes.values() for nd in tree.values()} - {"LEAF"}
-    if len(modes) > 1 or not modes <= set(_COMPARE):
-        raise UnsupportedTrees(f"node modes {sorted(modes)}: one comparison per ensemble is supported")
+    if not modes <= set(_COMPLEMENT):
+        raise UnsupportedTrees(f"node modes {sorted(modes - set(_COMPLEMENT))} have no tensor form")
     trees = [_paths(nodes[t]) for t in sorted(nodes)]
-    n_t = len(trees)
+    n_t, n_f, n_m = len(trees), spec.n_features, spec.n_margins
     n_i = max(max(len(inner) for inner, _ in trees), 1)
     n_l = max(len(paths) for _, paths in trees)
     feat = np.zeros((n_t, n_i), np.int64)
-    thr = np.zeros((n_t, n_i), np.float32)
-    miss = np.zeros((n_t, n_i), bool)
+    thr = np.zeros((n_t, n_i), np.float32)  # padding nodes: x[0] <= 0, in no path
     paths_c = np.zeros((n_t, n_l, n_i), np.float32)  # C
-    reach = np.full((n_t, n_l, 1), -1.0, np.float32)  # D; padding leaves are never reached
-    vals = np.zeros((n_t, n_l, spec.n_margins, 1), np.float32)
+    reach = np.full((n_t, n_l, 1), n_i + 1, np.float32)  # D; padding leaves score below every real leaf
+    vals = np.zeros((n_t, n_l, n_m), np.float64)
     for k, (t, (inner, paths)) in enumerate(zip(sorted(nodes), trees, strict=True)):
         pos = {nid: i for i, nid in enumerate(inner)}
+        flip = np.zeros(n_i, bool)
         for i, nid in enumerate(inner):
             nd = nodes[t][nid]
-            feat[k, i], thr[k, i], miss[k, i] = nd["feature"], np.float32(nd["value"]), nd["missing_true"]
+            flip[i] = nd["missing_true"]
+            negate, thr[k, i] = _as_leq(_COMPLEMENT[nd["mode"]] if flip[i] else nd["mode"], np.float32(nd["value"]))
+            feat[k, i] = nd["feature"] + (n_f if negate else 0)
         for j, (leaf, path) in enumerate(paths.items()):
             for nid, went_true in path:
-                paths_c[k, j, pos[nid]] = 1.0 if went_true else -1.0
-            reach[k, j, 0] = sum(went_true for _, went_true in path)
-            vals[k, j, :, 0] = leaves.get((t, leaf), np.zeros(spec.n_margins))
-    base = np.zeros(spec.n_margins, np.float32)
+                c = 1.0 if went_true else -1.0
+                paths_c[k, j, pos[nid]] = -c if flip[pos[nid]] else c
+            reach[k, j, 0] = paths_c[k, j].clip(min=0).sum()
+            vals[k, j] = leaves.get((t, leaf), np.zeros(n_m))
+    if spec.average:
+        vals /= n_t
+    if len(spec.base_values) > n_m:
+        raise UnsupportedTrees("more base values than score columns")
+    base = np.zeros(n_m, np.float32)
     base[:len(spec.base_values)] = spec.base_values
 
     x_name = model.graph.input[0].name
-    consts = {"feat": feat.reshape(-1), "thr": thr.reshape(-1, 1), "paths": paths_c,
-              "reach": reach, "vals": vals, "base": base,
-              "shape_tin": np.asarray([n_t, n_i, -1], np.int64), "sum_axes": np.asarray([0, 1], np.int64),
-              "axis2": np.asarray([2], np.int64)}
+    small = np.float16 if half else np.float32
+    consts = {"feat": feat.reshape(-1), "thr": thr.reshape(-1, 1), "paths": paths_c.astype(small),
+              "reach": reach.astype(small), "leaf_base": (np.arange(n_t, dtype=np.int64) * n_l).reshape(-1, 1),
+              "vals": vals.reshape(n_t * n_l, n_m).astype(np.float32), "base": base,
+              "shape_tin": np.asarray([n_t, n_i, -1], np.int64), "axis0": np.asarray([0], np.int64)}
     mk = helper.make_node
     ops = [mk("Transpose", [x_name], ["x_t"], perm=[1, 0]),  # [F, N]: node features are whole rows
-           mk("Gather", ["x_t", "feat"], ["xf"], axis=0),  # [T*I, N]
-           mk(_COMPARE[modes.pop()] if modes else "LessOrEqual", ["xf", "thr"], ["test"])]
-    test = "test"
-    if miss.any():
-        consts["miss"] = miss.reshape(-1, 1)
-        ops += [mk("IsNaN", ["xf"], ["nan"]), mk("And", ["nan", "miss"], ["nan_true"]),
-                mk("Or", ["test", "nan_true"], ["test_or_nan"])]
-        test = "test_or_nan"
-    ops += [mk("Cast", [test], ["d_flat"], to=onnx.TensorProto.FLOAT),
-            mk("Reshape", ["d_flat", "shape_tin"], ["d"]),  # [T, I, N]
-            mk("MatMul", ["paths", "d"], ["score"]),  # [T, L, N]
-            mk("Equal", ["score", "reach"], ["hit"]),
-            mk("Cast", ["hit"], ["hit_f"], to=onnx.TensorProto.FLOAT),
-            mk("Unsqueeze", ["hit_f", "axis2"], ["hit4"]),  # [T, L, 1, N]
-            mk("Mul", ["hit4", "vals"], ["leaf"]),  # [T, L, M, N]: the reached leaf's weights, zeros elsewhere
-            mk("ReduceSum", ["leaf", "sum_axes"], ["margin_mn"], keepdims=0),
-            mk("Transpose", ["margin_mn"], ["margin_sum"], perm=[1, 0])]
-    margin = "margin_sum"
-    if spec.average:
-        consts["n_trees"] = np.asarray(n_t, np.float32)
-        ops.append(mk("Div", [margin, "n_trees"], ["margin_avg"]))
-        margin = "margin_avg"
-    ops.append(mk("Add", [margin, "base"], ["m"]))
+           mk("Neg", ["x_t"], ["x_neg"]),
+           mk("Concat", ["x_t", "x_neg"], ["x_pm"], axis=0),  # [2F, N]
+           mk("Gather", ["x_pm", "feat"], ["xf"], axis=0),  # [T*I, N]
+           mk("LessOrEqual", ["xf", "thr"], ["test"]),
+           mk("Cast", ["test"], ["d_flat"], to=onnx.TensorProto.FLOAT16 if half else onnx.TensorProto.FLOAT),
+           mk("Reshape", ["d_flat", "shape_tin"], ["d"]),  # [T, I, N]
+           mk("MatMul", ["paths", "d"], ["score"]),  # [T, L, N]
+           mk("Sub", ["score", "reach"], ["gap"]),  # 0 at the reached leaf, < 0 elsewhere
+           mk("ArgMax", ["gap"], ["leaf"], axis=1, keepdims=0),  # [T, N]
+           mk("Add", ["leaf", "leaf_base"], ["row"]),
+           mk("Gather", ["vals", "row"], ["w"], axis=0),  # [T, N, M]
+           mk("ReduceSum", ["w", "axis0"], ["margin"], keepdims=0),  # [N, M]
+           mk("Add", ["margin", "base"], ["m"])]
     post = spec.post_transform
     if spec.kind == "classifier" and spec.n_margins == 1:  # binary, one score column -> [negative, positive]
         if post == "LOGISTIC":
