@@ -148,3 +148,31 @@ def test_autoregressive_flow_blocks_get_a_scikinc_equivalent(tmp_path):
     f(out, inp.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
     got = np.array(out[:])
     assert np.all(np.isfinite(got)) and np.all((got >= y.min(0) - 1e-3) & (got <= y.max(0) + 1e-3))
+
+
+def test_device_profile_runs_on_the_cpu_path(models):
+    """The GPU half of the benchmark (chain IO binding vs host copies, per-model sweeps, tensor-form trees beside
+    the stock kernel, bf16 reference) is device-generic: run it on the CPU so CI executes every line of it."""
+    from flashsim.runtime.chain import ChainSpec
+
+    spec = ChainSpec()
+    refs = available(spec.names(), models)
+    cols = bench._gun(1500, 4)
+    cpu = Device("cpu")
+    traced = bench._trace(Chain(refs, cpu, spec=spec, threads=1), cols)
+    per_model_cpu = {name: {"onnx_1core_batched": 1.0, "onnx_allcores_batched": 1e12} for name in traced}
+    res = bench.device_profile(refs, spec, cols, traced, per_model_cpu, {"sweep": (100, 2000), "min_time": 0.01}, cpu)
+    assert set(res["chain"]) == {"100", "2000"}
+    assert all(v["io_binding"] > 0 and v["host_io"] > 0 for v in res["chain"].values())
+    assert set(res["per_model"]) == set(traced)
+    acc = res["per_model"]["acceptance"]
+    assert acc["bf16_rows_per_s"] is None and set(acc["tree_ensemble_kernel_by_batch"]) == {"100", "2000"}
+    for name, m in res["per_model"].items():
+        assert m["winner_at_largest_batch"] == "cpu"  # nothing beats 1e12 rows/s
+        if name != "acceptance":
+            assert m["bf16_rows_per_s"] > 0 and m["dense_layers_per_particle"] >= 2, name
+    t = res["vs_bf16"]
+    best = max(v["io_binding"] for v in res["chain"].values())
+    assert t["chain_particles_per_s"] == best and t["value"] == pytest.approx(best / t["bf16_particles_per_s"])
+    text = "\n".join(bench.device_lines(res))
+    assert "| acceptance |" in text and "ratio" in text

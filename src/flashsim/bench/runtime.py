@@ -349,7 +349,7 @@ def run(quick: bool, params: dict) -> dict:
         "chain_batched_vs_c_ours_1core": chain_1core / ours["chain"],
         **({"chain_batched_vs_scikinc_1core": chain_1core / skc["chain"]} if skc else {}),
     }
-    res["gpu"] = _gpu(refs, spec, cols, traced, per_model, cfg, settings) if cuda_available() else None
+    res["gpu"] = device_profile(refs, spec, cols, traced, per_model, cfg, Device("cuda")) if cuda_available() else None
     if res["gpu"]:
         res["targets"]["gpu_chain_vs_bf16"] = res["gpu"]["vs_bf16"]
     write_markdown(res, repo_root() / "reports" / "bench" / "runtime.md")
@@ -357,19 +357,23 @@ def run(quick: bool, params: dict) -> dict:
 
 
 # --- GPU ---------------------------------------------------------------------------------------------------------
-def _gpu(refs, spec, cols, traced, per_model_cpu, cfg, settings) -> dict:
+def device_profile(refs, spec, cols, traced, per_model_cpu, cfg, dev) -> dict:
+    """The GPU half of the benchmark on device ``dev`` (a CUDA device; the CPU runs the same code in tests):
+    the chain with IO binding vs host copies over batch sizes, each model over batch sizes against its best CPU
+    rate, tree ensembles in tensor form beside the stock kernel, and the torch bf16 reference of the same dense
+    layers. ``traced``: each model's input rows from :func:`_trace`; ``per_model_cpu``: the CPU rates."""
     import onnx
 
     from flashsim.runtime.chain import Chain
-    from flashsim.runtime.session import Device, OrtModel
+    from flashsim.runtime.session import OrtModel
     from flashsim.runtime.trees import is_tree_file
 
-    dev = Device("cuda")
-    sync = torch.cuda.synchronize
-    out: dict = {"device": torch.cuda.get_device_name(0), "per_model": {}, "chain": {}}
+    cuda = dev.kind == "cuda"
+    sync = torch.cuda.synchronize if cuda else None
+    out: dict = {"device": torch.cuda.get_device_name(dev.index) if cuda else "cpu", "per_model": {}, "chain": {}}
     big = {k: np.resize(v, cfg["sweep"][-1]) for k, v in cols.items()}  # resident particles for the sweeps
-    chain = Chain(refs, dev, spec=spec, io="binding")
-    chain_host = Chain(refs, dev, spec=spec, io="host")
+    chain = Chain(refs, dev, spec=spec, io="binding", tensor_trees=True)
+    chain_host = Chain(refs, dev, spec=spec, io="host", tensor_trees=True)
     for bs in cfg["sweep"]:
         part = {k: v[:bs] for k, v in big.items()}
         out["chain"][str(bs)] = {"io_binding": _chain_rate(chain, part, bs, cfg["min_time"], sync=sync),
@@ -487,17 +491,27 @@ def summary(res: dict) -> str:
     for k, t in res["targets"].items():
         lines.append(f"| target {k} (>= {t['target']}) | {_fmt(t['value'])} {'PASS' if t['pass'] else 'FAIL'} |")
     if res.get("gpu"):
-        g = res["gpu"]
-        lines += ["", f"GPU {g['device']}: chain particles/s by batch size",
-                  "| batch | IO binding | host IO |", "| ---: | ---: | ---: |"]
-        lines += [f"| {bs} | {_fmt(v['io_binding'])} | {_fmt(v['host_io'])} |" for bs, v in g["chain"].items()]
-        lines += ["", "| model | GPU @ largest batch | CPU best | winner | bf16 rows/s |",
-                  "| --- | ---: | ---: | --- | ---: |"]
-        for name, m in g["per_model"].items():
-            top = list(m["gpu_by_batch"].values())[-1]
-            lines.append(f"| {name} | {_fmt(top)} | {_fmt(m['cpu_allcores_batched'])} | {m['winner_at_largest_batch']} "
-                         f"| {_fmt(m.get('bf16_rows_per_s'))} |")
+        lines += device_lines(res["gpu"])
     return "\n".join(lines)
+
+
+def device_lines(g: dict) -> list[str]:
+    """Markdown lines of :func:`device_profile`'s result."""
+    lines = ["", f"GPU {g['device']}: chain particles/s by batch size",
+             "| batch | IO binding | host IO |", "| ---: | ---: | ---: |"]
+    lines += [f"| {bs} | {_fmt(v['io_binding'])} | {_fmt(v['host_io'])} |" for bs, v in g["chain"].items()]
+    lines += ["", "| model | GPU @ largest batch | stock tree kernel | CPU best | winner | bf16 rows/s |",
+              "| --- | ---: | ---: | ---: | --- | ---: |"]
+    for name, m in g["per_model"].items():
+        top = list(m["gpu_by_batch"].values())[-1]
+        stock = list(m.get("tree_ensemble_kernel_by_batch", {None: None}).values())[-1]
+        lines.append(f"| {name} | {_fmt(top)} | {_fmt(stock)} | {_fmt(m['cpu_allcores_batched'])} "
+                     f"| {m['winner_at_largest_batch']} | {_fmt(m.get('bf16_rows_per_s'))} |")
+    t = g["vs_bf16"]
+    lines.append(f"\nchain {_fmt(t['chain_particles_per_s'])} particles/s vs bf16 reference "
+                 f"{_fmt(t['bf16_particles_per_s'])}: ratio {_fmt(t['value'])} (target >= {t['target']}: "
+                 f"{'PASS' if t['pass'] else 'FAIL'})")
+    return lines
 
 
 def write_markdown(res: dict, path: Path) -> None:
