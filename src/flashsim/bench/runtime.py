@@ -24,14 +24,13 @@ import json
 import logging
 import os
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from flashsim.bench import one_core
+from flashsim.bench import one_core, throughput
 from flashsim.errors import ConfigError
 
 HELP = "runtime: per-model and chain particles/s (1 core / all cores, batch 1 / batched), vs per-particle C; GPU"
@@ -48,19 +47,10 @@ TARGET_GPU_VS_BF16 = 0.30
 
 # --- helpers -----------------------------------------------------------------------------------------------------
 def timed(fn, min_time: float, sync=None) -> float:
-    """Seconds per call of ``fn`` (one warm-up call, then repeated for at least ``min_time``)."""
-    fn()
-    if sync:
-        sync()
-    reps, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        reps += 1
-        if sync:
-            sync()
-        dt = time.perf_counter() - t0
-        if dt >= min_time:
-            return dt / reps
+    """Seconds per call of ``fn`` (one warm-up call, then repeated for at least ``min_time``; ``sync`` waits for
+    the device once at the end, so queued GPU work overlaps the Python between calls as in a real run)."""
+    r = throughput(fn, 1, min_time, sync, max_reps=1 << 40)
+    return r["seconds"] / r["reps"]
 
 
 def _digest(paths: list[Path]) -> str:
