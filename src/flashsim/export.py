@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import platform
 import time
 import warnings
@@ -185,14 +186,27 @@ def threshold_rows(booster, x: np.ndarray, n: int = 2000, seed: int = 0) -> np.n
 
 
 # ---------------------------------------------------------------- onnxruntime
-def ort_session(path: str | Path, threads: int = 1, providers: Sequence[str] | None = None):
+def session_options(threads: int, spin: bool = False):
+    """CPU session options: ``threads`` intra-op threads (0: all cores). Idle pool threads do not spin unless
+    ``spin``: on a shared node (batch jobs, other processes) spinning threads steal the cores they wait for."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=list(providers or ["CPUExecutionProvider"]))
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    opts.intra_op_num_threads = threads if threads > 0 else (os.cpu_count() or 1)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return opts
+
+
+def ort_session(path: str | Path, threads: int = 1, providers: Sequence[str] | None = None):
+    """An onnxruntime session of the model at ``path`` (CPU unless ``providers``), see :func:`session_options`."""
+    import onnxruntime as ort
+
+    providers = list(providers or ["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), session_options(threads), providers=providers)
 
 
 def onnx_predict(path_or_session, x: np.ndarray, noise: np.ndarray | None = None,

@@ -143,7 +143,8 @@ def _cuda(name: str, fam, path: Path, mults, n_events: int, min_s: float) -> lis
     import onnxruntime as ort
     import torch
 
-    from flashsim.runtime.session import bind_tensors, session_options
+    from flashsim.export import session_options
+    from flashsim.runtime.session import bind_tensors
 
     stream = torch.cuda.current_stream().cuda_stream
     providers = [("CUDAExecutionProvider", {"device_id": 0, "user_compute_stream": str(stream)})]

@@ -119,7 +119,7 @@ def run(quick: bool, params: dict) -> dict:
 def _cuda(path: Path, net, x_all: np.ndarray, quick: bool, min_s: float) -> list[dict]:
     import onnxruntime as ort
 
-    from flashsim.runtime.session import session_options
+    from flashsim.export import session_options
 
     out: list[dict] = []
     dev = torch.device("cuda")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from flashsim.errors import ConfigError
+from flashsim.export import session_options
 from flashsim.runtime.trees import UnsupportedTrees, find_tree_node, tensor_form
 
 log = logging.getLogger(__name__)
@@ -54,21 +55,6 @@ def pick_device(request: str = "auto") -> Device:
             raise ConfigError(f"device '{request}' requested but CUDA is not usable by torch and onnxruntime-gpu")
         return Device("cuda", int(request.split(":")[1]) if ":" in request else 0)
     return Device("cuda") if cuda_available() else Device("cpu")
-
-
-def session_options(threads: int, spin: bool = False):
-    """CPU session options: ``threads`` intra-op threads (0: all cores). Idle pool threads do not spin unless
-    ``spin``: on a shared node (batch jobs, other processes) spinning threads steal the cores they wait for."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    opts.intra_op_num_threads = threads if threads > 0 else (os.cpu_count() or 1)
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return opts
 
 
 def bind_tensors(session, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor], device: str,
