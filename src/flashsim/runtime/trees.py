@@ -202,12 +202,13 @@ def tensor_form(model: onnx.ModelProto, half: bool = False) -> onnx.ModelProto:
     execution providers without a TreeEnsemble kernel (CUDA) run it on the device.
 
     The GEMM form of a tree: every internal node's test is one float32 comparison ``s * x[feature] <= t'``
-    (:func:`_as_leq`), all evaluated at once from a gather of ``[x; -x]``: ``d`` [T, I, N], 0/1. A node whose
+    (:func:`_as_leq`). The distinct tests of the ensemble are evaluated once, on a gather of ``[x; -x; 0]``, and
+    gathered per tree into ``d`` [T, I + 1, N], 0/1, whose last row is the constant test ``0 <= 0``. A node whose
     missing values take the true branch evaluates its complement instead, which is false on NaN, and ``1 - d`` is
-    folded into the path matrix ``C`` [T, L, I]: ``C[l, i]`` is +1 when leaf ``l`` lies under node ``i``'s true
-    branch, -1 under its false branch (sign flipped for complemented nodes). ``C @ d - D`` is 0 at the reached
-    leaf and negative at every other (``D`` counts the true-branch ancestors, less the complemented ones), so an
-    ArgMax picks the leaf, a Gather its weights, and a sum over trees plus the base values and onnxruntime's
+    folded into the path matrix ``C`` [T, L, I + 1]: ``C[l, i]`` is +1 when leaf ``l`` lies under node ``i``'s
+    true branch, -1 under its false branch (sign flipped for complemented nodes), and the constant column holds
+    ``-D[l]``, the count of +1 entries. ``C @ d`` is then 0 at the reached leaf and negative at every other, so
+    an ArgMax picks the leaf, a Gather its weights, and a sum over trees plus the base values and onnxruntime's
     post transform (the conventions of :class:`TreeSpec`) give ``y``. The product holds small integers only:
     exact in float16 (``half``: halves the memory traffic of the two largest tensors, for GPUs) and in TF32.
     The leaf weights are summed in float32; only their order differs from the TreeEnsemble kernel. The graph has
@@ -219,12 +220,12 @@ def tensor_form(model: onnx.ModelProto, half: bool = False) -> onnx.ModelProto:
         raise UnsupportedTrees(f"node modes {sorted(modes - set(_COMPLEMENT))} have no tensor form")
     trees = [_paths(nodes[t]) for t in sorted(nodes)]
     n_t, n_f, n_m = len(trees), spec.n_features, spec.n_margins
-    n_i = max(max(len(inner) for inner, _ in trees), 1)
+    n_i = max(len(inner) for inner, _ in trees) + 1  # the last slot: the constant test
     n_l = max(len(paths) for _, paths in trees)
-    feat = np.zeros((n_t, n_i), np.int64)
-    thr = np.zeros((n_t, n_i), np.float32)  # padding nodes: x[0] <= 0, in no path
-    paths_c = np.zeros((n_t, n_l, n_i), np.float32)  # C
-    reach = np.full((n_t, n_l, 1), n_i + 1, np.float32)  # D; padding leaves score below every real leaf
+    tests: dict[tuple[int, float], int] = {(2 * n_f, 0.0): 0}  # (row of [x; -x; 0], threshold) -> test index
+    sel = np.zeros((n_t, n_i), np.int64)  # the test of each node slot; padding slots: the constant test
+    paths_c = np.zeros((n_t, n_l, n_i), np.float32)  # C; padding leaves: only -(n_i) in the constant column
+    paths_c[:, :, -1] = -n_i
     vals = np.zeros((n_t, n_l, n_m), np.float64)
     for k, (t, (inner, paths)) in enumerate(zip(sorted(nodes), trees, strict=True)):
         pos = {nid: i for i, nid in enumerate(inner)}
@@ -232,13 +233,14 @@ def tensor_form(model: onnx.ModelProto, half: bool = False) -> onnx.ModelProto:
         for i, nid in enumerate(inner):
             nd = nodes[t][nid]
             flip[i] = nd["missing_true"]
-            negate, thr[k, i] = _as_leq(_COMPLEMENT[nd["mode"]] if flip[i] else nd["mode"], np.float32(nd["value"]))
-            feat[k, i] = nd["feature"] + (n_f if negate else 0)
+            negate, thr = _as_leq(_COMPLEMENT[nd["mode"]] if flip[i] else nd["mode"], np.float32(nd["value"]))
+            sel[k, i] = tests.setdefault((int(nd["feature"]) + (n_f if negate else 0), float(thr)), len(tests))
         for j, (leaf, path) in enumerate(paths.items()):
+            paths_c[k, j, -1] = 0.0
             for nid, went_true in path:
                 c = 1.0 if went_true else -1.0
                 paths_c[k, j, pos[nid]] = -c if flip[pos[nid]] else c
-            reach[k, j, 0] = paths_c[k, j].clip(min=0).sum()
+            paths_c[k, j, -1] = -paths_c[k, j].clip(min=0).sum()
             vals[k, j] = leaves.get((t, leaf), np.zeros(n_m))
     if spec.average:
         vals /= n_t
@@ -249,21 +251,29 @@ def tensor_form(model: onnx.ModelProto, half: bool = False) -> onnx.ModelProto:
 
     x_name = model.graph.input[0].name
     small = np.float16 if half else np.float32
-    consts = {"feat": feat.reshape(-1), "thr": thr.reshape(-1, 1), "paths": paths_c.astype(small),
-              "reach": reach.astype(small), "leaf_base": (np.arange(n_t, dtype=np.int64) * n_l).reshape(-1, 1),
+    consts = {"test_row": np.asarray([r for r, _ in tests], np.int64),
+              "test_thr": np.asarray([t for _, t in tests], np.float32).reshape(-1, 1),
+              "sel": sel.reshape(-1), "paths": paths_c.astype(small),
+              "leaf_base": (np.arange(n_t, dtype=np.int64) * n_l).reshape(-1, 1),
               "vals": vals.reshape(n_t * n_l, n_m).astype(np.float32), "base": base,
-              "shape_tin": np.asarray([n_t, n_i, -1], np.int64), "axis0": np.asarray([0], np.int64)}
+              "shape_tin": np.asarray([n_t, n_i, -1], np.int64), "axis0": np.asarray([0], np.int64),
+              "one": np.asarray([1], np.int64), "two": np.asarray([2], np.int64)}
     mk = helper.make_node
     ops = [mk("Transpose", [x_name], ["x_t"], perm=[1, 0]),  # [F, N]: node features are whole rows
            mk("Neg", ["x_t"], ["x_neg"]),
-           mk("Concat", ["x_t", "x_neg"], ["x_pm"], axis=0),  # [2F, N]
-           mk("Gather", ["x_pm", "feat"], ["xf"], axis=0),  # [T*I, N]
-           mk("LessOrEqual", ["xf", "thr"], ["test"]),
+           mk("Shape", ["x_t"], ["fn"]),
+           mk("Slice", ["fn", "one", "two"], ["n"]),
+           mk("Concat", ["one", "n"], ["zero_shape"], axis=0),
+           mk("ConstantOfShape", ["zero_shape"], ["zero"],
+              value=numpy_helper.from_array(np.zeros(1, np.float32))),  # [1, N]
+           mk("Concat", ["x_t", "x_neg", "zero"], ["x_pm"], axis=0),  # [2F + 1, N]
+           mk("Gather", ["x_pm", "test_row"], ["xu"], axis=0),  # [U, N]: each distinct test once
+           mk("LessOrEqual", ["xu", "test_thr"], ["test_u"]),
+           mk("Gather", ["test_u", "sel"], ["test"], axis=0),  # [T*(I+1), N]
            mk("Cast", ["test"], ["d_flat"], to=onnx.TensorProto.FLOAT16 if half else onnx.TensorProto.FLOAT),
-           mk("Reshape", ["d_flat", "shape_tin"], ["d"]),  # [T, I, N]
-           mk("MatMul", ["paths", "d"], ["score"]),  # [T, L, N]
-           mk("Sub", ["score", "reach"], ["gap"]),  # 0 at the reached leaf, < 0 elsewhere
-           mk("ArgMax", ["gap"], ["leaf"], axis=1, keepdims=0),  # [T, N]
+           mk("Reshape", ["d_flat", "shape_tin"], ["d"]),  # [T, I+1, N]
+           mk("MatMul", ["paths", "d"], ["score"]),  # [T, L, N]: 0 at the reached leaf, < 0 elsewhere
+           mk("ArgMax", ["score"], ["leaf"], axis=1, keepdims=0),  # [T, N]
            mk("Add", ["leaf", "leaf_base"], ["row"]),
            mk("Gather", ["vals", "row"], ["w"], axis=0),  # [T, N, M]
            mk("ReduceSum", ["w", "axis0"], ["margin"], keepdims=0),  # [N, M]
