@@ -356,7 +356,7 @@ def device_profile(refs, spec, cols, traced, per_model_cpu, cfg, dev) -> dict:
 
     from flashsim.runtime.chain import Chain
     from flashsim.runtime.session import OrtModel
-    from flashsim.runtime.trees import is_tree_file
+    from flashsim.runtime.trees import find_tree_node
 
     cuda = dev.kind == "cuda"
     sync = torch.cuda.synchronize if cuda else None
@@ -382,14 +382,15 @@ def device_profile(refs, spec, cols, traced, per_model_cpu, cfg, dev) -> dict:
         entry = {"gpu_by_batch": rows, "cpu_allcores_batched": cpu_best,
                  "winner_at_largest_batch": "gpu" if rows[str(cfg["sweep"][-1])] > cpu_best else "cpu",
                  "providers": providers}
-        if is_tree_file(ref.onnx):  # the chain runs the tensor form; the stock kernel falls back to the host
+        graph = onnx.load(str(ref.onnx))
+        if find_tree_node(graph) is not None:  # the chain runs the tensor form; the stock kernel falls back to the host
             stock = OrtModel(ref.onnx, dev, tensor_trees=False)
             entry["tree_ensemble_kernel_by_batch"] = {}
             for bs in cfg["sweep"]:
                 x = torch.from_numpy(np.resize(data[:, : ref.n_in], (bs, ref.n_in))).to(dev.torch)
                 entry["tree_ensemble_kernel_by_batch"][str(bs)] = bs / timed(
                     lambda stock=stock, x=x: stock.run(x), cfg["min_time"], sync)
-        shapes = dense_shapes(onnx.load(str(ref.onnx)))
+        shapes = dense_shapes(graph)
         if shapes:  # the same dense layers in torch bf16 (roofline reference)
             per_row = _bf16_seconds_per_row(shapes, cfg["sweep"][-1], dev.torch, cfg["min_time"], sync)
             entry["bf16_rows_per_s"] = 1.0 / per_row
