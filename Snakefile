@@ -16,7 +16,7 @@ include: "rules/data.smk"
 include: "rules/ecal.smk"
 include: "rules/mlops.smk"
 include: "rules/pid.smk"
-include: "rules/pipeline.smk"
+include: "rules/runtime.smk"
 include: "rules/tracking.smk"
 
 
@@ -26,6 +26,6 @@ rule all:
         rules.ecal_all.input,
         rules.summarize.output,
         rules.pid_all.input,
-        rules.pipeline_all.input,
+        rules.runtime_all.input,
         rules.tracking_all.input,
     default_target: True

@@ -47,7 +47,7 @@ def prepare_inputs(wc):
     return files
 
 
-# ---- model rules: rerun triggers and MLflow job tags (flashsim.tracking) ----
+# ---- model rules: rerun triggers and MLflow job tags (flashsim.mlops.runs) ----
 # Model rules declare `params: model=model_params(STAGE)` with STAGE one of train, export, validate: Snakemake's
 # params rerun trigger then reruns exactly the jobs of a model whose params.yaml entry changed (train ignores the
 # entry's validation-only keys), and the DVC wrapper stage sees params.yaml change. Their shell commands begin with

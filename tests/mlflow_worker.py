@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from flashsim import registry, tracking
+from flashsim.mlops import model_registry as registry
+from flashsim.mlops import runs as tracking
 
 
 def onnx_model(w: np.ndarray, b: float) -> bytes:

@@ -247,7 +247,7 @@ def mlflow_tracking_server(mlflow_store_template) -> Iterator[MLflow]:
 @pytest.fixture(scope="session")
 def mlflow_store_template(tmp_path_factory) -> Path:
     """An empty, fully migrated MLflow SQLite store to copy into scratch projects (migrations take seconds)."""
-    from flashsim.tracking import LOCAL_DB, Store
+    from flashsim.mlops.runs import LOCAL_DB, Store
 
     path = tmp_path_factory.mktemp("mlflow-template")
     Store(f"sqlite:///{path / LOCAL_DB}", path)

@@ -8,10 +8,10 @@ import subprocess
 import numpy as np
 import onnx
 import pytest
+import scikinc_baseline as scikinc
 import torch
 
 from flashsim.bench import runtime as bench
-from flashsim.bench import scikinc
 from flashsim.runtime import cabi, toys, trees
 from flashsim.runtime.chain import Chain
 from flashsim.runtime.models import available
@@ -108,7 +108,7 @@ def _two_block_generator(tmp_path):
     """A PID-style generator: two autoregressive flow blocks (the second conditioned on the first's outputs)."""
     from flashsim.export import export_torch
     from flashsim.models.generative import DEFAULTS, FlowGenerator, PhysicalGenerator
-    from flashsim.models.pid_generator import BlockCore
+    from flashsim.models.pid.generator import BlockCore
     from flashsim.preprocessing import QuantileTransform
 
     rng = np.random.default_rng(0)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from flashsim.detsim import ecal
-from flashsim.detsim.registry import kind_module, rng_factory
+from flashsim.detsim.samples import kind_module, rng_factory
 from flashsim.errors import ConfigError
 from flashsim.io.contract import ECAL
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from flashsim.detsim import kinematics as kin
-from flashsim.detsim import registry, tracking
+from flashsim.detsim import samples as registry
+from flashsim.detsim import tracking
 from flashsim.detsim import truth as tr
 from flashsim.io.contract import TRACKING
 

@@ -42,9 +42,9 @@ def copy_project(dest: Path) -> Path:
 
 
 def drop_pipeline(snakefile: Path) -> None:
-    """Without rules/pipeline.smk (C-ABI builds and the end-to-end chain: not what this test is about)."""
+    """Without rules/runtime.smk (C-ABI builds and the end-to-end chain: not what this test is about)."""
     lines = snakefile.read_text().splitlines(keepends=True)
-    snakefile.write_text("".join(x for x in lines if "pipeline" not in x))
+    snakefile.write_text("".join(x for x in lines if "runtime" not in x))
 
 
 def reduce_params(path: Path) -> None:

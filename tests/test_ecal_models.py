@@ -14,11 +14,11 @@ import torch
 from flashsim import cli
 from flashsim.detsim import ecal
 from flashsim.errors import InputError
-from flashsim.models import ecal_core as C
-from flashsim.models import ecal_data as D
+from flashsim.io import ecal as D
 from flashsim.models import get_family, get_spec
-from flashsim.models.ecal_gnn_net import EcalGNN
-from flashsim.models.ecal_transformer_net import EcalTransformer
+from flashsim.models.ecal import core as C
+from flashsim.models.ecal.gnn_net import EcalGNN
+from flashsim.models.ecal.transformer_net import EcalTransformer
 from flashsim.testing import scratch_repo
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from flashsim import cli
-from flashsim.detsim.registry import kind_module, rng_factory
+from flashsim.detsim.samples import kind_module, rng_factory
 from flashsim.io.contract import GHOST_FEATURES
 from flashsim.models import get_family, get_spec
 from flashsim.models.ghost_mlp import GhostNet, roc_curve

@@ -13,7 +13,7 @@ import yaml
 
 from flashsim import cli
 from flashsim.models import get_family, get_spec
-from flashsim.models import pid_common as pc
+from flashsim.models.pid import common as pc
 from flashsim.testing import scratch_repo
 
 SPECIES = "K"

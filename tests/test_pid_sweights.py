@@ -12,7 +12,7 @@ import yaml
 
 from flashsim import validation as V
 from flashsim.models import get_family, get_spec
-from flashsim.models import pid_common as pc
+from flashsim.models.pid import common as pc
 from flashsim.preprocessing import QuantileTransform
 from flashsim.testing import scratch_repo
 from flashsim.training import RunContext, signal_probability_weights

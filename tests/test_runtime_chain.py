@@ -155,7 +155,8 @@ def test_models_from_the_mlflow_registry_by_alias(runtime_toy_models, tmp_path, 
     """`--models 'models:/{name}@validated'`: registered versions are downloaded and chained; others skipped."""
     import shutil
 
-    from flashsim import registry, tracking
+    from flashsim.mlops import model_registry as registry
+    from flashsim.mlops import runs as tracking
 
     root = tmp_path / "proj"
     shutil.copytree(ROOT / "schemas", root / "schemas")

@@ -9,7 +9,8 @@ import pytest
 import uproot
 
 from flashsim.cli import main
-from flashsim.runtime import compare, physics
+from flashsim.runtime import physics
+from flashsim.runtime import physics_check as compare
 
 M_LC, M_LB = 2286.46, 5619.60
 
@@ -130,7 +131,7 @@ def test_flash_simulated_signal_and_report(runtime_toy_models, tmp_path, monkeyp
     with uproot.open(flash) as f:
         t = f["FlashSim"]
         assert {"signal_role", "pv_z", "z_ClosestToBeam", "PIDK"} <= set(t.keys())
-    out = tmp_path / "reports" / "pipeline"
+    out = tmp_path / "reports" / "physics_check"
     assert main(["physics-check", "--reference", str(tmp_path / "signal.root"), "--reference-tree", "Signal",
                  "--flash", str(flash), "--outdir", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -138,4 +139,4 @@ def test_flash_simulated_signal_and_report(runtime_toy_models, tmp_path, monkeyp
     assert 0 < metrics["candidate_fraction_flash"] <= 1 and metrics["candidate_fraction_reference"] == 1
     assert {g["metric"] for g in metrics["gates"]} == {"masses.auc", "ip_ipchi2.auc", "pid.chi2_ndf_mean"}
     assert (out / "index.html").exists() and (out / "masses.png").exists()
-    assert "pipeline" in (out.parent / "index.html").read_text()
+    assert "physics_check" in (out.parent / "index.html").read_text()

@@ -20,8 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flashsim import registry, tracking
 from flashsim.errors import GateError
+from flashsim.mlops import model_registry as registry
+from flashsim.mlops import runs as tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -245,7 +246,7 @@ def test_server_lost_during_job_replays_into_local_store(tracked, monkeypatch, m
     local = tracking.Store(tracking.local_uri(tracked), tracked).client
     run = local.get_run(t.run_id)
     assert run.info.status == "FINISHED" and run.data.params["lr"] == "0.1"
-    assert run.data.tags["flashsim.tracking.intended_run_id"] == server_run
+    assert run.data.tags["flashsim.mlops.runs.intended_run_id"] == server_run
     assert [m.value for m in local.get_metric_history(t.run_id, "loss")] == [1.0, 0.5, 1.0 / 3]
     # what reached the server before the failure is there too
     from mlflow import MlflowClient

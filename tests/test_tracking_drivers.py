@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from flashsim import registry, tracking
 from flashsim.cli import main as flashsim
+from flashsim.mlops import model_registry as registry
+from flashsim.mlops import runs as tracking
 from flashsim.testing import scratch_repo, write_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,8 +29,8 @@ COMMANDS: dict[str, str] = {
     "summarize": "flashsim.mlops.summary",
     "simulate": "flashsim.runtime.simulate",
     "cabi": "flashsim.runtime.export_c",
-    "ecal-report": "flashsim.models.ecal_report",
-    "physics-check": "flashsim.runtime.compare",
+    "ecal-report": "flashsim.validation.ecal_report",
+    "physics-check": "flashsim.runtime.physics_check",
 }
 
 

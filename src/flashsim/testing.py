@@ -74,7 +74,8 @@ def write_tracking_sample(root: str | Path, n: int = 30000, seed: int = 11, samp
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from flashsim.detsim import registry, tracking
+    from flashsim.detsim import samples as registry
+    from flashsim.detsim import tracking
 
     chunks = list(tracking.chunks(n, max(n, 1000), registry.rng_factory(seed, sample), {}))
     cols = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}

@@ -6,7 +6,7 @@ energetic photons of events with at least k). Each model runs on batches of even
 - CPU: ONNX Runtime on ONE core (pinned, one thread); figures with the model's preprocessing (GNN: building the
   radius edges; Transformer: padding) and for the graph alone;
 - CUDA (when usable): ONNX Runtime with the CUDA provider and IO binding; photons on the GPU, the preprocessing
-  (GNN radius edges via :func:`flashsim.models.ecal_core.radius_edges_t`, Transformer padding, noise) in torch on
+  (GNN radius edges via :func:`flashsim.models.ecal.core.radius_edges_t`, Transformer padding, noise) in torch on
   the GPU, so nothing crosses the bus.
 
 The models are ``models/<name>.onnx`` when exported, else the configured (untrained) architectures.
@@ -29,7 +29,7 @@ MULTIPLICITIES = (2, 5, 10, 20, 30)
 def events_with(k: int, n_events: int, seed: int = 0):
     """``n_events`` reference events with exactly ``k`` photons (the k most energetic of busier events)."""
     from flashsim.detsim import ecal
-    from flashsim.models import ecal_data as D
+    from flashsim.io import ecal as D
 
     cfg = ecal.EcalConfig(mean_pi0=max(0.75 * k, 1.0), pi0_dispersion=20.0, mean_prompt=0.1 * k)
     rng = np.random.default_rng([seed, k])
@@ -47,8 +47,8 @@ def events_with(k: int, n_events: int, seed: int = 0):
 
 
 def _family(name: str, params: dict, tmp: Path):
-    from flashsim.models import ecal_core as C
     from flashsim.models import get_family, get_spec
+    from flashsim.models.ecal import core as C
 
     fam = get_family(get_spec(name, params))
     if fam.spec.onnx_path.exists() and fam.model_path.exists():
@@ -62,8 +62,8 @@ def _family(name: str, params: dict, tmp: Path):
 
 def _feeds(name: str, ev, noise_dim: int) -> tuple[dict, object]:
     """ONNX inputs of a batch of events and the preprocessing step (for timing it)."""
-    from flashsim.models import ecal_core as C
-    from flashsim.models import ecal_data as D
+    from flashsim.io import ecal as D
+    from flashsim.models.ecal import core as C
 
     noise = np.random.default_rng(1).standard_normal((len(ev.photons), noise_dim)).astype(np.float32)
     if name == "ecal_gnn":
@@ -121,7 +121,7 @@ def device_feeds(name: str, photons, counts, noise_dim: int, gen=None) -> tuple[
     empty output tensor of the right shape."""
     import torch
 
-    from flashsim.models import ecal_core as C
+    from flashsim.models.ecal import core as C
 
     dev = photons.device
     noise = torch.randn(len(photons), noise_dim, device=dev, generator=gen)

@@ -27,7 +27,8 @@ def run(quick: bool, params: dict, size: int | None = None) -> dict:
 
 def _measure(quick: bool, params: dict, size: int | None, cpus: list[int] | None) -> dict:
     from flashsim.config import at_scale, repo_root
-    from flashsim.detsim import registry, tracking, writer
+    from flashsim.detsim import samples as registry
+    from flashsim.detsim import tracking, writer
     from flashsim.io.contract import TRACKING
 
     det = params["detsim"]

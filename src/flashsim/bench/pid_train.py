@@ -29,7 +29,7 @@ def _calib_frame(params: dict, species: str, n: int, seed: int):
     import pandas as pd
 
     from flashsim.detsim import calib, registry
-    from flashsim.models import pid_common as pc
+    from flashsim.models.pid import common as pc
 
     sample = f"calib_{species}"
     channel = params["detsim"]["samples"][sample]["channel"]
@@ -62,7 +62,7 @@ def references(c_train: np.ndarray, y_train: np.ndarray, w_train: np.ndarray, c_
 def time_to_gate(params: dict, quick: bool, device: torch.device, seed: int, n_jobs: int) -> dict:
     from flashsim.bench.tracking import train_to_gate
     from flashsim.models import get_family, get_spec
-    from flashsim.models import pid_common as pc
+    from flashsim.models.pid import common as pc
     from flashsim.preprocessing import QuantileTransform
     from flashsim.validation import two_sample_auc
 

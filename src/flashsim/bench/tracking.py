@@ -37,7 +37,8 @@ def _sample(n: int, seed: int):
     """Reconstructed tracks (type > 0) of the reference simulation, as a derived pandas frame."""
     import pandas as pd
 
-    from flashsim.detsim import registry, tracking
+    from flashsim.detsim import samples as registry
+    from flashsim.detsim import tracking
     from flashsim.models.tracking import derive
 
     frames, have = [], 0

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def sample_settings(params: dict, sample: str) -> dict:
     """The resolved settings for generating ``sample``: kind, options, size, seed, chunk size, tree, renames."""
     from flashsim.config import resolve_scale
-    from flashsim.detsim.registry import KINDS
+    from flashsim.detsim.samples import KINDS
 
     samples = params["detsim"]["samples"]
     if sample not in samples:
@@ -53,7 +53,8 @@ def generate(sample: str, output: str | Path, settings: dict, progress: bool = T
     """
     from tqdm import tqdm
 
-    from flashsim.detsim import registry, writer
+    from flashsim.detsim import samples as registry
+    from flashsim.detsim import writer
     from flashsim.io.contract import SAMPLES
 
     kind, n, chunk_size = settings["kind"], settings["size"], settings["chunk_size"]

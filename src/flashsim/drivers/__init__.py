@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from flashsim import registry, tracking
 from flashsim.config import load_params
 from flashsim.errors import GateError, InputError
 from flashsim.io.atomic import atomic_outputs, write_json
+from flashsim.mlops import model_registry as registry
+from flashsim.mlops import runs as tracking
 from flashsim.models import get_family, get_spec
 from flashsim.training import run_context
 

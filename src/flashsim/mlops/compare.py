@@ -56,7 +56,7 @@ def model_block(name: str, versions: list[dict[str, Any]], metric_glob: str | No
 
 
 def run(args: argparse.Namespace) -> int:
-    from flashsim import registry
+    from flashsim.mlops import model_registry as registry
 
     store = registry.registry_store()
     out = {}

@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flashsim import registry
+    from flashsim.mlops import model_registry as registry
 
     store = registry.registry_store()
     mv = registry.promote(store, args.name, args.version, force=args.force)

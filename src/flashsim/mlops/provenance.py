@@ -62,7 +62,7 @@ def restore(info: dict[str, Any], directory: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flashsim import registry
+    from flashsim.mlops import model_registry as registry
 
     info = registry.provenance(registry.registry_store(), args.ref)
     if args.restore is not None:

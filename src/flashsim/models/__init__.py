@@ -1,8 +1,9 @@
 """Model registry: ``params.yaml`` ``models:`` entries -> :class:`ModelSpec` -> family instance.
 
 An entry is ``NAME: {family: F, sample: S, <hyperparameters>, gates: {demo: {...}, full: {...}}}``; the family
-is the module ``flashsim.models.<F>`` whose ``Family`` class implements the model-specific part (see
-:mod:`flashsim.models.base`). An entry with ``species: [a, b]`` expands to models ``NAME_a``, ``NAME_b``, each
+``F`` is a key of :data:`FAMILIES`, the one table of model families, naming the module whose ``Family`` class
+implements the model-specific part (see :mod:`flashsim.models.base`). An entry with ``species: [a, b]``
+expands to models ``NAME_a``, ``NAME_b``, each
 with ``species`` set to one value and ``{species}`` in string values (e.g. the sample) replaced by it.
 """
 
@@ -15,6 +16,20 @@ from typing import Any
 
 from flashsim.config import load_params, repo_root, resolve_scale
 from flashsim.errors import ConfigError
+
+# family name (params.yaml `family:`) -> module defining its ``Family`` class; adding a family is one line here.
+FAMILIES: dict[str, str] = {
+    "lgbm_classifier": "flashsim.models.lgbm_classifier",
+    "mlp_classifier": "flashsim.models.mlp_classifier",
+    "generator": "flashsim.models.generator",
+    "covariance": "flashsim.models.covariance",
+    "ghost_mlp": "flashsim.models.ghost_mlp",
+    "pid_ismuon": "flashsim.models.pid.ismuon",
+    "pid_generator": "flashsim.models.pid.generator",
+    "pid_pipeline": "flashsim.models.pid.pipeline",
+    "ecal_gnn": "flashsim.models.ecal.gnn",
+    "ecal_transformer": "flashsim.models.ecal.transformer",
+}
 
 
 @dataclass
@@ -96,15 +111,10 @@ def get_spec(name: str, params: dict | None = None, root: Path | None = None) ->
 
 
 def family_class(family: str):
-    try:
-        mod = importlib.import_module(f"flashsim.models.{family}")
-    except ModuleNotFoundError as err:
-        if err.name == f"flashsim.models.{family}":
-            raise ConfigError(f"unknown model family {family!r} (no module flashsim.models.{family})") from err
-        raise
-    if not hasattr(mod, "Family"):
-        raise ConfigError(f"flashsim.models.{family} defines no Family class")
-    return mod.Family
+    """The ``Family`` class registered for ``family`` in :data:`FAMILIES`; ConfigError naming the known ones."""
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown model family {family!r}; known families: {', '.join(sorted(FAMILIES))}")
+    return importlib.import_module(FAMILIES[family]).Family
 
 
 def get_family(spec_or_name: ModelSpec | str, params: dict | None = None):

@@ -230,7 +230,7 @@ class Family:
     # ------------------------------------------------------------ validation
     def validate(self, df, predict, report_dir: Path) -> tuple[dict, list[Path]]:
         """Metrics and plots on held-out rows; ``predict(x, noise)`` is the exported (ONNX) model."""
-        from flashsim.models import validate_default
+        from flashsim.validation import default as validate_default
 
         if self.task == "classifier":
             return validate_default.classifier(self, df, predict, report_dir)

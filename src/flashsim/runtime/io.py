@@ -181,7 +181,7 @@ def _range(rng: np.random.Generator, spec, n: int, integer: bool = False) -> np.
 
 def particle_gun(cfg: dict, seed: int, chunk: int = 200_000) -> Iterator[dict[str, np.ndarray]]:
     """Generator-level particles from a gun configuration, in chunks; chunk ``i`` is seeded by (seed, i)."""
-    from flashsim.detsim.registry import stream_key
+    from flashsim.detsim.samples import stream_key
 
     total = int(cfg["n"])
     names = list(cfg["species"])

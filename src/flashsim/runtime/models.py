@@ -122,7 +122,7 @@ def _from_mlflow(name: str, uri: str, cache: Path) -> ModelRef:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from flashsim.registry import registry_store
+    from flashsim.mlops.model_registry import registry_store
 
     store = registry_store()
     dst = cache / name

@@ -2,7 +2,7 @@
 
 ONNX: ``x`` float32 [N, 5] photons of any number of events (x, y [mm], tx, ty, E [MeV]), ``noise`` float32
 [N, noise_dim + 1] standard normal, ``edge_index`` int64 [2, E] (src, dst) radius edges between photons of the
-same event, built by :func:`flashsim.models.ecal_data.radius_edges` (the graph's preprocessing) -> ``y`` float32
+same event, built by :func:`flashsim.io.ecal.radius_edges` (the graph's preprocessing) -> ``y`` float32
 [N, 5] = (on, cluster_x [mm], cluster_y [mm], cluster_E [MeV], p_on), one candidate cluster per photon.
 """
 
@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from flashsim.models import ecal_core as C
-from flashsim.models import ecal_data as D
-from flashsim.models.ecal_family import ECAL_SCHEMA, EcalFamily
-from flashsim.models.ecal_gnn_net import EcalGNN
+from flashsim.io import ecal as D
+from flashsim.models.ecal import core as C
+from flashsim.models.ecal.family import ECAL_SCHEMA, EcalFamily
+from flashsim.models.ecal.gnn_net import EcalGNN
 
 INFER_PHOTONS = 65536  # photons per inference call
 
@@ -58,4 +58,4 @@ class Family(EcalFamily):
                  "distribution": "standard normal", "note": "last column: slot existence (on if Phi(z) < p_on)"},
                 {"name": "edge_index", "shape": [2, "E"], "dtype": "int64",
                  "note": f"src, dst photon rows of the same event closer than {D.EDGE_RADIUS} cells, both "
-                         "directions (flashsim.models.ecal_data.radius_edges)"}]
+                         "directions (flashsim.io.ecal.radius_edges)"}]

@@ -1,8 +1,8 @@
 # Flash simulation: C-ABI shared objects of the per-particle models, the flash-simulated signal sample, and the
-# end-to-end physics check against the reference detector simulation of the same decays (reports/pipeline/).
+# end-to-end physics check against the reference detector simulation of the same decays (reports/physics_check/).
 
 RT = config["runtime"]
-PIPE = config["pipeline"]
+PIPE = config["physics_check"]
 
 
 CHAIN = ["acceptance", "efficiency", "resolution", "covariance"] + [f"pid_pipeline_{s}" for s in RT["species"]]
@@ -37,7 +37,7 @@ rule flash_signal:
     params:
         sample=PIPE["sample"],
     log:
-        "logs/pipeline/simulate.log",
+        "logs/physics_check/simulate.log",
     conda:
         "../envs/runtime.yaml"
     shell:
@@ -49,17 +49,17 @@ rule physics_check:
         ref=SIGNAL_FILES,
         flash=PIPE["flash"],
     output:
-        metrics="reports/pipeline/metrics.json",
-        page="reports/pipeline/index.html",
+        metrics="reports/physics_check/metrics.json",
+        page="reports/physics_check/index.html",
     log:
-        "logs/pipeline/physics_check.log",
+        "logs/physics_check/physics_check.log",
     conda:
         "../envs/runtime.yaml"
     shell:
-        "flashsim physics-check --outdir reports/pipeline > {log} 2>&1"
+        "flashsim physics-check --outdir reports/physics_check > {log} 2>&1"
 
 
-rule pipeline_all:
+rule runtime_all:
     input:  # grows with the models: nothing to flash-simulate before the chain's first model exists
         rules.physics_check.output if CHAIN_MODELS else [],
         expand("models/{name}.so", name=CABI_MODELS),

@@ -1,6 +1,6 @@
 """Shared family code of the ECAL set-to-set models (``ecal_gnn``, ``ecal_transformer``).
 
-Data are whole events (:class:`flashsim.models.ecal_data.Events` read from the prepared ECAL Parquet), not
+Data are whole events (:class:`flashsim.io.ecal.Events` read from the prepared ECAL Parquet), not
 rows: ``frame(split, n)`` returns events, ``validation_rows`` counts events. The exported graph maps the photons
 of any number of events (and per-photon standard-normal ``noise``) to one candidate cluster per photon,
 ``y = (on, cluster_x, cluster_y, cluster_E, p_on)``; a subclass defines the architecture, how events are batched
@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 from flashsim.errors import GateError, InputError
-from flashsim.models import ecal_core as C
-from flashsim.models import ecal_data as D
-from flashsim.models import ecal_validation
+from flashsim.io import ecal as D
+from flashsim.models.ecal import core as C
 from flashsim.models.torch_base import TORCH_SCHEMA, TorchFamily
 from flashsim.preprocessing import QuantileTransform
+from flashsim.validation import ecal as ecal_validation
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Both samples hold the same generated Lb0 -> Lc+ mu- nu (Lc+ -> p K- pi+) decays 
 metrics of :mod:`flashsim.validation` (two-sample classifier AUC, KS): the Lc+ and visible Lb0 masses of the
 reconstructed candidates, the impact parameters of the final-state tracks and their chi2, the reconstruction
 fractions, and PID cut efficiencies in bins of momentum. Writes ``metrics.json``, PNG plots and ``index.html``
-to ``reports/pipeline/``; gates from ``params.yaml`` (``pipeline.gates``) are evaluated and, with
+to ``reports/physics_check/``; gates from ``params.yaml`` (``physics_check.gates``) are evaluated and, with
 ``pipeline.enforce_gates``, enforced.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from flashsim.runtime import physics
 
-HELP = "compare a flash-simulated signal sample with the reference detector simulation (reports/pipeline/)"
+HELP = "compare a flash-simulated signal sample with the reference detector simulation (reports/physics_check/)"
 log = logging.getLogger(__name__)
 
 NEEDED = ("evtNumber", "signal_role", "type", "p", "x_ClosestToBeam", "y_ClosestToBeam", "z_ClosestToBeam",
@@ -184,7 +184,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", help="reference file (default: params inputs.<pipeline.sample>)")
     p.add_argument("--reference-tree", help="tree of the reference file (default: the sample's)")
     p.add_argument("--flash", help="flash-simulated file (default: params pipeline.flash)")
-    p.add_argument("--outdir", default="reports/pipeline")
+    p.add_argument("--outdir", default="reports/physics_check")
     p.add_argument("--params", help="params file (default: params.yaml)")
 
 
@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
 
     params = load_params(args.params)
     scale = params["scale"]
-    cfg = resolve_scale(params.get("pipeline", {}), scale)
+    cfg = resolve_scale(params.get("physics_check", {}), scale)
     sample = cfg.get("sample", "signal")
     spec = params.get("inputs", {}).get(sample, {})
     ref_file = args.reference or spec.get("files", [f"data/raw/{sample}.root"])[0]
@@ -208,18 +208,18 @@ def run(args: argparse.Namespace) -> int:
     metrics, plots = compare(ref, flash, outdir, track_types=tuple(cfg.get("track_types", [3])),
                              p_edges=cfg.get("p_edges", (2000, 5000, 10000, 20000, 50000, 200000)),
                              pid_cuts=cfg.get("pid_cuts", []), seed=int(params["seed"]))
-    gate_cfg = dict((params.get("pipeline", {}).get("gates") or {}).get(scale, {}))
+    gate_cfg = dict((params.get("physics_check", {}).get("gates") or {}).get(scale, {}))
     if not metrics["pid_table"]:  # no PID model in the chain yet: its gates are not evaluated (not failed)
         skipped = sorted(k for k in gate_cfg if k.startswith("pid."))
         gate_cfg = {k: v for k, v in gate_cfg.items() if k not in skipped}
         if skipped:
             metrics["not_evaluated"] = f"{', '.join(skipped)}: the flash sample has no PID columns"
     gates = evaluate_gates({k: v for k, v in metrics.items() if isinstance(v, int | float)}, gate_cfg)
-    write_json(outdir / "metrics.json", {"family": "pipeline", "scale": scale, "gates": gates, **metrics})
-    write_model_page(outdir, "pipeline: flash vs reference (Lb0 -> Lc+ mu- nu)", metrics, gates, plots)
+    write_json(outdir / "metrics.json", {"family": "physics_check", "scale": scale, "gates": gates, **metrics})
+    write_model_page(outdir, "physics check: flash vs reference (Lb0 -> Lc+ mu- nu)", metrics, gates, plots)
     write_index(outdir.parent)
-    log.info("pipeline: Lc mass KS %.3f, AUC(masses) %.3f, IP KS %.3f, PID chi2/ndf %.2f -> %s",
+    log.info("physics check: Lc mass KS %.3f, AUC(masses) %.3f, IP KS %.3f, PID chi2/ndf %.2f -> %s",
              metrics["m_lc.ks"], metrics["masses.auc"], metrics["ip.ks"], metrics["pid.chi2_ndf_mean"], outdir)
     if cfg.get("enforce_gates"):
-        enforce("pipeline", gates)
+        enforce("physics_check", gates)
     return 0

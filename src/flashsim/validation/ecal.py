@@ -6,7 +6,7 @@ without a cluster, clusters without a photon), matched-cluster residuals (x, y i
 normalised Wasserstein), energy scale and resolution of matched clusters in bins of photon energy, and the
 two-sample classifier AUC on cluster features (position, energy, offset from and energy ratio to the matched or
 nearest photon, event multiplicities). Arrays behind the plots are saved so that the comparison page can overlay
-several models (:mod:`flashsim.models.ecal_report`).
+several models (:mod:`flashsim.validation.ecal_report`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 
 from flashsim import validation as V
 from flashsim.detsim.ecal import cell_size
+from flashsim.io import ecal as D
 from flashsim.io.atomic import atomic_output
-from flashsim.models import ecal_data as D
 
 E_EDGES = np.array([0.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0, 32000.0, 64000.0, np.inf])  # MeV
 RESIDUALS = ("dx", "dy", "E_ratio")

@@ -16,7 +16,7 @@ import numpy as np
 
 from flashsim.errors import InputError
 from flashsim.io.atomic import write_text
-from flashsim.models import ecal_validation as EV
+from flashsim.validation import ecal as EV
 
 HELP = "write the ECAL models' comparison page (reports/ecal/index.html)"
 DEFAULT_MODELS = ("ecal_gnn", "ecal_transformer")

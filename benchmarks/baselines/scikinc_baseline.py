@@ -480,7 +480,7 @@ PIPELINE_STAGES = ("ismuon", "rich", "muon", "global")
 def _flash_name(calib: str) -> str:
     """A PID stage's calibration-sample column name -> the pipeline's (flash-simulation) name."""
     try:
-        from flashsim.models.pid_common import CALIB_TO_FLASH
+        from flashsim.models.pid.common import CALIB_TO_FLASH
     except ImportError:  # the PID family not installed: the same rule, spelled out
         CALIB_TO_FLASH = {}
     if calib in CALIB_TO_FLASH:

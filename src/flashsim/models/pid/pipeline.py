@@ -23,7 +23,7 @@ from torch import nn
 
 from flashsim.errors import ConfigError, InputError
 from flashsim.models import base, get_family, get_spec
-from flashsim.models import pid_common as pc
+from flashsim.models.pid import common as pc
 from flashsim.models.torch_base import TorchFamily
 
 STAGES = ("ismuon", "rich", "muon", "global")
@@ -176,7 +176,7 @@ class Family(TorchFamily):
 
     # ------------------------------------------------------------ validation
     def validate(self, df, predict, report_dir: Path) -> tuple[dict, list[Path]]:
-        from flashsim.models import validate_default
+        from flashsim.validation import default as validate_default
 
         metrics, plots = validate_default.generator(self, df, predict, report_dir)
         x, gen, ref, gcols = pc.generated_columns(self, df, predict)

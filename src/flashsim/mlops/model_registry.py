@@ -22,7 +22,7 @@ from typing import Any
 
 from flashsim.config import flatten
 from flashsim.errors import ConfigError, GateError
-from flashsim.tracking import Store, Tracker, file_sha256, open_store
+from flashsim.mlops.runs import Store, Tracker, file_sha256, open_store
 
 CANDIDATE, VALIDATED, PRODUCTION = "candidate", "validated", "production"
 ARTIFACT_DIR = "model"
@@ -174,8 +174,8 @@ def registry_store(root: Path | None = None) -> Store:
     """The store that commands read from (the configured server, or the local store)."""
     store, fallback = open_store(root)
     if fallback:
-        raise ConfigError(f"MLflow server {fallback['flashsim.tracking.intended_uri']} is unreachable: "
-                          f"{fallback['flashsim.tracking.fallback']}")
+        raise ConfigError(f"MLflow server {fallback['flashsim.mlops.runs.intended_uri']} is unreachable: "
+                          f"{fallback['flashsim.mlops.runs.fallback']}")
     return store
 
 

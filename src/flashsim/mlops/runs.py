@@ -8,7 +8,7 @@ Where runs go
 
 Training is never lost to tracking: if the server does not answer at the start, or fails during the job, a
 warning is printed and the run is recorded in the local store (everything logged so far is replayed there) with
-the tags ``flashsim.tracking.fallback`` (the reason) and ``flashsim.tracking.intended_uri``.
+the tags ``flashsim.mlops.runs.fallback`` (the reason) and ``flashsim.mlops.runs.intended_uri``.
 
 ``train`` starts a new run and remembers its id in ``results/train/<model>/mlflow.json``; ``export`` and
 ``validate`` continue that run, so one run holds params, per-epoch metrics, validation metrics and artifacts.
@@ -45,7 +45,7 @@ EXPERIMENT = "flashsim/{model}"
 STATE_FILE = "results/train/{model}/mlflow.json"
 ENV_OFF = "FLASHSIM_TRACKING"
 ENV_RULE, ENV_WILDCARDS = "FLASHSIM_SMK_RULE", "FLASHSIM_SMK_WILDCARDS"
-FALLBACK_TAG, INTENDED_TAG = "flashsim.tracking.fallback", "flashsim.tracking.intended_uri"
+FALLBACK_TAG, INTENDED_TAG = "flashsim.mlops.runs.fallback", "flashsim.mlops.runs.intended_uri"
 PACKAGES = ("flashsim", "numpy", "torch", "torch-geometric", "lightgbm", "scikit-learn", "onnx", "onnxruntime",
             "onnxmltools", "pyarrow", "uproot", "awkward", "mlflow", "snakemake", "dvc")
 _BATCH = 100  # MLflow's per-request limit on params and tags
@@ -368,7 +368,7 @@ class Tracker:
         reason = f"failed during the job: {type(err).__name__}: {err}"
         _warn_fallback(intended, reason, self.root)
         self._extra_tags.update({FALLBACK_TAG: reason[:500], INTENDED_TAG: intended,
-                                 "flashsim.tracking.intended_run_id": self.run_id or ""})
+                                 "flashsim.mlops.runs.intended_run_id": self.run_id or ""})
         try:
             self.store = Store(local_uri(self.root), self.root)
             with self.store.locked():

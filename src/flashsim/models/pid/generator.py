@@ -1,6 +1,6 @@
 """PID generators (RICH, MUON, GlobalPID) per species: the shared conditional generator plus PID specifics.
 
-- conditions may use the muon LLs with NaN filled (``*_filled``, see :mod:`flashsim.models.pid_common`);
+- conditions may use the muon LLs with NaN filled (``*_filled``, see :mod:`flashsim.models.pid.common`);
 - ``unit_interval`` targets (ProbNN) are clamped to [0, 1] by the output transform (the inverse quantile transform
   already stays inside the range seen in training; the clamp makes the guarantee explicit in the graph);
 - sWeights are checked (finite, positive sum) before training;
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from flashsim.models import generator
-from flashsim.models import pid_common as pc
+from flashsim.models.pid import common as pc
 
 PID_SCHEMA: dict[str, Any] = {
     "cuts": {"type": "array", "items": {"type": "string"}, "default": [],

@@ -12,10 +12,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from flashsim.models import ecal_core as C
-from flashsim.models import ecal_data as D
-from flashsim.models.ecal_family import ECAL_SCHEMA, EcalFamily
-from flashsim.models.ecal_transformer_net import EcalTransformer
+from flashsim.io import ecal as D
+from flashsim.models.ecal import core as C
+from flashsim.models.ecal.family import ECAL_SCHEMA, EcalFamily
+from flashsim.models.ecal.transformer_net import EcalTransformer
 
 INFER_SLOTS = 32768  # padded slots (B * L) per inference call
 

@@ -3,7 +3,7 @@ the physical output layer, the discriminator, the adversarial training step and 
 
 A model implements ``flat_slots(batch) -> (logit, s)``: per candidate slot (one per photon, flattened in event
 order) the logit of the slot being on and a slot embedding ``s``, and has ``heads`` (:class:`SlotHeads`) that turn
-``s`` (and noise) into the cluster-relative target (see :mod:`flashsim.models.ecal_data`), gaussianised by a
+``s`` (and noise) into the cluster-relative target (see :mod:`flashsim.io.ecal`), gaussianised by a
 quantile transform fitted on the matched training slots (inverted inside the exported graph).
 Loss (as for Lamarr's calorimeter models) = BCE(on) + ``mse_weight`` x per-target-weighted MSE of the
 conditional-mean head on the geometrically matched slots + ``adv_weight`` x non-saturating adversarial loss of a
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from flashsim.detsim.ecal import REGIONS, Z_ECAL
-from flashsim.models import ecal_data as D
+from flashsim.io import ecal as D
 from flashsim.models.nets import MLP
 from flashsim.preprocessing import QuantileTransform
 
@@ -75,7 +75,7 @@ class PhotonFeatures(nn.Module):
 
 
 def radius_edges_t(photons: torch.Tensor, counts: torch.Tensor, radius: float = D.EDGE_RADIUS) -> torch.Tensor:
-    """Torch twin of :func:`flashsim.models.ecal_data.radius_edges` (same edges, same order) that runs where the
+    """Torch twin of :func:`flashsim.io.ecal.radius_edges` (same edges, same order) that runs where the
     photons are, e.g. on the GPU next to the exported GNN: photons [N, 5], counts [B] (photons per event)."""
     dev = photons.device
     counts = counts.to(dev, torch.int64)

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from flashsim.models.ecal_core import N_FEATURES, PhotonFeatures, SlotHeads, SlotOutput, pair_features
+from flashsim.models.ecal.core import N_FEATURES, PhotonFeatures, SlotHeads, SlotOutput, pair_features
 from flashsim.models.nets import MLP
 
 NEG = -1e9
@@ -69,7 +69,7 @@ class Block(nn.Module):
 
 class EcalTransformer(nn.Module):
     """``encode(x [B, L, 5], mask [B, L] bool) -> (logit [B, L], slot embedding [B, L, W], safe x)``; the heads are
-    those of the GNN (:class:`flashsim.models.ecal_core.SlotHeads`)."""
+    those of the GNN (:class:`flashsim.models.ecal.core.SlotHeads`)."""
 
     def __init__(self, width: int = 48, heads: int = 4, enc_layers: int = 2, dec_layers: int = 2,
                  noise_dim: int = 4, features: PhotonFeatures | None = None, output: SlotOutput | None = None) -> None:

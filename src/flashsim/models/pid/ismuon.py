@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from flashsim.models import mlp_classifier
-from flashsim.models import pid_common as pc
+from flashsim.models.pid import common as pc
 
 ISMUON_SCHEMA: dict[str, Any] = {
     "momentum": {"type": "string", "default": pc.KINEMATICS[0], "description": "column of the momentum bins"},

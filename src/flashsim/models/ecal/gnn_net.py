@@ -2,7 +2,7 @@
 
 Node types: ``photon`` (one per generated photon) and ``slot`` (one candidate cluster per photon). Edge types:
 ``photon -near-> photon`` and ``slot -near-> slot`` for photons of the same event closer than
-:data:`flashsim.models.ecal_data.EDGE_RADIUS` cells, and ``photon -feeds-> slot`` (the near edges plus each
+:data:`flashsim.io.ecal.EDGE_RADIUS` cells, and ``photon -feeds-> slot`` (the near edges plus each
 photon feeding its own slot). Edge attributes are computed in the model from the photons: (dx, dy, distance) in
 cell units and the log energy ratio. Message passing uses sum aggregation only (ScatterElements add in ONNX
 opset 17), so the exported graph takes any number of photons and edges: no padding.
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch_geometric.nn import HeteroConv, MessagePassing
 
-from flashsim.models.ecal_core import N_FEATURES, PhotonFeatures, SlotHeads, SlotOutput, pair_features
+from flashsim.models.ecal.core import N_FEATURES, PhotonFeatures, SlotHeads, SlotOutput, pair_features
 from flashsim.models.nets import MLP
 
 PP = ("photon", "near", "photon")
@@ -38,7 +38,7 @@ class EdgeMLPConv(MessagePassing):
 
 class EcalGNN(nn.Module):
     """``encode(x [N, 5], edge_index [2, E]) -> (logit [N], slot embedding [N, W])``; ``sample(s, z)`` gives the
-    normalised cluster target ``mean(s) + spread(s, z)`` (see :class:`flashsim.models.ecal_core.SlotHeads`)."""
+    normalised cluster target ``mean(s) + spread(s, z)`` (see :class:`flashsim.models.ecal.core.SlotHeads`)."""
 
     def __init__(self, width: int = 48, layers: int = 3, noise_dim: int = 4,
                  features: PhotonFeatures | None = None, output: SlotOutput | None = None) -> None:

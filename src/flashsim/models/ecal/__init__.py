@@ -1,0 +1,1 @@
+"""Calorimeter set-to-set models (photons -> clusters): shared core, GNN and Transformer families."""

@@ -1,0 +1,1 @@
+"""Particle identification per species: isMuon classifier, RICH/MUON/GlobalPID generators, the chained pipeline."""
