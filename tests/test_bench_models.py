@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import scratch_repo
 
 from flashsim.bench import ecal as bench_ecal
 from flashsim.bench import ghost_mlp as bench_ghost
 from flashsim.config import load_params
-from flashsim.testing import scratch_repo
 
 MODELS = {
     "ghost_mlp": {"family": "ghost_mlp", "sample": "ghost"},

@@ -13,8 +13,9 @@ def test_checkpoint_of_another_configuration_is_ignored(tmp_path):
 
 
 def test_family_key_changes_with_the_configuration_but_not_the_epochs(tmp_path, monkeypatch):
+    from helpers import scratch_repo
+
     from flashsim.models import get_family, get_spec
-    from flashsim.testing import scratch_repo
 
     def key(**over):
         root = scratch_repo(tmp_path / str(len(over)) / "_".join(map(str, over.values())),

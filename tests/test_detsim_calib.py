@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flashsim.detsim import calib, registry
+from flashsim.detsim import calib
+from flashsim.detsim import samples as registry
 from flashsim.io.contract import PID_CALIB
 
 

@@ -12,8 +12,9 @@ import uproot
 
 from flashsim.cli import main
 from flashsim.config import load_params
-from flashsim.detsim import ghost, registry, signal, writer
+from flashsim.detsim import ghost, signal, writer
 from flashsim.detsim import kinematics as kin
+from flashsim.detsim import samples as registry
 from flashsim.detsim import truth as tr
 from flashsim.io.contract import GHOST, SIGNAL, TRACKING, Column, Sample
 

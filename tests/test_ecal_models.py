@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from helpers import scratch_repo
 
 from flashsim import cli
 from flashsim.detsim import ecal
@@ -19,7 +20,6 @@ from flashsim.models import get_family, get_spec
 from flashsim.models.ecal import core as C
 from flashsim.models.ecal.gnn_net import EcalGNN
 from flashsim.models.ecal.transformer_net import EcalTransformer
-from flashsim.testing import scratch_repo
 
 
 def _columns(n: int, seed: int) -> dict:

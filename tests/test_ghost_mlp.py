@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import scratch_repo
 
 from flashsim import cli
 from flashsim.detsim.samples import kind_module, rng_factory
 from flashsim.io.contract import GHOST_FEATURES
 from flashsim.models import get_family, get_spec
 from flashsim.models.ghost_mlp import GhostNet, roc_curve
-from flashsim.testing import scratch_repo
 
 MODEL = {"family": "ghost_mlp", "sample": "ghost", "epochs": 6, "batch_size": 512, "threads": 1,
          "validation_rows": 6000, "bins": {"p": "p", "eta": "eta", "n_p": 3, "n_eta": 2},

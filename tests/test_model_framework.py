@@ -7,20 +7,20 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import scratch_repo, write_synthetic
 
 from flashsim import cli
 from flashsim.models import get_family, get_spec
-from flashsim.testing import scratch_repo, write_synthetic
 from flashsim.training import Checkpointer, RunContext, epoch_loop
 
 COMMON = {"sample": "synth", "features": ["p", "eta", "x1"], "bins": {"p": "p", "eta": "eta", "n_p": 3, "n_eta": 2},
           "validation_rows": 3000, "threads": 1}
 MODELS = {
     "clf_gbdt": {**COMMON, "family": "lgbm_classifier", "label": "label", "n_estimators": 40,
-                 "oracle": "flashsim.testing:synth_oracle",
+                 "oracle": "synth",
                  "gates": {"demo": {"calibration.chi2_ndf": {"max": 4.0}, "logloss_gap": {"max": 0.06}}}},
     "clf_mlp": {**COMMON, "family": "mlp_classifier", "label": "label", "epochs": 4, "width": 32, "depth": 2,
-                "batch_size": 256, "oracle": "flashsim.testing:synth_oracle",
+                "batch_size": 256, "oracle": "synth",
                 "gates": {"demo": {"calibration.chi2_ndf": {"max": 4.0}, "logloss_gap": {"max": 0.06}}}},
     "gen_flow": {**COMMON, "family": "generator", "targets": ["y1", "y2"], "weight": "sw", "method": "flow",
                  "epochs": 12, "width": 64, "depth": 2, "batch_size": 256, "lr": 3e-3, "ode_steps": 6,

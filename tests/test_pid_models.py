@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import scratch_repo, write_prepared_calib
 
 from flashsim import cli
 from flashsim.models import get_family, get_spec
-from flashsim.models.pid import common as pc
-from flashsim.testing import scratch_repo
 
 SPECIES = "K"
 N_CALIB = 60000  # candidates: 36k training rows
@@ -37,7 +36,7 @@ def pid_models(repo_root, species: str = SPECIES, **overrides) -> dict:
 def pid_repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("pidrepo")
     scratch_repo(root, pid_models(ROOT), seed=20261122)
-    pc.write_prepared_calib(root, f"calib_{SPECIES}", "dstar_d0pi_K", N_CALIB, seed=3)
+    write_prepared_calib(root, f"calib_{SPECIES}", "dstar_d0pi_K", N_CALIB, seed=3)
     return root
 
 
@@ -125,7 +124,7 @@ def test_bad_weights_are_clear_errors(tmp_path, monkeypatch, capsys):
 
     models = pid_models(ROOT)
     scratch_repo(tmp_path, {k: v for k, v in models.items() if k == "pid_rich"})
-    pc.write_prepared_calib(tmp_path, f"calib_{SPECIES}", "dstar_d0pi_K", 3000, seed=4)
+    write_prepared_calib(tmp_path, f"calib_{SPECIES}", "dstar_d0pi_K", 3000, seed=4)
     path = tmp_path / "results" / "prepared" / f"calib_{SPECIES}" / "train.parquet"
     table = pq.read_table(path)
     good = table.column("probe_sWeight").to_numpy()

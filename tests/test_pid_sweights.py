@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import scratch_repo, write_prepared_calib
 
 from flashsim import validation as V
 from flashsim.models import get_family, get_spec
-from flashsim.models.pid import common as pc
 from flashsim.preprocessing import QuantileTransform
-from flashsim.testing import scratch_repo
 from flashsim.training import RunContext, signal_probability_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +49,7 @@ def test_sweighted_training_reproduces_pure_signal(tmp_path, monkeypatch):
     gate = yaml.safe_load((ROOT / "params.yaml").read_text())["models"]["pid_rich"]["gates"]["demo"][
         "two_sample_auc"]["max"]
     scratch_repo(tmp_path, {"sw": _rich_entry(), "noweight": _rich_entry(weight=None)})
-    pc.write_prepared_calib(tmp_path, "calib_K", "dstar_d0pi_K", 60000, seed=5)
+    write_prepared_calib(tmp_path, "calib_K", "dstar_d0pi_K", 60000, seed=5)
     monkeypatch.chdir(tmp_path)
     weighted = _signal_auc(tmp_path, "sw_K")
     ignored = _signal_auc(tmp_path, "noweight_K")
@@ -61,7 +60,8 @@ def test_sweighted_training_reproduces_pure_signal(tmp_path, monkeypatch):
 
 def test_signal_probability_weights_recover_the_signal_fraction():
     """E[sWeight | x] is P(signal | x): non-negative, bounded, unbiased on average, and it tracks the truth."""
-    from flashsim.detsim import calib, registry
+    from flashsim.detsim import calib
+    from flashsim.detsim import samples as registry
 
     parts = list(calib.chunks(40000, 40000, registry.rng_factory(9, "spw"), {"channel": "lambda_ppi"}))
     d = parts[0]

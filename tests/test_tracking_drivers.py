@@ -12,15 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import scratch_repo, write_synthetic
 
 from flashsim.cli import main as flashsim
 from flashsim.mlops import model_registry as registry
 from flashsim.mlops import runs as tracking
-from flashsim.testing import scratch_repo, write_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = {"sample": "synth", "features": ["p", "eta", "x1"], "bins": {"p": "p", "eta": "eta", "n_p": 3, "n_eta": 2},
-          "validation_rows": 2000, "threads": 1, "label": "label", "oracle": "flashsim.testing:synth_oracle",
+          "validation_rows": 2000, "threads": 1, "label": "label", "oracle": "synth",
           "gates": {"demo": {"calibration.chi2_ndf": {"max": 6.0}, "logloss_gap": {"max": 0.08}}}}
 MODELS = {
     "clf_gbdt": {**COMMON, "family": "lgbm_classifier", "n_estimators": 30},

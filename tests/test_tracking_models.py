@@ -10,14 +10,15 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import repo_models, scratch_repo, write_tracking_sample
 
 from flashsim import cli
 from flashsim import validation as V
 from flashsim.detsim import tracking as detsim_tracking
-from flashsim.models import get_family, get_spec, validate_default
+from flashsim.models import get_family, get_spec
 from flashsim.models.covariance import UPPER, CovarianceAssembly, assemble_matrix, to_core
 from flashsim.models.nets import MLP, ResidualBlock
-from flashsim.testing import repo_models, scratch_repo, write_tracking_sample
+from flashsim.validation import default as validate_default
 
 _SHORT = {"validation_rows": 2000, "bins": {"p": "mc_p", "eta": "mc_eta", "n_p": 2, "n_eta": 1}}
 FAST = {  # the repository's entries, trained shorter, validated on fewer rows

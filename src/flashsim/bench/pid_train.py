@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 def _calib_frame(params: dict, species: str, n: int, seed: int):
     import pandas as pd
 
-    from flashsim.detsim import calib, registry
+    from flashsim.detsim import calib
+    from flashsim.detsim import samples as registry
     from flashsim.models.pid import common as pc
 
     sample = f"calib_{species}"

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flashsim import detector
+
 # --- species ---------------------------------------------------------------------------------------------------
-SPECIES = ("e", "mu", "pi", "K", "p")
-PDG = np.array([11, 13, 211, 321, 2212], dtype=np.int32)  # PDG id of the negative lepton / positive hadron
+SPECIES = detector.SPECIES
+PDG = np.array([detector.SPECIES_PDG[s] for s in SPECIES], dtype=np.int32)  # of the negative lepton / positive hadron
 MASS = np.array([0.51099895, 105.6583755, 139.57039, 493.677, 938.27208816])  # MeV/c^2
 CTAU = np.array([np.inf, 658_654.0, 7_804.5, 3_711.0, np.inf])  # mm (mean proper decay length)
 LEPTON = np.array([True, True, False, False, False])

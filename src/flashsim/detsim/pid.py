@@ -30,11 +30,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flashsim.detector import PDG_SPECIES, SPECIES_PDG
+
 # PDG masses (MeV/c^2) of the long-lived charged species and the hypotheses order used throughout.
 MASSES: dict[str, float] = {"e": 0.51099895, "mu": 105.6583755, "pi": 139.57039, "K": 493.677, "p": 938.27208816}
 HYPOTHESES: tuple[str, ...] = ("e", "mu", "pi", "K", "p")
-PDG_TO_SPECIES: dict[int, str] = {11: "e", 13: "mu", 211: "pi", 321: "K", 2212: "p"}
-SPECIES_TO_PDG: dict[str, int] = {v: k for k, v in PDG_TO_SPECIES.items()}
+PDG_TO_SPECIES: dict[int, str] = PDG_SPECIES
+SPECIES_TO_PDG: dict[str, int] = SPECIES_PDG
 
 RICH_COLUMNS = ("RichDLLe", "RichDLLmu", "RichDLLk", "RichDLLp")
 MUON_COLUMNS = ("MuonMuLL", "MuonBgLL")

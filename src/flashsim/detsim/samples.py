@@ -9,17 +9,16 @@ yielding successive chunks (together ``n`` entries) of contract-named columns; c
 ``rng_for(i)`` so that output is bit-reproducible for a given (seed, sample, chunk_size) and chunks can be made
 independently. ``options`` is the sample's entry in ``params.yaml`` (``detsim.samples.<name>``), e.g. ``channel``.
 A kind whose file entries are not its units of ``n`` (the signal kind writes 4 entries per decay) sets
-``ENTRIES_PER_UNIT`` (default 1) and ``UNIT`` (default "entries"), for the progress bar.
+``ENTRIES_PER_UNIT`` (default 1) and ``UNIT`` (default "entries"), for the progress bar. The random streams
+come from :mod:`flashsim.seeding` (re-exported here for the kinds' callers).
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-from collections.abc import Callable
 from types import ModuleType
 
-import numpy as np
+from flashsim.seeding import rng_factory, stream_key
 
 KINDS: dict[str, str] = {
     "tracking": "flashsim.detsim.tracking",
@@ -34,15 +33,4 @@ def kind_module(kind: str) -> ModuleType:
     return importlib.import_module(KINDS[kind])
 
 
-def stream_key(name: str) -> int:
-    """A stable 64-bit integer for a stream name (Python's hash() is salted per process)."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
-
-
-def rng_factory(seed: int, sample: str) -> Callable[[int], np.random.Generator]:
-    """``rng_for(i)``: the independent generator of chunk ``i`` of ``sample`` under master ``seed``."""
-
-    def rng_for(i: int) -> np.random.Generator:
-        return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, stream_key(sample), i])))
-
-    return rng_for
+__all__ = ["KINDS", "kind_module", "rng_factory", "stream_key"]  # the seeding helpers, for the kinds' callers

@@ -29,11 +29,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flashsim.detector import TRACK_TYPE_CODES, TRACK_TYPE_NAMES
 from flashsim.detsim import kinematics as kin
 
 F = np.float32
-TYPE_CODES = (0, 3, 4, 5)  # class order of track_type_probabilities: none, long, upstream, downstream
-TYPE_NAMES = ("none", "long", "upstream", "downstream")
+TYPE_CODES = TRACK_TYPE_CODES  # class order of track_type_probabilities: none, long, upstream, downstream
+TYPE_NAMES = TRACK_TYPE_NAMES
 
 # --- geometry (mm) ---------------------------------------------------------------------------------------------
 VELO_R_IN, VELO_R_OUT = 8.2, 42.0  # sensitive radii

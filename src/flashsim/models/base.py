@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,11 +26,9 @@ import numpy as np
 from flashsim.errors import ConfigError, InputError
 from flashsim.models import ModelSpec
 
-log = logging.getLogger(__name__)
-
 COMMON_SCHEMA: dict[str, Any] = {
     "species": {"type": "string", "description": "set by the species expansion"},
-    "derive": {"type": "string", "description": "'module:function' adding derived columns to the frame"},
+    "derive": {"type": "string", "description": "name of the function adding derived columns (DERIVES)"},
     "selection": {"type": "string", "description": "pandas query selecting the rows the model is trained on"},
     "features": {"type": "array", "items": {"type": "string"}, "minItems": 1,
                  "description": "input columns, in the order of the ONNX input x"},
@@ -46,7 +43,8 @@ COMMON_SCHEMA: dict[str, Any] = {
              "properties": {"p": {"type": "string", "default": "p"}, "eta": {"type": "string", "default": "eta"},
                             "n_p": {"type": "integer", "minimum": 1, "default": 4},
                             "n_eta": {"type": "integer", "minimum": 1, "default": 3}}},
-    "oracle": {"type": "string", "description": "'module:function' (frame -> true probabilities [N, C])"},
+    "oracle": {"type": "string",
+               "description": "name of a truth hook (flashsim.validation.truth.ORACLES): frame -> true probabilities"},
     "parity": {"type": "object", "default": {}, "additionalProperties": False,
                "properties": {"atol": {"type": "number", "minimum": 0, "default": 1e-4},
                               "rtol": {"type": "number", "minimum": 0, "default": 1e-4},
@@ -57,13 +55,18 @@ COMMON_SCHEMA: dict[str, Any] = {
 }
 
 
-def import_object(ref: str):
-    """``'package.module:attr'`` -> the object."""
-    mod, _, attr = ref.partition(":")
-    try:
-        return getattr(importlib.import_module(mod), attr)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"cannot import {ref!r}: {err}") from err
+# derive name (``derive:`` of a model entry) -> 'module:function' adding derived columns to a prepared frame
+DERIVES: dict[str, str] = {
+    "tracking": "flashsim.models.tracking:derive",
+}
+
+
+def derive_function(name: str, where: str = "derive"):
+    """The function registered as ``name`` in :data:`DERIVES`; ConfigError naming ``where`` and the known names."""
+    if name not in DERIVES:
+        raise ConfigError(f"{where}: unknown derive {name!r}; known: {', '.join(sorted(DERIVES))}")
+    mod, _, attr = DERIVES[name].partition(":")
+    return getattr(importlib.import_module(mod), attr)
 
 
 class Family:
@@ -88,9 +91,9 @@ class Family:
 
     # ------------------------------------------------------------ data
     def derive(self, df):
-        """Add derived columns (``derive: module:function`` in params); families may override."""
-        ref = self.cfg.get("derive")
-        return import_object(ref)(df) if ref else df
+        """Add derived columns (``derive: NAME`` in params, see :data:`DERIVES`); families may override."""
+        name = self.cfg.get("derive")
+        return derive_function(name, f"models/{self.spec.name}/derive")(df) if name else df
 
     def frame(self, split: str, max_rows: int | None = None):
         """The prepared ``split`` as a pandas frame, derived columns added, selection applied."""
@@ -279,13 +282,11 @@ class ClassifierMixin:
         return ["1"] * len(self.class_names)
 
     def oracle(self, df) -> np.ndarray | None:
-        ref = self.cfg.get("oracle")
-        if not ref:
+        """The true class probabilities [N, C] from the truth hook ``oracle: NAME`` (None without one)."""
+        from flashsim.validation.truth import oracle
+
+        name = self.cfg.get("oracle")
+        if not name:
             return None
-        try:
-            fn = import_object(ref)
-        except ConfigError as err:
-            log.warning("oracle unavailable: %s", err)
-            return None
-        p = np.asarray(fn(df), dtype=np.float64)
+        p = np.asarray(oracle(name, f"models/{self.spec.name}/oracle")(df), dtype=np.float64)
         return np.stack([1 - p, p], axis=1) if p.ndim == 1 else p

@@ -85,11 +85,6 @@ class FoldedGhostNet(nn.Module):
         return torch.cat([1.0 - p, p], -1)
 
 
-def oracle(df) -> np.ndarray:
-    """The reference simulation's true ghost probability (``true_ghostProb``)."""
-    return df["true_ghostProb"].to_numpy(np.float64)
-
-
 class Family(base.ClassifierMixin, TorchFamily):
     task = "classifier"
     REQUIRED: ClassVar[tuple[str, ...]] = ()
@@ -103,7 +98,7 @@ class Family(base.ClassifierMixin, TorchFamily):
                    "default": [25, 20], "description": "hidden layer widths"},
         "log_features": {"type": "array", "items": {"type": "string"}, "default": LOG_FEATURES,
                          "description": "features entering as log(max(x, 1e-3))"},
-        "oracle": {"type": "string", "default": "flashsim.models.ghost_mlp:oracle"},
+        "oracle": {**base.COMMON_SCHEMA["oracle"], "default": "ghost"},
     }
     module: GhostNet
 
@@ -179,7 +174,7 @@ class Family(base.ClassifierMixin, TorchFamily):
 
         m, plots = super().validate(df, predict, report_dir)
         y = self.labels(df)
-        truth = oracle(df)
+        truth = self.oracle(df)[:, 1]
         m["oracle.auc"] = V.weighted_auc(truth, y == 1)
         m["auc_gap"] = m["oracle.auc"] - m["auc"]
         probs = np.asarray(predict(self.features(df), None), dtype=np.float64)[:, 1]

@@ -1,7 +1,8 @@
 """Tracking models' columns: generator-level features and reconstruction targets derived from the contract.
 
 Used by the acceptance (``lgbm_classifier``), efficiency (``mlp_classifier``), resolution (``generator``) and
-covariance (``covariance``) entries of ``params.yaml`` through ``derive: flashsim.models.tracking:derive``.
+covariance (``covariance``) entries of ``params.yaml`` through ``derive: tracking`` (see
+:data:`flashsim.models.base.DERIVES`); their truth hooks are in :mod:`flashsim.validation.truth`.
 Feature formulas (what a runtime computes from generated particles before calling the ONNX models):
 
 - ``mc_p = |mc_p⃗|``, ``mc_tx = mc_px / mc_pz``, ``mc_ty = mc_py / mc_pz``, ``mc_eta = atanh(mc_pz / mc_p)``,
@@ -18,12 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from flashsim.detector import SPECIES_PDG, TRACK_TYPES
 from flashsim.models.base import DERIVED_UNITS
 
-SPECIES = {"is_e": 11, "is_mu": 13, "is_pi": 211, "is_K": 321, "is_p": 2212}
-TYPES = {"is_long": 3, "is_upstream": 4, "is_downstream": 5}
-TYPE_CODES = (0, 3, 4, 5)
-TYPE_NAMES = ("none", "long", "upstream", "downstream")
+SPECIES = {f"is_{s}": pdg for s, pdg in SPECIES_PDG.items()}  # flag column -> |mcID|
+TYPES = {f"is_{t}": code for t, code in TRACK_TYPES.items() if code}  # flag column -> type code
 GEN_FEATURES = ["mc_x", "mc_y", "mc_z", "mc_tx", "mc_ty", "mc_p", "mc_eta", "mc_phi", "mc_charge", *SPECIES]
 RESIDUALS = ["dx_ClosestToBeam", "dy_ClosestToBeam", "dtx_ClosestToBeam", "dty_ClosestToBeam", "dp_over_p"]
 COV = [f"cov_ClosestToBeam_{i}_{j}" for i in range(5) for j in range(i, 5)]
@@ -59,16 +59,3 @@ def derive(df):
         new["dp_over_p"] = (df["p"].to_numpy(np.float64) / new["mc_p"].astype(np.float64) - 1).astype(np.float32)
     return df.assign(**new)
 
-
-def acceptance_oracle(df) -> np.ndarray:
-    """True P(acceptance) of the reference simulation."""
-    from flashsim.detsim import truth
-
-    return np.asarray(truth.acceptance_probability(df), dtype=np.float64)
-
-
-def efficiency_oracle(df) -> np.ndarray:
-    """True track-type probabilities [none, long, upstream, downstream] given acceptance."""
-    from flashsim.detsim import truth
-
-    return np.asarray(truth.track_type_probabilities(df, given_acceptance=True), dtype=np.float64)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from flashsim.detector import SPECIES
 from flashsim.io.contract import TRACKING
 from flashsim.runtime import features as F
 from flashsim.runtime.models import ModelRef
@@ -28,7 +29,7 @@ from flashsim.runtime.session import CTreeModel, Device, OrtModel
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPECIES = ("e", "mu", "pi", "K", "p")
+DEFAULT_SPECIES = SPECIES
 INT_COLUMNS = {"acceptance", "type", "isMuon"}
 
 

@@ -12,10 +12,9 @@ from collections.abc import Callable
 
 import torch
 
-# species: name -> |PDG id| (the contract's mcID convention)
-SPECIES_PDG = {"e": 11, "mu": 13, "pi": 211, "K": 321, "p": 2212}
-TYPE_CODES = (0, 3, 4, 5)  # efficiency classes: none, long, upstream, downstream
-TYPE_NAMES = ("none", "long", "upstream", "downstream")
+from flashsim.detector import SPECIES_PDG
+from flashsim.detector import TRACK_TYPE_CODES as TYPE_CODES  # efficiency classes: none, long, upstream, downstream
+from flashsim.detector import TRACK_TYPE_NAMES as TYPE_NAMES
 
 
 class Batch:

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from flashsim.detector import SPECIES_PDG
 from flashsim.errors import ConfigError, InputError
 from flashsim.io.contract import SAMPLES
 
 REQUIRED = ("mc_px", "mc_py", "mc_pz", "mcID")
 GENERATOR = ("evtNumber", "nTracks", "nPVs", "mc_x", "mc_y", "mc_z", "mc_px", "mc_py", "mc_pz", "mc_charge", "mcID")
 EXTRAS = ("pv_x", "pv_y", "pv_z", "signal_role", "mother_ID")
-SPECIES_PDG = {"e": 11, "mu": 13, "pi": 211, "K": 321, "p": 2212}
 LEPTONS = {11, 13}
 
 
@@ -181,7 +181,7 @@ def _range(rng: np.random.Generator, spec, n: int, integer: bool = False) -> np.
 
 def particle_gun(cfg: dict, seed: int, chunk: int = 200_000) -> Iterator[dict[str, np.ndarray]]:
     """Generator-level particles from a gun configuration, in chunks; chunk ``i`` is seeded by (seed, i)."""
-    from flashsim.detsim.samples import stream_key
+    from flashsim.seeding import stream_key
 
     total = int(cfg["n"])
     names = list(cfg["species"])

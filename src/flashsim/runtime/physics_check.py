@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flashsim.detector import TRACK_TYPES
 from flashsim.runtime import physics
 
 HELP = "compare a flash-simulated signal sample with the reference detector simulation (reports/physics_check/)"
@@ -83,7 +84,7 @@ def compare(ref: dict[str, np.ndarray], flash: dict[str, np.ndarray], outdir: Pa
                "candidate_fraction_reference": len(rc.m_lc) / max(rc.n_decays, 1),
                "candidate_fraction_flash": len(fc.m_lc) / max(fc.n_decays, 1)}
     m["candidate_fraction_ratio"] = m["candidate_fraction_flash"] / max(m["candidate_fraction_reference"], 1e-12)
-    for code, label in ((0, "none"), (3, "long"), (4, "upstream"), (5, "downstream")):
+    for label, code in TRACK_TYPES.items():
         m[f"type_fraction.{label}.reference"] = float(np.mean(r["type"] == code))
         m[f"type_fraction.{label}.flash"] = float(np.mean(f["type"] == code))
     for key, a, b in (("m_lc", rc.m_lc, fc.m_lc), ("m_lb_visible", rc.m_lb_visible, fc.m_lb_visible)):

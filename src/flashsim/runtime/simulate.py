@@ -59,7 +59,7 @@ class Settings:
 
 def batch_seed(seed: int, index: int) -> int:
     """The seed of batch ``index``'s torch generator (independent streams per batch)."""
-    from flashsim.detsim.samples import stream_key
+    from flashsim.seeding import stream_key
 
     ss = np.random.SeedSequence([seed, stream_key("simulate"), index])
     return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))

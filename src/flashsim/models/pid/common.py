@@ -157,22 +157,3 @@ def truth_metrics(df, x: np.ndarray, ref: np.ndarray, gen: np.ndarray, seed: int
 def _w(w: np.ndarray | None, like: np.ndarray) -> np.ndarray:
     return np.ones(len(like)) if w is None else np.asarray(w, dtype=np.float64)
 
-
-def write_prepared_calib(root: str | Path, sample: str, channel: str, n: int, seed: int = 1,
-                         chunk_size: int = 250_000) -> Path:
-    """Generate a calibration sample with the reference simulation straight into
-    ``results/prepared/<sample>/{train,val,test}.parquet`` (60/20/20 by event; for tests and benchmarks)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from flashsim.detsim import calib, registry
-
-    parts = list(calib.chunks(n, chunk_size, registry.rng_factory(seed, sample), {"channel": channel}))
-    cols = {k: np.concatenate([c[k] for c in parts]) for k in parts[0]}
-    h = cols["evtNumber"].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # deterministic per event
-    u = (h >> np.uint64(11)).astype(np.float64) / 2.0**53
-    out = Path(root) / "results" / "prepared" / sample
-    out.mkdir(parents=True, exist_ok=True)
-    for split, sel in (("train", u < 0.6), ("val", (u >= 0.6) & (u < 0.8)), ("test", u >= 0.8)):
-        pq.write_table(pa.table({k: v[sel] for k, v in cols.items()}), out / f"{split}.parquet")
-    return out

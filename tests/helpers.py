@@ -1,10 +1,12 @@
-"""Helpers for tests of model families: a scratch repository and a synthetic prepared sample.
+"""Test helpers: a scratch repository, a synthetic prepared sample and prepared samples of the reference simulation.
 
 ``scratch_repo(tmp, models)`` writes ``params.yaml`` (with the given ``models:`` section) and the schema into
 ``tmp``; ``write_synthetic(tmp, "synth", n)`` writes ``results/prepared/synth/{train,val,test}.parquet`` with
 columns ``p`` (MeV/c), ``eta``, ``x1``, a binary ``label`` drawn from ``true_prob``, two targets ``y1``/``y2``
 that depend on the conditions, and ``sw``: sWeight-like weights (signal rows 1, plus background rows in pairs
-of +1/-1 that cancel in expectation), so weighted fits recover the signal distribution.
+of +1/-1 that cancel in expectation), so weighted fits recover the signal distribution; its truth hook is
+registered as ``oracle: synth`` (:func:`synth_oracle`). ``write_tracking_sample`` and ``write_prepared_calib``
+write prepared samples straight from the reference simulation.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+from flashsim.seeding import rng_factory
+from flashsim.validation.truth import register_oracle
+
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 
 
 def scratch_repo(root: str | Path, models: dict, scale: str = "demo", seed: int = 7, **extra) -> Path:
@@ -69,15 +74,17 @@ def synth_oracle(df) -> np.ndarray:
     return df["true_prob"].to_numpy(np.float64)
 
 
+register_oracle("synth", synth_oracle)
+
+
 def write_tracking_sample(root: str | Path, n: int = 30000, seed: int = 11, sample: str = "tracking") -> Path:
     """A prepared tracking sample from the reference detector simulation (split 60/20/20 by event)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from flashsim.detsim import samples as registry
     from flashsim.detsim import tracking
 
-    chunks = list(tracking.chunks(n, max(n, 1000), registry.rng_factory(seed, sample), {}))
+    chunks = list(tracking.chunks(n, max(n, 1000), rng_factory(seed, sample), {}))
     cols = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
     u = np.random.default_rng(seed).random(int(cols["evtNumber"].max()) + 1)[cols["evtNumber"]]
     out = Path(root) / "results" / "prepared" / sample
@@ -91,3 +98,23 @@ def repo_models(names: list[str], **overrides) -> dict:
     """The repository's params.yaml entries of ``names`` (``overrides``: name -> dict merged into the entry)."""
     params = yaml.safe_load((SCHEMA_DIR.parent / "params.yaml").read_text())
     return {n: {**params["models"][n], **overrides.get(n, {})} for n in names}
+
+
+def write_prepared_calib(root: str | Path, sample: str, channel: str, n: int, seed: int = 1,
+                         chunk_size: int = 250_000) -> Path:
+    """Generate a calibration sample with the reference simulation straight into
+    ``results/prepared/<sample>/{train,val,test}.parquet`` (60/20/20 by event)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from flashsim.detsim import calib
+
+    parts = list(calib.chunks(n, chunk_size, rng_factory(seed, sample), {"channel": channel}))
+    cols = {k: np.concatenate([c[k] for c in parts]) for k in parts[0]}
+    h = cols["evtNumber"].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # deterministic per event
+    u = (h >> np.uint64(11)).astype(np.float64) / 2.0**53
+    out = Path(root) / "results" / "prepared" / sample
+    out.mkdir(parents=True, exist_ok=True)
+    for split, sel in (("train", u < 0.6), ("val", (u >= 0.6) & (u < 0.8)), ("test", u >= 0.8)):
+        pq.write_table(pa.table({k: v[sel] for k, v in cols.items()}), out / f"{split}.parquet")
+    return out
