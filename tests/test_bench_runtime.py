@@ -36,7 +36,7 @@ def test_gradient_boosting_equivalent_has_the_same_trees(models):
     ref = cabi.onnx_reference(path, rows, [("x", x.shape[1])])
     np.testing.assert_allclose(gbc.predict_proba(rows), ref, atol=2e-6)
     node = trees.find_tree_node(onnx.load(str(path)))
-    assert gbc.n_estimators_ == len(set(trees._attrs(node)["nodes_treeids"]))
+    assert gbc.n_estimators_ == len(set(trees.node_attributes(node)["nodes_treeids"]))
 
 
 def test_dense_layers_are_read_with_their_weights(models):

@@ -6,6 +6,7 @@ import awkward as ak
 import numpy as np
 import pytest
 
+from flashsim.detector import LHCB_ECAL
 from flashsim.detsim import ecal
 from flashsim.detsim.samples import kind_module, rng_factory
 from flashsim.errors import ConfigError
@@ -64,7 +65,7 @@ def test_close_photons_merge(events):
     n = events.n_photons
     starts = np.cumsum(n) - n
     a, b = ecal.event_pairs(starts, n)
-    cell = ecal.cell_size(p["photon_x"], p["photon_y"])
+    cell = LHCB_ECAL.cell_size(p["photon_x"], p["photon_y"])
     dist = np.hypot(p["photon_x"][a] - p["photon_x"][b], p["photon_y"][a] - p["photon_y"][b])
     close = dist < cfg.merge_scale * np.maximum(cell[a], cell[b])
     ci = p["photon_clusterIndex"]
@@ -86,7 +87,7 @@ def test_close_photons_merge(events):
 def test_energy_threshold(events):
     c, cfg = events.clusters, ecal.EcalConfig()
     r = np.hypot(c["cluster_x"], c["cluster_y"])
-    et = c["cluster_E"] * r / np.hypot(r, ecal.Z_ECAL)
+    et = c["cluster_E"] * r / np.hypot(r, LHCB_ECAL.z)
     assert et.min() > cfg.threshold_et * 0.999
     lost = events.photons["photon_clusterIndex"] < 0
     assert 0.05 < lost.mean() < 0.7
@@ -111,7 +112,7 @@ def test_energy_and_position_resolution(e_lo, e_hi):
     assert sel.sum() > 1000
     e_pull = (c["cluster_E"][flat][sel] / pe[sel] - 1) / ecal.energy_resolution(pe[sel], cfg)
     assert abs(np.mean(e_pull)) < 0.1 and abs(np.std(e_pull) - 1) < 0.06
-    sig = ecal.position_resolution(pe[sel], ecal.cell_size(px[sel], py[sel]), cfg)
+    sig = ecal.position_resolution(pe[sel], LHCB_ECAL.cell_size(px[sel], py[sel]), cfg)
     for reco, true in ((c["cluster_x"], px), (c["cluster_y"], py)):
         pull = (reco[flat][sel] - true[sel]) / sig
         assert abs(np.std(pull) - 1) < 0.08

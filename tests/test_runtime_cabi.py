@@ -45,7 +45,7 @@ def test_tree_route_matches_onnxruntime_on_thresholds(toy_models, tmp_path):
     assert par["max_abs"] < 1e-6, par
     # the rows do sit on split thresholds
     node = trees.find_tree_node(onnx.load(str(path)))
-    thr = set(np.asarray(trees._attrs(node)["nodes_values"], np.float32).tolist())
+    thr = set(np.asarray(trees.node_attributes(node)["nodes_values"], np.float32).tolist())
     assert np.mean([v in thr for v in rows[:, 5]]) > 0.1
 
 

@@ -41,7 +41,7 @@ def test_classifier_on_thresholds_and_missing_values(runtime_toy_models, half):
     rows = _edge_rows(path)
     _assert_same(model, rows, half)
     node = trees.find_tree_node(model)  # the rows do sit on split thresholds
-    thr = set(np.asarray(trees._attrs(node)["nodes_values"], np.float32).tolist())
+    thr = set(np.asarray(trees.node_attributes(node)["nodes_values"], np.float32).tolist())
     assert np.mean([v in thr for v in rows[:, 5]]) > 0.1
 
 
@@ -82,7 +82,7 @@ def test_every_comparison_and_missing_direction(runtime_toy_models, half):
     path = runtime_toy_models / "acceptance.onnx"
     model = onnx.load(str(path))
     node = trees.find_tree_node(model)
-    a = trees._attrs(node)
+    a = trees.node_attributes(node)
     rng = np.random.default_rng(5)
     leaf = np.asarray(a["nodes_modes"]) == "LEAF"
     modes = rng.choice(["BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT"], size=len(leaf))
@@ -96,7 +96,7 @@ def test_equality_splits_keep_the_tree_kernel(runtime_toy_models, caplog):
 
     model = onnx.load(str(runtime_toy_models / "acceptance.onnx"))
     node = trees.find_tree_node(model)
-    modes = trees._attrs(node)["nodes_modes"]
+    modes = trees.node_attributes(node)["nodes_modes"]
     _set_attr(node, "nodes_modes", [(m if m == "LEAF" or i % 3 else "BRANCH_EQ").encode()
                                     for i, m in enumerate(modes)])
     with pytest.raises(trees.UnsupportedTrees, match="BRANCH_EQ"):

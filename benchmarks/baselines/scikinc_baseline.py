@@ -54,7 +54,7 @@ def gbc_from_onnx(model: onnx.ModelProto):
     spec, _ = trees.spec_and_model(model)
     if spec.n_margins != 1 or spec.post_transform != "LOGISTIC" or any(spec.base_values):
         raise NoEquivalent("only binary LOGISTIC ensembles without base values map onto scikit-learn")
-    a = trees._attrs(node)
+    a = trees.node_attributes(node)
     if set(a["nodes_modes"]) - {"BRANCH_LEQ", "LEAF"}:
         raise NoEquivalent("scikit-learn trees only test x <= threshold")
     vals = np.asarray(a.get("nodes_values") or a.get("nodes_values_as_tensor"), np.float32)

@@ -29,7 +29,8 @@ def default_schema() -> Path:
     raise ConfigError("cannot find schemas/params.schema.yaml (run from the repository root)")
 
 
-def _default_filling_validator():
+def default_filling_validator():
+    """A JSON-schema validator class that fills each ``default`` of the schema into the instance."""
     import jsonschema
 
     base = jsonschema.Draft202012Validator
@@ -52,7 +53,7 @@ def validate(params: dict, schema_path: str | Path | None = None) -> dict:
     """Validate ``params`` in place (defaults filled) and return it; raise ConfigError naming the key."""
     schema_path = Path(schema_path) if schema_path else default_schema()
     schema = yaml.safe_load(schema_path.read_text())
-    validator = _default_filling_validator()(schema)
+    validator = default_filling_validator()(schema)
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]

@@ -43,10 +43,10 @@ def export_torch(module, path: str | Path, n_features: int, noise_dim: int = 0, 
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(module, args, buf, input_names=names, output_names=["y"], dynamic_axes=axes,
                           opset_version=opset, dynamo=False, do_constant_folding=True)
-    return _write_model_bytes(buf.getvalue(), path)
+    return write_model_bytes(buf.getvalue(), path)
 
 
-def _write_model_bytes(data: bytes, path: str | Path) -> Path:
+def write_model_bytes(data: bytes, path: str | Path) -> Path:
     import onnx
 
     model = onnx.load_from_string(data)
@@ -155,7 +155,7 @@ def export_lightgbm(model, path: str | Path, n_features: int) -> Path:
     for imp in onx.opset_import:
         if imp.domain in ("", "ai.onnx"):
             imp.version = max(imp.version, OPSET)
-    return _write_model_bytes(onx.SerializeToString(), path)
+    return write_model_bytes(onx.SerializeToString(), path)
 
 
 ZERO_THRESHOLD = 1.0000000180025095e-35  # LightGBM's kZeroThreshold

@@ -39,7 +39,7 @@ def _model(params: dict, tmp: Path) -> tuple[Path, object, bool]:
     if path.exists() and fam.model_path.exists():
         fam.load()
         return path, fam.module, True
-    fam.module = fam._build()
+    fam.module = fam.build_net()
     out = tmp / "ghost_mlp.onnx"
     fam.to_onnx(out)
     return out, fam.module, False

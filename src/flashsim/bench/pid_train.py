@@ -82,7 +82,7 @@ def time_to_gate(params: dict, quick: bool, device: torch.device, seed: int, n_j
     qy = QuantileTransform.fit(y, w, fam.cfg["n_knots"], atoms=fam.cfg["atoms"])
     x_te, w_te = fam.features(te), fam.weights(te)
     # the gate compares physical outputs: generate differences, add back like the exported graph does
-    pairs = fam._difference_pairs()
+    pairs = fam.difference_pairs()
 
     class _Q:  # inverse transform + the difference post-processing, for train_to_gate's evaluate()
         @staticmethod
@@ -143,9 +143,9 @@ def _step_throughput(kind: str, n_cond: int, n_out: int, cfg: dict, device: torc
         def step(i):
             sl = slice((i % 8) * bs, (i % 8 + 1) * bs)
             if cfg["method"] == "flow":
-                trainer._flow_step(c[sl], y[sl], w[sl])
+                trainer.flow_step(c[sl], y[sl], w[sl])
             else:
-                trainer._gan_step(c[sl], y[sl], w[sl], train_gen=i % int(cfg["n_critic"]) == 0)
+                trainer.gan_step(c[sl], y[sl], w[sl], train_gen=i % int(cfg["n_critic"]) == 0)
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for i in range(5):

@@ -26,14 +26,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def sample_settings(params: dict, sample: str) -> dict:
-    """The resolved settings for generating ``sample``: kind, options, size, seed, chunk size, tree, renames."""
+    """The resolved settings for generating ``sample``: kind, options (the sample's entry plus the configured
+    ``detector`` geometry), size, seed, chunk size, tree, renames."""
     from flashsim.config import resolve_scale
     from flashsim.detsim.samples import KINDS
 
     samples = params["detsim"]["samples"]
     if sample not in samples:
         raise ConfigError(f"unknown sample {sample!r}; params.yaml detsim.samples has: {', '.join(samples)}")
-    options = resolve_scale(samples[sample], params["scale"])
+    options = {**resolve_scale(samples[sample], params["scale"]), "detector": params.get("detector", {})}
     if options["kind"] not in KINDS:
         raise ConfigError(f"detsim.samples.{sample}.kind: unknown kind {options['kind']!r}")
     inputs = params.get("inputs", {}).get(sample, {})

@@ -8,7 +8,9 @@ the sample. Photons closer than ``merge_scale`` cells of each other are not reso
 smeared with a position resolution in units of the local cell size, and clusters below an ET threshold are lost.
 So n photons give m <= n clusters, and the known truth (which photon went into which cluster) is kept.
 
-All quantities are vectorized over a chunk of events; chunk ``i`` draws only from ``rng_for(i)``.
+All quantities are vectorized over a chunk of events; chunk ``i`` draws only from ``rng_for(i)``. The ECAL
+geometry (face z, regions and cell sizes, beam hole) is the configured one (``params.yaml`` ``detector.ecal``,
+:mod:`flashsim.detector`), passed in ``options["detector"]``.
 """
 
 from __future__ import annotations
@@ -21,11 +23,10 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from flashsim.detector import LHCB_ECAL, EcalGeometry, ecal_geometry
+from flashsim.io.ecal import event_pairs
+
 PI0_MASS = 134.9768  # MeV/c^2
-Z_ECAL = 12620.0  # mm, the ECAL face (shower maximum plane) seen from the nominal interaction point
-# (half-width x, half-width y, cell size) of the inner, middle and outer regions, mm (LHCb-like)
-REGIONS = ((969.6, 727.2, 40.4), (1939.2, 1212.0, 60.6), (3878.4, 3151.2, 121.2))
-BEAM_HOLE = (242.4, 242.4)  # mm, half-widths of the hole around the beam pipe
 
 
 @dataclass(frozen=True)
@@ -63,23 +64,6 @@ def config_from(options: dict | None) -> EcalConfig:
         raise ConfigError(f"detsim ecal options: unknown keys {sorted(unknown)} (known: {sorted(known)})")
     over = {k: tuple(v) if isinstance(v, list) else v for k, v in over.items()}
     return replace(EcalConfig(), **over)
-
-
-def cell_size(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Cell size (mm) of the ECAL region containing the point (x, y) on the face; outer cells outside."""
-    ax, ay = np.abs(x), np.abs(y)
-    size = np.full(np.shape(x), REGIONS[2][2], dtype=np.float64)
-    for hx, hy, cs in reversed(REGIONS[:2]):
-        size = np.where((ax < hx) & (ay < hy), cs, size)
-    return size
-
-
-def in_acceptance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """True where (x, y) is on the ECAL: inside the outer boundary and outside the beam hole."""
-    ax, ay = np.abs(x), np.abs(y)
-    outer = (ax < REGIONS[2][0]) & (ay < REGIONS[2][1])
-    hole = (ax < BEAM_HOLE[0]) & (ay < BEAM_HOLE[1])
-    return outer & ~hole
 
 
 def energy_resolution(e: np.ndarray, cfg: EcalConfig) -> np.ndarray:
@@ -127,17 +111,6 @@ def _pi0_photons(rng: np.random.Generator, pt: np.ndarray, eta: np.ndarray, phi:
     return out
 
 
-def event_pairs(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All index pairs (a < b) within each event of flat photons grouped as [starts, starts + counts)."""
-    ends = np.repeat(starts + counts, counts)
-    idx = np.arange(len(ends))
-    npair = ends - idx - 1
-    a = np.repeat(idx, npair)
-    first = np.repeat(np.cumsum(npair) - npair, npair)
-    b = a + 1 + (np.arange(len(a)) - first)
-    return a, b
-
-
 @dataclass
 class EcalEvents:
     """Flat photons and clusters of a chunk of events (the arrays behind the jagged contract columns)."""
@@ -148,8 +121,9 @@ class EcalEvents:
     clusters: dict[str, np.ndarray]  # cluster_x, cluster_y, cluster_E, cluster_nPhotons
 
 
-def simulate(n_events: int, rng: np.random.Generator, cfg: EcalConfig = EcalConfig()) -> EcalEvents:
-    """Generate ``n_events`` events: photons on the ECAL face and their reconstructed clusters."""
+def simulate(n_events: int, rng: np.random.Generator, cfg: EcalConfig = EcalConfig(),
+             geometry: EcalGeometry = LHCB_ECAL) -> EcalEvents:
+    """Generate ``n_events`` events: photons on the ECAL face of ``geometry`` and their reconstructed clusters."""
     pv = rng.normal(0.0, cfg.pv_sigma, (n_events, 3))
     k = cfg.pi0_dispersion
     n_pi0 = rng.negative_binomial(k, k / (k + cfg.mean_pi0), n_events)
@@ -171,10 +145,11 @@ def simulate(n_events: int, rng: np.random.Generator, cfg: EcalConfig = EcalConf
     mom, event = mom[forward], event[forward]
     tx, ty = mom[:, 0] / mom[:, 2], mom[:, 1] / mom[:, 2]
     vtx = pv[event]
-    x = vtx[:, 0] + tx * (Z_ECAL - vtx[:, 2])
-    y = vtx[:, 1] + ty * (Z_ECAL - vtx[:, 2])
+    z_ecal = geometry.z
+    x = vtx[:, 0] + tx * (z_ecal - vtx[:, 2])
+    y = vtx[:, 1] + ty * (z_ecal - vtx[:, 2])
     energy = np.sqrt((mom**2).sum(1))
-    keep = in_acceptance(x, y)
+    keep = geometry.in_acceptance(x, y)
     # order photons by event, then by decreasing energy (the seed of a cluster is its most energetic photon)
     order = np.lexsort((-energy[keep], event[keep]))
     event, x, y, tx, ty, energy = (a[keep][order] for a in (event, x, y, tx, ty, energy))
@@ -182,7 +157,7 @@ def simulate(n_events: int, rng: np.random.Generator, cfg: EcalConfig = EcalConf
     starts = np.cumsum(n_photons) - n_photons
 
     # merging: friends-of-friends on photon pairs closer than merge_scale cells
-    cell = cell_size(x, y)
+    cell = geometry.cell_size(x, y)
     a, b = event_pairs(starts, n_photons)
     close = np.hypot(x[a] - x[b], y[a] - y[b]) < cfg.merge_scale * np.maximum(cell[a], cell[b])
     n = len(x)
@@ -202,11 +177,11 @@ def simulate(n_events: int, rng: np.random.Generator, cfg: EcalConfig = EcalConf
     e_reco = e_true * (1.0 + energy_resolution(e_true, cfg) * rng.standard_normal(len(e_true)))
     leak = rng.random(len(e_true)) < cfg.tail_fraction
     e_reco = e_reco * np.where(leak, np.clip(1.0 - rng.exponential(cfg.tail_mean, len(e_true)), 0.5, 1.0), 1.0)
-    sig = position_resolution(e_true, cell_size(x_true, y_true), cfg)
+    sig = position_resolution(e_true, geometry.cell_size(x_true, y_true), cfg)
     x_reco = x_true + sig * rng.standard_normal(len(e_true))
     y_reco = y_true + sig * rng.standard_normal(len(e_true))
     r = np.hypot(x_reco, y_reco)
-    et = e_reco * r / np.hypot(r, Z_ECAL)
+    et = e_reco * r / np.hypot(r, z_ecal)
     passed = et > cfg.threshold_et
 
     n_clusters = np.bincount(g_event[passed], minlength=n_events)
@@ -246,8 +221,10 @@ def to_columns(ev: EcalEvents, first_event: int) -> dict[str, np.ndarray | ak.Ar
 
 def chunks(n: int, chunk_size: int, rng_for: Callable[[int], np.random.Generator],
            options: dict | None = None) -> Iterator[dict[str, np.ndarray | ak.Array]]:
-    """``n`` events in chunks of ``chunk_size``; chunk ``i`` draws only from ``rng_for(i)``."""
+    """``n`` events in chunks of ``chunk_size``; chunk ``i`` draws only from ``rng_for(i)``. The geometry is
+    ``options["detector"]["ecal"]`` (the configured ``detector`` section; defaults where absent)."""
     cfg = config_from(options)
+    geometry = ecal_geometry(options)
     for i, start in enumerate(range(0, n, chunk_size)):
         size = min(chunk_size, n - start)
-        yield to_columns(simulate(size, rng_for(i), cfg), start)
+        yield to_columns(simulate(size, rng_for(i), cfg, geometry), start)

@@ -76,13 +76,13 @@ class Family:
     noise_dim: int = 0
 
     def __init__(self, spec: ModelSpec) -> None:
-        from flashsim.config import _default_filling_validator
+        from flashsim.config import default_filling_validator
 
         self.spec = spec
         schema = {"type": "object", "properties": {**COMMON_SCHEMA, **self.SCHEMA},
                   "required": list(self.REQUIRED), "additionalProperties": False}
         cfg = json.loads(json.dumps(spec.cfg))
-        errors = sorted(_default_filling_validator()(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+        errors = sorted(default_filling_validator()(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
         if errors:
             e = errors[0]
             where = "/".join(str(p) for p in e.absolute_path)

@@ -147,9 +147,9 @@ class Trainer:
             self.ema.load_state_dict(self.core.state_dict())
             self.ema.requires_grad_(False)
         self.sched = None
-        self._flow_step = self._flow_step_impl
+        self.flow_step = self._flow_step_impl
         if self.cfg["compile"] and device.type == "cuda":
-            self._flow_step = torch.compile(self._flow_step_impl)
+            self.flow_step = torch.compile(self._flow_step_impl)
 
     # ------------------------------------------------------------ state
     def state(self) -> dict:
@@ -191,7 +191,7 @@ class Trainer:
         loss = weighted_mean(((v.float() - (y - z)) ** 2).mean(-1), w)
         return optimizer_step(loss, self.opt)
 
-    def _gan_step(self, c, y, w, train_gen: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def gan_step(self, c, y, w, train_gen: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         with torch.no_grad():
             fake = self.core(c, self._noise(len(c)))
         d_real = self.critic(torch.cat([c, y], -1)).squeeze(-1)
@@ -256,9 +256,9 @@ class Trainer:
             losses, glosses = [], []
             for i, b in enumerate(train.batches(bs, self.gen)):
                 if self.method == "flow":
-                    losses.append(self._flow_step(b["c"], b["y"], b["w"]))
+                    losses.append(self.flow_step(b["c"], b["y"], b["w"]))
                 else:
-                    wd, gl = self._gan_step(b["c"], b["y"], b["w"], train_gen=(i % int(cfg["n_critic"]) == 0))
+                    wd, gl = self.gan_step(b["c"], b["y"], b["w"], train_gen=(i % int(cfg["n_critic"]) == 0))
                     losses.append(wd)
                     if gl is not None:
                         glosses.append(gl)

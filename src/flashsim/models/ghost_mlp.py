@@ -102,7 +102,7 @@ class Family(base.ClassifierMixin, TorchFamily):
     }
     module: GhostNet
 
-    def _build(self, log_mask=None, mean=None, std=None) -> GhostNet:
+    def build_net(self, log_mask=None, mean=None, std=None) -> GhostNet:
         c = self.cfg
         return GhostNet(len(self.feature_names), tuple(c["hidden"]), c["activation"], log_mask, mean, std)
 
@@ -121,7 +121,7 @@ class Family(base.ClassifierMixin, TorchFamily):
         x, y, w = self.features(tr), self.labels(tr).astype(np.float32), self.weights(tr)
         mask = self._log_mask()
         xl = np.where(mask, np.log(np.maximum(x, LOG_FLOOR)), x)
-        self.module = self._build(mask, xl.mean(0), np.maximum(xl.std(0), 1e-6)).to(device)
+        self.module = self.build_net(mask, xl.mean(0), np.maximum(xl.std(0), 1e-6)).to(device)
         prep = self.module.preprocess
         with torch.no_grad():
             xt = prep(torch.as_tensor(np.array(x), device=device)).cpu().numpy()
@@ -160,7 +160,7 @@ class Family(base.ClassifierMixin, TorchFamily):
                 "val_loss": history[-1]["val_loss"]}
 
     def load(self) -> None:
-        self.module = self._build()
+        self.module = self.build_net()
         self.module.load_state_dict(self.load_payload()["state"])
         self.module.eval()
 
@@ -191,9 +191,9 @@ def roc_curve(score: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def plot_roc(model: np.ndarray, truth: np.ndarray, label: np.ndarray, path: Path) -> Path:
-    from flashsim.validation.report import _plt, _save
+    from flashsim.validation.report import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots()
     for name, s in (("ghost MLP", model), ("reference truth (true_ghostProb)", truth)):
         fpr, tpr = roc_curve(s, label)
@@ -201,4 +201,4 @@ def plot_roc(model: np.ndarray, truth: np.ndarray, label: np.ndarray, path: Path
     ax.set_xlabel("real-track efficiency (1 - false-positive rate)")
     ax.set_ylabel("ghost rejection (true-positive rate)")
     ax.legend()
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))

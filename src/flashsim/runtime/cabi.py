@@ -315,9 +315,9 @@ def parity_rows(onnx_path: str | Path, inputs: list[tuple[str, int]], n: int, rn
 
 def _threshold_rows(node: onnx.NodeProto, w: int, n: int, rng: np.random.Generator,
                     like: np.ndarray | None = None) -> np.ndarray:
-    from flashsim.runtime.trees import _attrs
+    from flashsim.runtime.trees import node_attributes
 
-    a = _attrs(node)
+    a = node_attributes(node)
     vals = np.asarray(a.get("nodes_values") or a.get("nodes_values_as_tensor"), np.float32)
     feats = np.asarray(a["nodes_featureids"])
     leaf = np.asarray(a["nodes_modes"]) == "LEAF"

@@ -128,7 +128,7 @@ def compare(ref: dict[str, np.ndarray], flash: dict[str, np.ndarray], outdir: Pa
 
 def _plots(ref, flash, r, f, pid_table, edges, track_types, outdir: Path) -> list[Path]:
     from flashsim.validation import plot_distributions
-    from flashsim.validation.report import _plt, _save
+    from flashsim.validation.report import pyplot, save_figure
 
     out = []
     rc, fc = r["cand"], f["cand"]
@@ -157,7 +157,7 @@ def _plots(ref, flash, r, f, pid_table, edges, track_types, outdir: Path) -> lis
                                       np.stack([np.asarray(flash[c])[sel_f][:k] for c in track], 1), track,
                                       outdir / "tracks.png", title="reconstructed track quantities"))
     if pid_table:
-        plt = _plt()
+        plt = pyplot()
         ncol = min(len(pid_table), 3)
         nrow = (len(pid_table) + ncol - 1) // ncol
         fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3.2 * nrow), squeeze=False)
@@ -177,7 +177,7 @@ def _plots(ref, flash, r, f, pid_table, edges, track_types, outdir: Path) -> lis
         for j in range(len(pid_table), nrow * ncol):
             axes[j // ncol][j % ncol].set_visible(False)
         fig.tight_layout()
-        out.append(_save(fig, outdir / "pid_efficiencies.png"))
+        out.append(save_figure(fig, outdir / "pid_efficiencies.png"))
     return out
 
 

@@ -40,7 +40,8 @@ class TreeSpec:
     n_trees: int = 0
 
 
-def _attrs(node: onnx.NodeProto) -> dict:
+def node_attributes(node: onnx.NodeProto) -> dict:
+    """The attributes of an ONNX node as plain Python values (tensors as lists, bytes decoded)."""
     out = {}
     for a in node.attribute:
         v = helper.get_attribute_value(a)
@@ -85,7 +86,7 @@ def parse(model: onnx.ModelProto) -> tuple[TreeSpec, dict[int, dict[int, dict]],
     node = find_tree_node(model)
     if node is None:
         raise UnsupportedTrees("graph is not a single tree ensemble")
-    a = _attrs(node)
+    a = node_attributes(node)
     n_features = _n_features(model)
     if node.op_type == "TreeEnsembleClassifier":
         kind = "classifier"

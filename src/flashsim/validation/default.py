@@ -52,9 +52,9 @@ def classifier(fam, df, predict, report_dir: Path) -> tuple[dict, list[Path]]:
 
 def _efficiency_vs(fam, probs, y, w, oracle, v, edges, label, path):
     """Reference, model (and oracle, dotted) class fractions vs ``label``."""
-    from flashsim.validation.report import _plt, _save
+    from flashsim.validation.report import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     w = np.ones(len(y)) if w is None else w
     lo, hi = np.quantile(v, [0.01, 0.99])
     e = np.geomspace(max(lo, 1e-9), hi, 16) if label == "p" and lo > 0 else np.linspace(lo, hi, 16)
@@ -77,7 +77,7 @@ def _efficiency_vs(fam, probs, y, w, oracle, v, edges, label, path):
     ax.set_xlabel(label)
     ax.set_ylabel("fraction")
     ax.legend(ncol=2)
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def generator(fam, df, predict, report_dir: Path, seed: int | None = None) -> tuple[dict, list[Path]]:

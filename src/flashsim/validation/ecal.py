@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from flashsim import validation as V
-from flashsim.detsim.ecal import cell_size
 from flashsim.io import ecal as D
 from flashsim.io.atomic import atomic_output
 
@@ -30,7 +29,7 @@ def clusters_from_slots(ev: D.Events, y: np.ndarray) -> D.Events:
     """The model's events: same photons, clusters = slots that are on (y [N, 5] per photon)."""
     on = y[:, 0] > 0.5
     n_c = np.bincount(ev.photon_event[on], minlength=len(ev))
-    return D.Events(ev.n_photons, ev.photons, n_c, y[on, 1:4].astype(np.float64))
+    return D.Events(ev.n_photons, ev.photons, n_c, y[on, 1:4].astype(np.float64), ev.geometry)
 
 
 def summarize(ev: D.Events) -> dict[str, np.ndarray]:
@@ -53,7 +52,7 @@ def summarize(ev: D.Events) -> dict[str, np.ndarray]:
         ref_photon[ci[order][first]] = pj[order][first]
     has = ref_photon >= 0
     rp = p[np.where(has, ref_photon, 0)]
-    cell = cell_size(rp[:, 0], rp[:, 1])
+    cell = ev.geometry.cell_size(rp[:, 0], rp[:, 1])
     ev_c = ev.cluster_event
     feats = np.column_stack([
         c[:, 0], c[:, 1], np.log(np.maximum(c[:, 2], 1e-3)),
@@ -122,9 +121,9 @@ def load_summary(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarra
 
 # ---------------------------------------------------------------- plots
 def plot_multiplicity(ref: dict, models: dict[str, dict], path: Path) -> Path:
-    from flashsim.validation.report import _plt, _save
+    from flashsim.validation.report import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     top = int(max(ref["n_photons"].max(initial=0), 1))
     for ax, key, label in ((axes[0], "n_clusters", "clusters per event"),
@@ -141,13 +140,13 @@ def plot_multiplicity(ref: dict, models: dict[str, dict], path: Path) -> Path:
         ax.set_yscale("log")
     axes[0].legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_residuals(ref: dict, models: dict[str, dict], path: Path) -> Path:
-    from flashsim.validation.report import _plt, _save
+    from flashsim.validation.report import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     for j, (ax, name, unit) in enumerate(zip(axes, RESIDUALS, RESIDUAL_UNITS, strict=True)):
         r = ref["residuals"][:, j]
@@ -160,13 +159,13 @@ def plot_residuals(ref: dict, models: dict[str, dict], path: Path) -> Path:
         ax.set_xlabel(f"matched cluster {name}" + (f" [{unit}]" if unit != "1" else ""))
     axes[0].legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_energy_scale(ref: dict, models: dict[str, dict], path: Path) -> Path:
-    from flashsim.validation.report import _plt, _save
+    from flashsim.validation.report import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     lo = np.maximum(E_EDGES[:-1], 250.0)
     hi = np.where(np.isfinite(E_EDGES[1:]), E_EDGES[1:], 2 * E_EDGES[-2])
@@ -182,14 +181,14 @@ def plot_energy_scale(ref: dict, models: dict[str, dict], path: Path) -> Path:
     axes[1].set_yscale("log")
     axes[0].legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_events(ev: D.Events, gen: D.Events, path: Path, n: int = 4) -> Path:
     """A few events on the ECAL face: photons (size ~ energy), reference and model clusters."""
-    from flashsim.validation.report import _plt, _save
+    from flashsim.validation.report import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     busy = np.argsort(-ev.n_photons)[: n * 5 : 5]
     fig, axes = plt.subplots(1, len(busy), figsize=(3.6 * len(busy), 3.6), squeeze=False)
     for ax, e in zip(axes[0], busy, strict=False):
@@ -206,7 +205,7 @@ def plot_events(ev: D.Events, gen: D.Events, path: Path, n: int = 4) -> Path:
     axes[0][0].set_ylabel("y [mm]")
     axes[0][0].legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def validate(ev: D.Events, y: np.ndarray, report_dir: Path, name: str, seed: int = 0) -> tuple[dict, list[Path]]:

@@ -84,7 +84,7 @@ def _fmt(v) -> str:
 
 
 def _page(out: Path, models: list[str], metrics: dict, gates: dict, plots: list[Path], bench: dict | None) -> Path:
-    from flashsim.validation.report import _CSS
+    from flashsim.validation.report import CSS
 
     head = "".join(f"<th><a href='../{html.escape(m)}/index.html'>{html.escape(m)}</a></th>" for m in models)
     rows = [f"<tr><th>metric</th>{head}</tr>"]
@@ -95,7 +95,7 @@ def _page(out: Path, models: list[str], metrics: dict, gates: dict, plots: list[
     for key, doc in TABLE:
         cells = "".join(f"<td>{_fmt(metrics[m].get(key, ''))}</td>" for m in models)
         rows.append(f"<tr><td title='{html.escape(key)}'>{html.escape(doc)}</td>{cells}</tr>")
-    lines = [f"<!doctype html><html><head><meta charset='utf-8'><title>ECAL models</title><style>{_CSS}</style>"
+    lines = [f"<!doctype html><html><head><meta charset='utf-8'><title>ECAL models</title><style>{CSS}</style>"
              "</head><body><p><a href='../index.html'>all models</a></p><h1>ECAL models: GNN vs Transformer</h1>",
              "<p>Same test events, same reference clusters, same geometric matching for both models.</p>",
              "<table>", *rows, "</table>"]

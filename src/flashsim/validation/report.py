@@ -11,7 +11,8 @@ import numpy as np
 from flashsim.io.atomic import atomic_output, write_text
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot, headless, in the reports' style."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,7 +25,8 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` as PNG to ``path`` atomically and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight")
@@ -38,7 +40,7 @@ def plot_distributions(reference: np.ndarray, generated: np.ndarray, names: list
                        units: list[str] | None = None, w_ref: np.ndarray | None = None,
                        w_gen: np.ndarray | None = None, title: str = "") -> Path:
     """Reference vs generated histograms, one panel per variable (1-99.5% range of the reference)."""
-    plt = _plt()
+    plt = pyplot()
     ref = np.asarray(reference).reshape(len(reference), -1)
     gen = np.asarray(generated).reshape(len(generated), -1)
     k = ref.shape[1]
@@ -64,12 +66,12 @@ def plot_distributions(reference: np.ndarray, generated: np.ndarray, names: list
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_calibration(rows: list[dict], path: str | Path, class_names: list[str] | None = None) -> Path:
     """Observed vs predicted efficiency per (p, eta) bin and class, with the diagonal."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots()
     for c in sorted({r["class"] for r in rows}):
         rr = [r for r in rows if r["class"] == c]
@@ -80,13 +82,13 @@ def plot_calibration(rows: list[dict], path: str | Path, class_names: list[str] 
     ax.set_xlabel("predicted efficiency")
     ax.set_ylabel("observed efficiency")
     ax.legend()
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_binned(values: dict[str, np.ndarray], p_edges: np.ndarray, eta_edges: np.ndarray, path: str | Path,
                 label: str) -> Path:
     """A metric in (p, eta) bins as a heat map (``values[name]`` shaped [n_p, n_eta]); first entry plotted."""
-    plt = _plt()
+    plt = pyplot()
     name, grid = next(iter(values.items()))
     fig, ax = plt.subplots()
     im = ax.imshow(np.asarray(grid, dtype=float).T, origin="lower", aspect="auto", cmap="viridis")
@@ -94,22 +96,23 @@ def plot_binned(values: dict[str, np.ndarray], p_edges: np.ndarray, eta_edges: n
     ax.set_xlabel("p bin (quantiles)")
     ax.set_ylabel("eta bin (quantiles)")
     ax.set_title(name)
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_history(history: list[dict], path: str | Path, keys: list[str] | None = None) -> Path:
     """Training curves from the epoch-loop history."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots()
     keys = keys or [k for k in (history[0] if history else {}) if k not in ("epoch", "epoch_seconds")]
     for k in keys:
         ax.plot([h["epoch"] for h in history], [h.get(k, np.nan) for h in history], label=k)
     ax.set_xlabel("epoch")
     ax.legend()
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
-_CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+# the style of every HTML report page
+CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
         ".pass{color:#080;font-weight:bold}.fail{color:#b00;font-weight:bold}img{max-width:100%;margin:4px 0}")
 
@@ -126,7 +129,7 @@ def write_model_page(report_dir: str | Path, name: str, metrics: dict, gates: li
     report_dir = Path(report_dir)
     ok = all(g["passed"] for g in gates)
     lines = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>"
-             f"<style>{_CSS}</style></head><body>",
+             f"<style>{CSS}</style></head><body>",
              f"<p><a href='../index.html'>all models</a></p><h1>{html.escape(name)}</h1>",
              f"<p>gates: <span class='{'pass' if ok else 'fail'}'>{'PASS' if ok else 'FAIL'}</span></p>",
              "<h2>Gates</h2><table><tr><th>metric</th><th>value</th><th>min</th><th>max</th><th></th></tr>"]
@@ -172,7 +175,7 @@ def write_index(reports_root: str | Path) -> Path:
              and not (d / "metrics.json").exists()] if root.is_dir() else []
     links = "".join(f"<li><a href='{html.escape(n)}/index.html'>{html.escape(n)}</a></li>" for n in pages)
     others = f"<h2>Other pages</h2><ul>{links}</ul>" if pages else ""
-    text = (f"<!doctype html><html><head><meta charset='utf-8'><title>flashsim models</title><style>{_CSS}</style>"
+    text = (f"<!doctype html><html><head><meta charset='utf-8'><title>flashsim models</title><style>{CSS}</style>"
             "</head><body><h1>flashsim models</h1><table><tr><th>model</th><th>family</th><th>gates</th>"
             "<th>gated metrics</th></tr>" + "\n".join(rows) + "</table>" + others + "</body></html>")
     path = root / "index.html"
@@ -187,7 +190,7 @@ def plot_efficiency_curves(curves: list[dict], edges: np.ndarray, x: np.ndarray,
     ``curves``: ``{"label", "reference": (eff, err), "model": (eff, err)}``; bins are placed at the median of
     ``x`` inside each bin (the outer edges may be infinite).
     """
-    plt = _plt()
+    plt = pyplot()
     x = np.asarray(x, dtype=np.float64)
     idx = np.searchsorted(edges, x, side="right") - 1
     centers = np.array([np.median(x[idx == k]) if np.any(idx == k) else np.nan for k in range(len(edges) - 1)])
@@ -205,4 +208,4 @@ def plot_efficiency_curves(curves: list[dict], edges: np.ndarray, x: np.ndarray,
     if title:
         ax.set_title(title)
     ax.legend(ncol=2, fontsize=7)
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))

@@ -14,6 +14,10 @@ residuals far too narrow: measured two-sample AUC 0.99 without it, about 0.6 wit
 
 Physical outputs ``y[..., 5]`` = (on, cluster_x [mm], cluster_y [mm], cluster_E [MeV], p_on): ``on`` is 1 when
 ``Phi(noise[..., -1]) < p_on``, so all randomness comes from the ``noise`` input.
+
+The ECAL geometry (face z, regions and cell sizes: :class:`flashsim.detector.EcalGeometry`) is baked into the
+graph as constants by the modules that need it (:class:`PhotonFeatures`, :class:`SlotOutput`); the nets take it
+from their ``features`` module.
 """
 
 from __future__ import annotations
@@ -26,55 +30,60 @@ import numpy as np
 import torch
 from torch import nn
 
-from flashsim.detsim.ecal import REGIONS, Z_ECAL
+from flashsim.detector import LHCB_ECAL, EcalGeometry
 from flashsim.io import ecal as D
 from flashsim.models.nets import MLP
 from flashsim.preprocessing import QuantileTransform
 
 N_FEATURES = 7  # normalised x, y, tx, ty, log E, log ET, log cell
 N_RAW = 6
+CELL_SCALE = 60.6  # mm: the log cell-size feature is log(cell / CELL_SCALE)
 
 
-def cell_size_t(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Torch (exportable) twin of :func:`flashsim.detsim.ecal.cell_size`."""
+def cell_size_t(x: torch.Tensor, y: torch.Tensor, geometry: EcalGeometry = LHCB_ECAL) -> torch.Tensor:
+    """Torch (exportable) twin of :meth:`flashsim.detector.EcalGeometry.cell_size`."""
     ax, ay = x.abs(), y.abs()
-    size = torch.zeros_like(x) + REGIONS[2][2]
-    for hx, hy, cs in reversed(REGIONS[:2]):
-        size = torch.where((ax < hx) & (ay < hy), torch.zeros_like(x) + cs, size)
+    size = torch.zeros_like(x) + geometry.regions[-1].cell
+    for r in reversed(geometry.regions[:-1]):
+        size = torch.where((ax < r.half_x) & (ay < r.half_y), torch.zeros_like(x) + r.cell, size)
     return size
 
 
 class PhotonFeatures(nn.Module):
     """Physical photons [..., 5] (x, y, tx, ty, E) -> normalised features [..., 7]: x, y, tx, ty, log E and
     log ET (the ECAL threshold is in transverse energy; ET from the impact point as seen from the origin) with a
-    fitted affine scaling, and the log of the local cell size."""
+    fitted affine scaling, and the log of the local cell size (of ``geometry``)."""
 
-    def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> None:
+    def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None,
+                 geometry: EcalGeometry = LHCB_ECAL) -> None:
         super().__init__()
+        self.geometry = geometry
         self.register_buffer("mean", torch.as_tensor(np.zeros(N_RAW) if mean is None else mean, dtype=torch.float32))
         self.register_buffer("std", torch.as_tensor(np.ones(N_RAW) if std is None else std, dtype=torch.float32))
 
     @staticmethod
-    def raw(photons: np.ndarray) -> np.ndarray:
+    def raw(photons: np.ndarray, geometry: EcalGeometry = LHCB_ECAL) -> np.ndarray:
         r = np.hypot(photons[:, 0], photons[:, 1])
-        log_et = np.log(photons[:, 4] * r / np.hypot(r, Z_ECAL))
+        log_et = np.log(photons[:, 4] * r / np.hypot(r, geometry.z))
         return np.column_stack([photons[:, :4], np.log(photons[:, 4]), log_et])
 
     @classmethod
-    def fit(cls, photons: np.ndarray) -> PhotonFeatures:
-        r = cls.raw(photons)
-        return cls(r.mean(0), np.maximum(r.std(0), 1e-6))
+    def fit(cls, photons: np.ndarray, geometry: EcalGeometry = LHCB_ECAL) -> PhotonFeatures:
+        r = cls.raw(photons, geometry)
+        return cls(r.mean(0), np.maximum(r.std(0), 1e-6), geometry)
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
+        z = self.geometry.z
         log_e = torch.log(p[..., 4:5])
         r2 = p[..., 0:1] * p[..., 0:1] + p[..., 1:2] * p[..., 1:2]
-        log_et = log_e + 0.5 * (torch.log(r2 + 1e-6) - torch.log(r2 + Z_ECAL * Z_ECAL))
+        log_et = log_e + 0.5 * (torch.log(r2 + 1e-6) - torch.log(r2 + z * z))
         r = torch.cat([p[..., :4], log_e, log_et], -1)
-        cell = cell_size_t(p[..., 0], p[..., 1]).unsqueeze(-1)
-        return torch.cat([(r - self.mean) / self.std, torch.log(cell / 60.6)], -1)
+        cell = cell_size_t(p[..., 0], p[..., 1], self.geometry).unsqueeze(-1)
+        return torch.cat([(r - self.mean) / self.std, torch.log(cell / CELL_SCALE)], -1)
 
 
-def radius_edges_t(photons: torch.Tensor, counts: torch.Tensor, radius: float = D.EDGE_RADIUS) -> torch.Tensor:
+def radius_edges_t(photons: torch.Tensor, counts: torch.Tensor, radius: float = D.EDGE_RADIUS,
+                   geometry: EcalGeometry = LHCB_ECAL) -> torch.Tensor:
     """Torch twin of :func:`flashsim.io.ecal.radius_edges` (same edges, same order) that runs where the
     photons are, e.g. on the GPU next to the exported GNN: photons [N, 5], counts [B] (photons per event)."""
     dev = photons.device
@@ -87,7 +96,7 @@ def radius_edges_t(photons: torch.Tensor, counts: torch.Tensor, radius: float = 
     first = torch.repeat_interleave(torch.cumsum(npair, 0) - npair, npair)
     b = a + 1 + (torch.arange(len(a), device=dev) - first)
     x, y = photons[:, 0].double(), photons[:, 1].double()
-    cell = cell_size_t(x, y)
+    cell = cell_size_t(x, y, geometry)
     near = torch.hypot(x[a] - x[b], y[a] - y[b]) < radius * torch.maximum(cell[a], cell[b])
     a, b = a[near], b[near]
     src, dst = torch.cat([a, b]), torch.cat([b, a])
@@ -95,10 +104,10 @@ def radius_edges_t(photons: torch.Tensor, counts: torch.Tensor, radius: float = 
     return torch.stack([src[order], dst[order]])
 
 
-def pair_features(pi: torch.Tensor, pj: torch.Tensor) -> torch.Tensor:
+def pair_features(pi: torch.Tensor, pj: torch.Tensor, geometry: EcalGeometry = LHCB_ECAL) -> torch.Tensor:
     """Geometric features of photon j seen from photon i ([..., 5] physical each) -> [..., 4]:
     (dx, dy, distance) in cells (larger of the two cells) and log(E_j / E_i)."""
-    cell = torch.maximum(cell_size_t(pi[..., 0], pi[..., 1]), cell_size_t(pj[..., 0], pj[..., 1]))
+    cell = torch.maximum(cell_size_t(pi[..., 0], pi[..., 1], geometry), cell_size_t(pj[..., 0], pj[..., 1], geometry))
     dx = (pj[..., 0] - pi[..., 0]) / cell
     dy = (pj[..., 1] - pi[..., 1]) / cell
     d = torch.sqrt(dx * dx + dy * dy + 1e-12)
@@ -139,8 +148,9 @@ def fit_target_transform(t: np.ndarray, n_knots: int = 64) -> QuantileTransform:
 class SlotOutput(nn.Module):
     """(photons, logit, transformed target, existence noise) -> physical y [..., 5] (see the module doc)."""
 
-    def __init__(self, target: QuantileTransform | None = None) -> None:
+    def __init__(self, target: QuantileTransform | None = None, geometry: EcalGeometry = LHCB_ECAL) -> None:
         super().__init__()
+        self.geometry = geometry
         target = target or QuantileTransform([np.array([-1.0, 1.0])] * 3, [np.array([-1.0, 1.0])] * 3)
         self.inverse = target.inverse()
 
@@ -148,7 +158,7 @@ class SlotOutput(nn.Module):
         prob = torch.sigmoid(logit)
         on = (0.5 * (1.0 + torch.erf(u / math.sqrt(2.0))) < prob).to(p.dtype)
         t = self.inverse(t_norm)
-        cell = cell_size_t(p[..., 0], p[..., 1])
+        cell = cell_size_t(p[..., 0], p[..., 1], self.geometry)
         cx = p[..., 0] + t[..., 0] * cell
         cy = p[..., 1] + t[..., 1] * cell
         e = p[..., 4] * torch.exp(t[..., 2])
@@ -182,7 +192,7 @@ class SlotData:
         slot_cluster, _ = D.match(ev)
         on, t = D.targets(ev, slot_cluster)
         edges = D.radius_edges(ev)
-        return cls(ev, on, t, D.context(ev.photons, edges), edges)
+        return cls(ev, on, t, D.context(ev.photons, edges, geometry=ev.geometry), edges)
 
     def target_transform(self, n_knots: int = 64) -> QuantileTransform:
         return fit_target_transform(self.t[self.on > 0], n_knots)
@@ -300,7 +310,7 @@ def graph_batch(data: SlotData, events: np.ndarray, features: PhotonFeatures, ta
                 ) -> dict[str, torch.Tensor]:
     """Flat (GNN) batch of the given events: x, edge_index (local), on, t (normalised), cond."""
     sub = data.events.select(events)
-    rows = D._ranges(data.events.photon_start[events], data.events.n_photons[events])
+    rows = D.ranges(data.events.photon_start[events], data.events.n_photons[events])
     return {
         "x": torch.as_tensor(sub.photons, dtype=torch.float32),
         "edge_index": torch.as_tensor(D.radius_edges(sub)),
@@ -323,7 +333,7 @@ def padded_batch(data: SlotData, events: np.ndarray, features: PhotonFeatures, t
                  ) -> dict[str, torch.Tensor]:
     """Padded (Transformer) batch: x [B, L, 5], mask [B, L]; on, t, cond flat in mask order."""
     sub = data.events.select(events)
-    rows = D._ranges(data.events.photon_start[events], data.events.n_photons[events])
+    rows = D.ranges(data.events.photon_start[events], data.events.n_photons[events])
     x, mask = pad_events(sub)
     return {
         "x": torch.as_tensor(x), "mask": torch.as_tensor(mask),

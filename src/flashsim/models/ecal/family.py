@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from flashsim.errors import GateError, InputError
+from flashsim.detector import EcalGeometry, ecal_geometry
+from flashsim.errors import ConfigError, GateError, InputError
 from flashsim.io import ecal as D
 from flashsim.models.ecal import core as C
 from flashsim.models.torch_base import TORCH_SCHEMA, TorchFamily
@@ -63,6 +64,11 @@ class EcalFamily(TorchFamily):
     def noise_dim(self) -> int:  # type: ignore[override]
         return int(self.cfg["noise_dim"]) + 1
 
+    @property
+    def geometry(self) -> EcalGeometry:
+        """The configured ECAL geometry (``params.yaml`` ``detector.ecal``), baked into the exported graph."""
+        return ecal_geometry(self.spec.params)
+
     # ------------------------------------------------------------ architecture (subclass)
     def build(self, features: C.PhotonFeatures, output: C.SlotOutput) -> torch.nn.Module:
         raise NotImplementedError
@@ -84,7 +90,7 @@ class EcalFamily(TorchFamily):
         path = self.spec.prepared(split)
         if not path.exists():
             raise InputError(f"prepared data missing (run `flashsim prepare {self.spec.sample}`)", file=str(path))
-        ev = D.Events.from_parquet(path)
+        ev = D.Events.from_parquet(path, self.geometry)
         if max_rows is not None and len(ev) > max_rows:
             ev = ev.select(np.arange(max_rows))
         return ev
@@ -99,8 +105,17 @@ class EcalFamily(TorchFamily):
     def output_units(self) -> list[str]:
         return ["1", *D.CLUSTER_UNITS, "1"]
 
-    def _photon_columns(self) -> list[dict]:
-        return [{"name": n, "unit": u} for n, u in zip(D.PHOTON_FEATURES, D.PHOTON_UNITS, strict=True)]
+    def photon_input(self, shape: list, **extra) -> dict:
+        """The card's ``x`` input: the photon columns and the ECAL geometry (baked into the graph) they are in."""
+        return {"name": "x", "shape": shape, "dtype": "float32",
+                "columns": [{"name": n, "unit": u} for n, u in zip(D.PHOTON_FEATURES, D.PHOTON_UNITS, strict=True)],
+                **extra, "detector": {"ecal": self.geometry.to_dict()}}
+
+    def example_events(self) -> D.Events:
+        """Two small events (the example inputs of the ONNX export)."""
+        return D.Events([3, 2], np.array([[300.0, 400, 0.02, 0.03, 5000], [340, 410, 0.02, 0.03, 2000],
+                                          [-900, 50, -0.07, 0.0, 800], [1500, -700, 0.1, -0.05, 3000],
+                                          [1550, -690, 0.1, -0.05, 900]]), [0, 0], np.empty((0, 3)), self.geometry)
 
     # ------------------------------------------------------------ training
     def fit(self, ctx) -> dict:
@@ -108,9 +123,10 @@ class EcalFamily(TorchFamily):
         tr = self.frame("train", self.cfg["max_events"])
         va = self.frame("val", self.cfg["max_events"])
         data_tr, data_va = C.SlotData.build(tr), C.SlotData.build(va)
-        features = C.PhotonFeatures.fit(tr.photons)
+        geometry = self.geometry
+        features = C.PhotonFeatures.fit(tr.photons, geometry)
         target = data_tr.target_transform(self.cfg["n_knots"])
-        self.module = self.build(features, C.SlotOutput(target))
+        self.module = self.build(features, C.SlotOutput(target, geometry))
         rng = np.random.default_rng(self.spec.seed)
         train_b = self.batches(data_tr, features, target, rng, True)
         val_b = self.batches(data_va, features, target, rng, False)
@@ -121,15 +137,19 @@ class EcalFamily(TorchFamily):
         history = C.fit(self.module, train_b, val_b, cfg, device=device, seed=self.spec.seed,
                         checkpointer=self.checkpointer(), ctx=ctx, desc=self.spec.name)
         self.save({"state": self.module.state_dict(), "features": (features.mean.numpy(), features.std.numpy()),
-                   "target": target.state()})
+                   "target": target.state(), "geometry": geometry.to_dict()})
         return {"events": len(tr), "photons": int(tr.n_photons.sum()), "val_events": len(va),
                 "slots_on_fraction": float(data_tr.on.mean()), "history": history, "device": str(device),
                 "val_loss": history[-1]["val_loss"]}
 
     def load(self) -> None:
         s = self.load_payload()
-        self.module = self.build(C.PhotonFeatures(*s["features"]),
-                                 C.SlotOutput(QuantileTransform.from_state(s["target"])))
+        geometry = self.geometry
+        if s.get("geometry") is not None and EcalGeometry.from_dict(s["geometry"]) != geometry:
+            raise ConfigError(f"models/{self.spec.name}: trained for another ECAL geometry than params.yaml "
+                              f"detector.ecal; retrain it (`flashsim train {self.spec.name}`)")
+        self.module = self.build(C.PhotonFeatures(*s["features"], geometry),
+                                 C.SlotOutput(QuantileTransform.from_state(s["target"]), geometry))
         self.module.load_state_dict(s["state"])
         self.module.eval()
 
@@ -157,7 +177,7 @@ class EcalFamily(TorchFamily):
 
     def predict(self, x: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
         """Native prediction for photons ``x`` [N, 5] of ONE event (the row API of the other families)."""
-        ev = D.Events([len(x)], x, [0], np.empty((0, 3)))
+        ev = D.Events([len(x)], x, [0], np.empty((0, 3)), self.geometry)
         return self.run(self.torch_fn(), ev, noise if noise is not None else self.noise_for(ev, self.spec.seed))
 
     def predict_events(self, ev: D.Events, noise: np.ndarray, onnx_path: Path | None = None) -> np.ndarray:
@@ -170,14 +190,14 @@ class EcalFamily(TorchFamily):
     def to_onnx(self, path: Path) -> None:
         import io
 
-        from flashsim.export import _write_model_bytes
+        from flashsim.export import write_model_bytes
 
         args, names, axes = self.onnx_io()
         buf = io.BytesIO()
         with torch.no_grad():
             torch.onnx.export(self.module.eval().cpu(), args, buf, input_names=names, output_names=["y"],
                               dynamic_axes=axes, opset_version=17, dynamo=False, do_constant_folding=True)
-        _write_model_bytes(buf.getvalue(), path)
+        write_model_bytes(buf.getvalue(), path)
 
     # ------------------------------------------------------------ parity
     def parity(self, onnx_path: Path) -> dict:

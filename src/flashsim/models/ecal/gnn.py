@@ -44,16 +44,14 @@ class Family(EcalFamily):
         return y
 
     def onnx_io(self):
-        ev = D.Events([3, 2], np.array([[300.0, 400, 0.02, 0.03, 5000], [340, 410, 0.02, 0.03, 2000],
-                                         [-900, 50, -0.07, 0.0, 800], [1500, -700, 0.1, -0.05, 3000],
-                                         [1550, -690, 0.1, -0.05, 900]]), [0, 0], np.empty((0, 3)))
+        ev = self.example_events()
         args = (torch.as_tensor(ev.photons, dtype=torch.float32), torch.zeros(5, self.noise_dim),
                 torch.as_tensor(D.radius_edges(ev)))
         axes = {"x": {0: "N"}, "noise": {0: "N"}, "edge_index": {1: "E"}, "y": {0: "N"}}
         return args, ["x", "noise", "edge_index"], axes
 
     def io_inputs(self) -> list[dict]:
-        return [{"name": "x", "shape": ["N", 5], "dtype": "float32", "columns": self._photon_columns()},
+        return [self.photon_input(["N", 5]),
                 {"name": "noise", "shape": ["N", self.noise_dim], "dtype": "float32",
                  "distribution": "standard normal", "note": "last column: slot existence (on if Phi(z) < p_on)"},
                 {"name": "edge_index", "shape": [2, "E"], "dtype": "int64",

@@ -61,8 +61,8 @@ class EcalGNN(nn.Module):
         n = x.shape[0]
         loops = torch.arange(n, device=x.device).unsqueeze(0).repeat(2, 1)
         feed = torch.cat([edge_index, loops], 1)
-        e_near = pair_features(x[edge_index[1]], x[edge_index[0]])
-        e_feed = pair_features(x[feed[1]], x[feed[0]])
+        e_near = pair_features(x[edge_index[1]], x[edge_index[0]], self.features.geometry)
+        e_feed = pair_features(x[feed[1]], x[feed[0]], self.features.geometry)
         edges = {PP: edge_index, PS: feed, SS: edge_index}
         attrs = {PP: e_near, PS: e_feed, SS: e_near}
         for conv, norm_p, norm_s in zip(self.convs, self.norm_p, self.norm_s, strict=True):

@@ -44,24 +44,21 @@ class Family(EcalFamily):
         for group in C.size_sorted_batches(ev.n_photons, INFER_SLOTS, np.random.default_rng(0)):
             sub = ev.select(group)
             x, mask = C.pad_events(sub)
-            rows = D._ranges(start[group], ev.n_photons[group])
+            rows = D.ranges(start[group], ev.n_photons[group])
             nz = np.zeros((*mask.shape, self.noise_dim), dtype=np.float32)
             nz[mask] = noise[rows]
             y[rows] = fn(x, mask, nz)[mask]
         return y
 
     def onnx_io(self):
-        ev = D.Events([3, 2], np.array([[300.0, 400, 0.02, 0.03, 5000], [340, 410, 0.02, 0.03, 2000],
-                                         [-900, 50, -0.07, 0.0, 800], [1500, -700, 0.1, -0.05, 3000],
-                                         [1550, -690, 0.1, -0.05, 900]]), [0, 0], np.empty((0, 3)))
+        ev = self.example_events()
         x, mask = C.pad_events(ev)
         args = (torch.as_tensor(x), torch.as_tensor(mask), torch.zeros(*mask.shape, self.noise_dim))
         axes = {n: {0: "B", 1: "L"} for n in ("x", "mask", "noise", "y")}
         return args, ["x", "mask", "noise"], axes
 
     def io_inputs(self) -> list[dict]:
-        return [{"name": "x", "shape": ["B", "L", 5], "dtype": "float32", "columns": self._photon_columns(),
-                 "note": "photons of B events padded to the largest event L"},
+        return [self.photon_input(["B", "L", 5], note="photons of B events padded to the largest event L"),
                 {"name": "mask", "shape": ["B", "L"], "dtype": "bool", "note": "true for real photons"},
                 {"name": "noise", "shape": ["B", "L", self.noise_dim], "dtype": "float32",
                  "distribution": "standard normal", "note": "last column: slot existence (on if Phi(z) < p_on)"}]

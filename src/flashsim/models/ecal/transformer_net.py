@@ -95,7 +95,8 @@ class EcalTransformer(nn.Module):
         b, n, _ = x.shape
         pi = x.unsqueeze(2).expand(b, n, n, 5)
         pj = x.unsqueeze(1).expand(b, n, n, 5)
-        pf = torch.clamp(pair_features(pi, pj), -20.0, 20.0)  # padded photons are stand-ins, masked below
+        # padded photons are stand-ins, masked below
+        pf = torch.clamp(pair_features(pi, pj, self.features.geometry), -20.0, 20.0)
         geo = self.geo(pf)  # [B, L, L, H * n_bias]
         geo = geo.reshape(b, n, n, -1, self.n_heads).permute(3, 0, 4, 1, 2)  # [n_bias, B, H, L, L]
         geo = geo - torch.nn.functional.softplus(self.locality) * pf[..., 2].unsqueeze(1).unsqueeze(0)

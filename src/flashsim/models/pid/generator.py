@@ -95,7 +95,7 @@ class Family(generator.Family):
     def derive(self, df):
         return pc.derive(super().derive(df))
 
-    def _difference_pairs(self) -> list[tuple[int, int]]:
+    def difference_pairs(self) -> list[tuple[int, int]]:
         names = self.output_names_core()
         pairs = []
         for a, b in self.cfg["differences"].items():
@@ -109,7 +109,7 @@ class Family(generator.Family):
 
     def targets_core(self, df) -> np.ndarray:
         y = np.array(super().targets_core(df))  # a copy: the frame's buffer may be read-only
-        for i, j in self._difference_pairs():
+        for i, j in self.difference_pairs():
             y[:, i] = y[:, i] - y[:, j]
         return y
 
@@ -125,7 +125,7 @@ class Family(generator.Family):
 
             raise ConfigError(f"models/{self.spec.name}/unit_interval: {unknown} are not targets")
         cols = [names.index(c) for c in self.cfg["unit_interval"]]
-        pairs = self._difference_pairs()
+        pairs = self.difference_pairs()
         mods = [m for m in (shared, AddColumns(len(names), pairs) if pairs else None,
                             ClampColumns(len(names), cols) if cols else None) if m is not None]
         return None if not mods else mods[0] if len(mods) == 1 else nn.Sequential(*mods)
