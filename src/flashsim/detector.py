@@ -24,6 +24,7 @@ SPECIES: tuple[str, ...] = tuple(SPECIES_PDG)
 TRACK_TYPES: dict[str, int] = {"none": 0, "long": 3, "upstream": 4, "downstream": 5}
 TRACK_TYPE_CODES: tuple[int, ...] = tuple(TRACK_TYPES.values())
 TRACK_TYPE_NAMES: tuple[str, ...] = tuple(TRACK_TYPES)
+RECONSTRUCTED_TYPES: tuple[int, ...] = tuple(c for c in TRACK_TYPE_CODES if c)  # long, upstream, downstream
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ P_MIN, P_MAX = 2_000.0, 200_000.0  # MeV/c
 ETA_MIN, ETA_MAX = 1.5, 5.5
 
 # abs(PDG id) -> species index (-1 for anything else)
-_SPECIES_OF_ABS_PDG = np.full(2213, -1, dtype=np.int8)
+_SPECIES_OF_ABS_PDG = np.full(int(PDG.max()) + 1, -1, dtype=np.int8)
 _SPECIES_OF_ABS_PDG[PDG] = np.arange(len(PDG))
 
 # --- collisions ------------------------------------------------------------------------------------------------
@@ -45,7 +45,8 @@ SECONDARY_V0 = (0.05, 400.0)  # strange V0 decays (K0S, Lambda: up to metres, th
 def species_index(pdg_id: np.ndarray) -> np.ndarray:
     """Index into :data:`SPECIES` for PDG ids (``-1`` for unknown particles)."""
     a = np.abs(np.asarray(pdg_id))
-    return np.where(a < len(_SPECIES_OF_ABS_PDG), _SPECIES_OF_ABS_PDG[np.minimum(a, 2212)], -1).astype(np.int8)
+    top = len(_SPECIES_OF_ABS_PDG) - 1
+    return np.where(a <= top, _SPECIES_OF_ABS_PDG[np.minimum(a, top)], -1).astype(np.int8)
 
 
 def pdg_id(species: np.ndarray, charge: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flashsim.detector import SPECIES
+from flashsim.detector import RECONSTRUCTED_TYPES, SPECIES
 from flashsim.io.contract import TRACKING
 from flashsim.runtime import features as F
 from flashsim.runtime.models import ModelRef
@@ -42,7 +42,7 @@ class ChainSpec:
     resolution: str = "resolution"
     covariance: str = "covariance"
     pid: dict[str, str] = field(default_factory=lambda: {s: f"pid_pipeline_{s}" for s in DEFAULT_SPECIES})
-    pid_types: tuple[int, ...] = (3, 4, 5)  # track types that get a PID response
+    pid_types: tuple[int, ...] = RECONSTRUCTED_TYPES  # track types that get a PID response
 
     def names(self) -> list[str]:
         return [self.acceptance, self.efficiency, self.resolution, self.covariance, *self.pid.values()]

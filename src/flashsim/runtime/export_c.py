@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flashsim.detector import RECONSTRUCTED_TYPES
 from flashsim.errors import ConfigError, GateError
 
 HELP = "compile models/NAME.onnx into a per-particle C shared object (Lamarr's float* f(float*, const float*))"
@@ -36,7 +37,7 @@ def parity_inputs(ref, n: int, seed: int) -> np.ndarray:
 
     b = toys.gun_batch(n, seed)
     gen = torch.Generator().manual_seed(seed)
-    b.set("type", torch.tensor([3, 4, 5], dtype=torch.int32)[torch.randint(0, 3, (n,), generator=gen)])
+    b.set("type", torch.tensor(RECONSTRUCTED_TYPES, dtype=torch.int32)[torch.randint(0, 3, (n,), generator=gen)])
     cols = []
     for f in ref.features:
         try:

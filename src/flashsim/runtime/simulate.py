@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flashsim.detector import RECONSTRUCTED_TYPES, SPECIES
 from flashsim.errors import ConfigError, InputError
 from flashsim.runtime import features as F
 from flashsim.runtime.chain import Chain, ChainSpec, batch_to_numpy
@@ -37,8 +38,8 @@ class Settings:
     cpu_batch_size: int = 10_000
     io: str = "binding"
     tree_backend: str = "auto"
-    species: tuple[str, ...] = ("e", "mu", "pi", "K", "p")
-    pid_types: tuple[int, ...] = (3, 4, 5)
+    species: tuple[str, ...] = SPECIES
+    pid_types: tuple[int, ...] = RECONSTRUCTED_TYPES
     compression: str = "lz4"
 
     @classmethod

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flashsim.detector import RECONSTRUCTED_TYPES
 from flashsim.runtime import features as F
 from flashsim.runtime.io import gun_config, particle_gun
 
@@ -178,7 +179,7 @@ def _build(out: Path, n: int, seed: int, steps: int, width: int, pid_species: tu
         net = _fit(ToyNet(x, 0, 4, width, softmax=True), x, label, steps, True, seed)
         export(net, out / "efficiency.onnx", x.shape[1])
         _write(out, "efficiency", card(EFF_FEATURES, ["p_none", "p_long", "p_upstream", "p_downstream"]))
-    types = rng.choice(np.array([3, 4, 5], np.int32), n, p=[0.7, 0.15, 0.15])
+    types = rng.choice(np.array(RECONSTRUCTED_TYPES, np.int32), n, p=[0.7, 0.15, 0.15])
     b.set("type", torch.from_numpy(types))
     if "resolution" in want:
         x = b.matrix(RES_FEATURES).numpy()
