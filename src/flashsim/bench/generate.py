@@ -27,14 +27,14 @@ def run(quick: bool, params: dict, size: int | None = None) -> dict:
 
 def _measure(quick: bool, params: dict, size: int | None, cpus: list[int] | None) -> dict:
     from flashsim.config import at_scale, repo_root
-    from flashsim.detsim import samples as registry
     from flashsim.detsim import tracking, writer
     from flashsim.io.contract import TRACKING
+    from flashsim.seeding import rng_factory
 
     det = params["detsim"]
     chunk_size = int(det["chunk_size"])
     n = size or (QUICK_SIZE if quick else int(at_scale(det["samples"]["tracking"]["size"], "full")))
-    rng_for = registry.rng_factory(int(params["seed"]), "tracking")
+    rng_for = rng_factory(int(params["seed"]), "tracking")
     tracking.make_chunk(0, min(chunk_size, 10_000), chunk_size, rng_for(0))  # warm-up: imports, allocator
 
     gen_wall = 0.0

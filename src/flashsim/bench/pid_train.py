@@ -29,12 +29,12 @@ def _calib_frame(params: dict, species: str, n: int, seed: int):
     import pandas as pd
 
     from flashsim.detsim import calib
-    from flashsim.detsim import samples as registry
     from flashsim.models.pid import common as pc
+    from flashsim.seeding import rng_factory
 
     sample = f"calib_{species}"
     channel = params["detsim"]["samples"][sample]["channel"]
-    parts = [pd.DataFrame(c) for c in calib.chunks(n, 250_000, registry.rng_factory(seed, f"bench_{sample}"),
+    parts = [pd.DataFrame(c) for c in calib.chunks(n, 250_000, rng_factory(seed, f"bench_{sample}"),
                                                    {"channel": channel})]
     return pc.derive(pd.concat(parts, ignore_index=True))
 

@@ -37,12 +37,12 @@ def _sample(n: int, seed: int):
     """Reconstructed tracks (type > 0) of the reference simulation, as a derived pandas frame."""
     import pandas as pd
 
-    from flashsim.detsim import samples as registry
     from flashsim.detsim import tracking
     from flashsim.models.tracking import derive
+    from flashsim.seeding import rng_factory
 
     frames, have = [], 0
-    rng_for = registry.rng_factory(seed, "bench_tracking")
+    rng_for = rng_factory(seed, "bench_tracking")
     for chunk in tracking.chunks(int(n * 1.25) + 1000, 250_000, rng_for, {}):
         df = pd.DataFrame(chunk)
         df = df[df["type"] > 0]
