@@ -68,9 +68,7 @@ class EcalGeometry:
 
     def to_dict(self) -> dict:
         """The ``detector.ecal`` form (also what a model card records)."""
-        d = asdict(self)
-        d["beam_hole"] = list(self.beam_hole)
-        return d
+        return {"z": self.z, "regions": [asdict(r) for r in self.regions], "beam_hole": list(self.beam_hole)}
 
     @classmethod
     def from_dict(cls, d: dict | None, where: str = "detector.ecal") -> EcalGeometry:
