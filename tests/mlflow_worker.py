@@ -34,14 +34,14 @@ def main(name: str, seed: int, epochs: int, root: Path) -> None:
     x = rng.normal(size=(2000, 4))
     y = (x @ np.array([1.0, -2.0, 0.5, 0.0]) + rng.normal(size=2000) > 0).astype(float)
     w, b, losses = np.zeros(4), 0.0, []
-    with runs.job_run("train", name, params={"seed": seed, "epochs": epochs, "lr": 0.5}, root=root) as t:
+    with runs.start_job("train", name, params={"seed": seed, "epochs": epochs, "lr": 0.5}, root=root) as t:
         for epoch in range(epochs):
             p = 1 / (1 + np.exp(-(x @ w + b)))
             loss = float(-np.mean(y * np.log(p + 1e-12) + (1 - y) * np.log(1 - p + 1e-12)))
             w -= 0.5 * x.T @ (p - y) / len(y)
             b -= 0.5 * float(np.mean(p - y))
             losses.append(loss)
-            t.log_epoch(epoch, {"loss": loss, "accuracy": float(np.mean((p > 0.5) == y))})
+            t.log_metrics({"loss": loss, "accuracy": float(np.mean((p > 0.5) == y))}, step=epoch)
         out = root / "models" / f"{name}.onnx"
         out.parent.mkdir(exist_ok=True)
         out.write_bytes(onnx_model(w, b))

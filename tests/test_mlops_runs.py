@@ -76,20 +76,20 @@ def build(name: str, root: Path, onnx_bytes: bytes, metrics: dict, passed: bool,
     params = {"family": "mlp", "hidden": [16, 16], "optim": {"lr": 1e-3}}
     config = {"scale": "demo", "seed": 7, "models": {name: params}}
     train = root / "results" / "prepared" / "tracking" / "train.parquet"
-    with runs.job_run("train", name, params=params, config=config, inputs={"train": train}, root=root,
+    with runs.start_job("train", name, params=params, config=config, inputs={"train": train}, root=root,
                           device="cpu") as t:
         for epoch in range(epochs):
-            t.log_epoch(epoch, {"loss": 1.0 / (epoch + 1), "val_loss": 2.0 / (epoch + 1)})
+            t.log_metrics({"loss": 1.0 / (epoch + 1), "val_loss": 2.0 / (epoch + 1)}, step=epoch)
     onnx, card = root / "models" / f"{name}.onnx", root / "models" / f"{name}.json"
     onnx.parent.mkdir(exist_ok=True)
     onnx.write_bytes(onnx_bytes)
     card.write_text(json.dumps({"family": "mlp", "parity_max_deviation": 1e-7}))
-    with runs.job_run("export", name, root=root) as t:
+    with runs.start_job("export", name, root=root) as t:
         version = model_registry.register_export(t, name, onnx, card)
     report = root / "reports" / name
     report.mkdir(parents=True, exist_ok=True)
     (report / "metrics.json").write_text(json.dumps(metrics))
-    with runs.job_run("validate", name, root=root) as t:
+    with runs.start_job("validate", name, root=root) as t:
         assert model_registry.record_validation(t, name, onnx, metrics, passed, report_dir=report) == version
     return t.run_id, version
 
@@ -166,8 +166,8 @@ def test_registry_aliases_promote_compare_provenance(tracked, capsys):
 
 def test_mlflow_off_records_nothing_in_mlflow(tmp_path, monkeypatch):
     monkeypatch.setenv("FLASHSIM_MLFLOW", "off")
-    with runs.job_run("train", "x", params={"a": 1}, root=tmp_path) as t:
-        t.log_epoch(0, {"loss": 1.0})
+    with runs.start_job("train", "x", params={"a": 1}, root=tmp_path) as t:
+        t.log_metrics({"loss": 1.0}, step=0)
         t.set_tags({"family": "mlp"})
     assert not t.active and not (tmp_path / "mlflow.db").exists()
     # the run's local record is written whatever MLflow does
@@ -182,8 +182,8 @@ def test_unreachable_server_falls_back_to_local_store(tracked, monkeypatch, capf
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens there once closed
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
-    with runs.job_run("train", "fallback", params={"a": 1}, root=tracked) as t:
-        t.log_epoch(0, {"loss": 0.5})
+    with runs.start_job("train", "fallback", params={"a": 1}, root=tracked) as t:
+        t.log_metrics({"loss": 0.5}, step=0)
     assert "unreachable" in capfd.readouterr().err
     assert t.uri == runs.local_uri(tracked) and t.fallback
     run = runs.Store(runs.local_uri(tracked), tracked).client.get_run(t.run_id)
@@ -238,14 +238,14 @@ def test_server_lost_during_job_replays_into_local_store(tracked, monkeypatch, m
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{proxy.server_address[1]}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    with runs.job_run("train", "lost", params={"lr": 0.1}, root=tracked) as t:
+    with runs.start_job("train", "lost", params={"lr": 0.1}, root=tracked) as t:
         assert not t.fallback
         server_run = t.run_id
-        t.log_epoch(0, {"loss": 1.0})
+        t.log_metrics({"loss": 1.0}, step=0)
         t.flush()  # metrics are buffered for up to FLUSH_SECONDS: make this one reach the server
         proxy.cut()
         for epoch in (1, 2):
-            t.log_epoch(epoch, {"loss": 1.0 / (epoch + 1)})
+            t.log_metrics({"loss": 1.0 / (epoch + 1)}, step=epoch)
     assert "failed during the job" in capfd.readouterr().err
     assert t.fallback and t.run_id != server_run
     local = runs.Store(runs.local_uri(tracked), tracked).client

@@ -164,9 +164,9 @@ def test_models_from_the_mlflow_registry_by_alias(runtime_toy_models, tmp_path, 
     monkeypatch.setenv("FLASHSIM_MLFLOW", "on")
     for name in ("acceptance", "resolution"):
         onnx_path, card = runtime_toy_models / f"{name}.onnx", runtime_toy_models / f"{name}.json"
-        with runs.job_run("export", name, root=root) as t:
+        with runs.start_job("export", name, root=root) as t:
             model_registry.register_export(t, name, onnx_path, card)
-        with runs.job_run("validate", name, root=root) as t:
+        with runs.start_job("validate", name, root=root) as t:
             model_registry.record_validation(t, name, onnx_path, {"auc": 0.5}, name == "acceptance")
     ref = resolve("acceptance", "models:/{name}@validated", cache=tmp_path / "cache")
     assert ref.features == toys.ACC_FEATURES and ref.origin == "models:/acceptance@validated"

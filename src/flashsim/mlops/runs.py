@@ -29,6 +29,7 @@ import fcntl
 import json
 import logging
 import math
+import numbers
 import os
 import sys
 import time
@@ -221,12 +222,8 @@ class Run:
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, prefix: str = "") -> None:
         """Numeric entries of ``metrics`` (nested dicts flattened, booleans as 0/1); non-numeric values are skipped,
         and so are non-finite ones in MLflow."""
-        values = {}
-        for k, v in flatten(dict(metrics), prefix).items():
-            if isinstance(v, str | bytes) or v is None:
-                continue
-            with contextlib.suppress(TypeError, ValueError):
-                values[k] = float(v)  # numpy and 0-d torch scalars too
+        values = {k: float(v) for k, v in flatten(dict(metrics), prefix).items()
+                  if isinstance(v, numbers.Real) or getattr(v, "ndim", None) == 0}  # numpy, 0-d tensors too
         if self.outdir is not None and values:
             self.outdir.mkdir(parents=True, exist_ok=True)
             with open(self.outdir / "metrics.jsonl", "a") as fh:
@@ -240,10 +237,6 @@ class Run:
                              if math.isfinite(v))
         if len(self._pending) >= 500 or time.monotonic() - self._flushed > FLUSH_SECONDS:
             self.flush()
-
-    def log_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
-        """Per-epoch metrics (step = epoch)."""
-        self.log_metrics(metrics, step=epoch)
 
     def flush(self) -> None:
         """Send buffered MLflow metrics (a tree booster logs one point per iteration: one request per few seconds)."""
@@ -466,13 +459,6 @@ def start_job(kind: str, model: str, *, params: Mapping[str, Any] | None = None,
         return Run(model, kind, outdir, root=root)
     return _start(kind, model, outdir, params, config, inputs, device, root,
                   kind == "train" if new_run is None else new_run)
-
-
-@contextlib.contextmanager
-def job_run(kind: str, model: str, **kwargs: Any) -> Iterator[Run]:
-    """``with start_job(kind, model, **kwargs) as run``."""
-    with start_job(kind, model, **kwargs) as run:
-        yield run
 
 
 def start_model_job(fam: Any, kind: str) -> Run:
