@@ -1,4 +1,4 @@
-"""Shared fixtures: the repository root, tracking switched off by default, and the real servers (servers.py)."""
+"""Shared fixtures: the repository root, MLflow switched off by default, and the real servers (servers.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_tracking_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``flashsim train/export/validate`` record MLflow runs; tests opt in (tests/test_tracking*.py) so that
+def _no_mlflow_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``flashsim train/export/validate`` record MLflow runs; tests opt in (tests/test_mlops_*.py) so that
     other tests neither pay for a store nor write one into the repository."""
-    monkeypatch.setenv("FLASHSIM_TRACKING", "off")
+    monkeypatch.setenv("FLASHSIM_MLFLOW", "off")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 

@@ -1,5 +1,5 @@
-"""A small training job for the tracking concurrency test: logistic regression by gradient descent (numpy),
-per-epoch metrics, an ONNX export registered in the MLflow registry. Prints a JSON summary of what it logged.
+"""A small training job for the MLflow concurrency test: logistic regression by gradient descent (numpy),
+per-epoch metrics, an ONNX export registered in the MLflow model_registry. Prints a JSON summary of what it logged.
 
     python tests/mlflow_worker.py NAME SEED EPOCHS PROJECT_DIR
 """
@@ -14,8 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from flashsim.mlops import model_registry as registry
-from flashsim.mlops import runs as tracking
+from flashsim.mlops import model_registry, provenance, runs
 
 
 def onnx_model(w: np.ndarray, b: float) -> bytes:
@@ -35,23 +34,23 @@ def main(name: str, seed: int, epochs: int, root: Path) -> None:
     x = rng.normal(size=(2000, 4))
     y = (x @ np.array([1.0, -2.0, 0.5, 0.0]) + rng.normal(size=2000) > 0).astype(float)
     w, b, losses = np.zeros(4), 0.0, []
-    with tracking.job_run("train", name, params={"seed": seed, "epochs": epochs, "lr": 0.5}, root=root) as t:
+    with runs.start_job("train", name, params={"seed": seed, "epochs": epochs, "lr": 0.5}, root=root) as t:
         for epoch in range(epochs):
             p = 1 / (1 + np.exp(-(x @ w + b)))
             loss = float(-np.mean(y * np.log(p + 1e-12) + (1 - y) * np.log(1 - p + 1e-12)))
             w -= 0.5 * x.T @ (p - y) / len(y)
             b -= 0.5 * float(np.mean(p - y))
             losses.append(loss)
-            t.log_epoch(epoch, {"loss": loss, "accuracy": float(np.mean((p > 0.5) == y))})
+            t.log_metrics({"loss": loss, "accuracy": float(np.mean((p > 0.5) == y))}, step=epoch)
         out = root / "models" / f"{name}.onnx"
         out.parent.mkdir(exist_ok=True)
         out.write_bytes(onnx_model(w, b))
         onnx.checker.check_model(onnx.load(out))
         card = out.with_suffix(".json")
         card.write_text(json.dumps({"name": name, "seed": seed}))
-        version = registry.register_export(t, name, out, card)
+        version = model_registry.register_export(t, name, out, card)
     print(json.dumps({"name": name, "run_id": t.run_id, "uri": t.uri, "fallback": t.fallback, "losses": losses,
-                      "version": version, "onnx_sha256": tracking.file_sha256(out)}))
+                      "version": version, "onnx_sha256": provenance.file_sha256(out)}))
 
 
 if __name__ == "__main__":

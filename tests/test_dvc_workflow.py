@@ -76,7 +76,7 @@ def test_dvc_repro_and_snakemake_agree(tmp_path):
     proj = copy_project(tmp_path / "proj")
     reduce_params(proj / "params.yaml")
     drop_pipeline(proj / "Snakefile")
-    env = {**os.environ, "FLASHSIM_TRACKING": "off", "PYTHONPATH": str(proj / "src")}
+    env = {**os.environ, "FLASHSIM_MLFLOW": "off", "PYTHONPATH": str(proj / "src")}
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     run([*git, "init", "-q"], proj, env)
     run([*git, "add", "-A"], proj, env)

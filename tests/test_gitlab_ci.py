@@ -57,7 +57,7 @@ def fresh_clone(dest: Path) -> Path:
 
 def gcl(repo: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CI_", "GITLAB_", "MLFLOW_")) and k != "FLASHSIM_TRACKING"}
+           if not k.startswith(("CI_", "GITLAB_", "MLFLOW_")) and k != "FLASHSIM_MLFLOW"}
     # predefined variables the tests set on purpose
     quiet = ["--ignore-predefined-vars", "CI_PIPELINE_SOURCE,CI_COMMIT_BRANCH,CI_API_V4_URL,CI_PROJECT_ID"]
     return subprocess.run([str(GCL), "--no-color", *quiet, *args], cwd=repo, env=env, capture_output=True, text=True,

@@ -155,20 +155,19 @@ def test_models_from_the_mlflow_registry_by_alias(runtime_toy_models, tmp_path, 
     """`--models 'models:/{name}@validated'`: registered versions are downloaded and chained; others skipped."""
     import shutil
 
-    from flashsim.mlops import model_registry as registry
-    from flashsim.mlops import runs as tracking
+    from flashsim.mlops import model_registry, runs
 
     root = tmp_path / "proj"
     shutil.copytree(ROOT / "schemas", root / "schemas")
     shutil.copy(ROOT / "params.yaml", root / "params.yaml")
     monkeypatch.chdir(root)
-    monkeypatch.setenv("FLASHSIM_TRACKING", "on")
+    monkeypatch.setenv("FLASHSIM_MLFLOW", "on")
     for name in ("acceptance", "resolution"):
         onnx_path, card = runtime_toy_models / f"{name}.onnx", runtime_toy_models / f"{name}.json"
-        with tracking.job_run("export", name, root=root) as t:
-            registry.register_export(t, name, onnx_path, card)
-        with tracking.job_run("validate", name, root=root) as t:
-            registry.record_validation(t, name, onnx_path, {"auc": 0.5}, name == "acceptance")
+        with runs.start_job("export", name, root=root) as t:
+            model_registry.register_export(t, name, onnx_path, card)
+        with runs.start_job("validate", name, root=root) as t:
+            model_registry.record_validation(t, name, onnx_path, {"auc": 0.5}, name == "acceptance")
     ref = resolve("acceptance", "models:/{name}@validated", cache=tmp_path / "cache")
     assert ref.features == toys.ACC_FEATURES and ref.origin == "models:/acceptance@validated"
     assert ref.onnx.read_bytes() == (runtime_toy_models / "acceptance.onnx").read_bytes()

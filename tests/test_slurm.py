@@ -91,7 +91,7 @@ def test_workflow_runs_through_slurm_with_gpus_for_gpu_rules_only(slurm, tmp_pat
     gpu_rules = {rule for rule, res in resources.items() if int(res.get("gpu", 0) or 0) > 0}
 
     snakemake = str(Path(sys.executable).with_name("snakemake"))
-    env = {**slurm, "PYTHONPATH": str(repo / "src"), "FLASHSIM_TRACKING": "off"}
+    env = {**slurm, "PYTHONPATH": str(repo / "src"), "FLASHSIM_MLFLOW": "off"}
 
     # the subset: one GPU rule's job with what it needs (generate, prepare, ...) when the workflow has GPU rules,
     # else the generation and preparation of one sample

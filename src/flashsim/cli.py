@@ -22,7 +22,7 @@ COMMANDS: dict[str, str] = {
     "install-profiles": "flashsim.cluster",
     "promote": "flashsim.mlops.promote",
     "compare": "flashsim.mlops.compare",
-    "provenance": "flashsim.mlops.provenance",
+    "provenance": "flashsim.mlops.provenance_cli",
     "train": "flashsim.drivers.train",
     "export": "flashsim.drivers.export",
     "validate": "flashsim.drivers.validate",

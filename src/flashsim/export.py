@@ -6,7 +6,6 @@ ONNX IO convention (see notes/interfaces.md): input ``x`` float32 [N, F] in phys
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -22,6 +21,7 @@ import numpy as np
 
 from flashsim.errors import GateError
 from flashsim.io.atomic import atomic_output, write_json
+from flashsim.mlops.provenance import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -252,16 +252,6 @@ def parity_check(native: Callable[[np.ndarray, np.ndarray | None], np.ndarray], 
 
 
 # ---------------------------------------------------------------- model card
-def file_hash(paths: Sequence[str | Path]) -> str:
-    """sha256 over the bytes of ``paths`` (in order)."""
-    h = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as f:
-            for block in iter(lambda f=f: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
 def model_card(name: str, *, family: str, inputs: list[dict], outputs: list[dict], onnx_path: str | Path,
                training_files: Sequence[str | Path], params: dict, metrics: dict | None = None,
                parity: dict | None = None, noise_dim: int = 0, extra: dict | None = None) -> dict:
@@ -271,12 +261,12 @@ def model_card(name: str, *, family: str, inputs: list[dict], outputs: list[dict
         "family": family,
         "format": "onnx",
         "onnx": str(onnx_path),
-        "onnx_sha256": file_hash([onnx_path]),
+        "onnx_sha256": file_sha256(onnx_path),
         "opset": OPSET,
         "inputs": inputs,
         "outputs": outputs,
         "noise": {"name": "noise", "dim": noise_dim, "distribution": "standard normal"} if noise_dim else None,
-        "training_data": {"files": [str(p) for p in training_files], "sha256": file_hash(training_files)},
+        "training_data": {"files": [str(p) for p in training_files], "sha256": file_sha256(training_files)},
         "params": params,
         "metrics": metrics or {},
         "parity": parity or {},

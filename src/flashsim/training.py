@@ -1,20 +1,17 @@
-"""Training core shared by every torch model: device, seeds, run context (metrics hook), checkpoints, epoch loop.
+"""Training core shared by every torch model: device, seeds, checkpoints, epoch loop.
 
-The one hook for experiment tracking is :class:`RunContext`: drivers create it with :func:`run_context`, which asks
-every factory in ``SINK_FACTORIES`` for a sink (an object with any of ``log_params``, ``log_metrics``,
-``set_tags``, ``log_artifact``, ``close``). The local sink always writes ``metrics.jsonl`` next to the
-checkpoints; the MLflow integration registers one more factory.
+The loops report per-epoch metrics to the job's run (:class:`flashsim.mlops.runs.Run`: local record + MLflow), or
+to any object with its ``log_metrics`` method (:class:`MetricsLog`); this module does not import MLflow.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -68,93 +65,12 @@ def set_threads(n: int | None = None) -> None:
         torch.set_num_threads(n)
 
 
-# ---------------------------------------------------------------- run context (tracking hook)
-class Sink(Protocol):
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+# ---------------------------------------------------------------- what the loops report to
+class MetricsLog(Protocol):
+    """The part of the job's run (:class:`flashsim.mlops.runs.Run`) that training loops use; a benchmark or a test
+    may pass its own object instead."""
 
-
-class LocalSink:
-    """Appends metrics as JSON lines, params/tags to JSON files, in ``outdir``."""
-
-    def __init__(self, outdir: Path) -> None:
-        self.outdir = Path(outdir)
-        self.outdir.mkdir(parents=True, exist_ok=True)
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        _merge_json(self.outdir / "params.json", params)
-
-    def set_tags(self, tags: dict[str, Any]) -> None:
-        _merge_json(self.outdir / "tags.json", tags)
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        with open(self.outdir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, "time": time.time(), **metrics}, default=float) + "\n")
-
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        pass  # artifacts already live on disk
-
-
-def _merge_json(path: Path, update: dict) -> None:
-    old = json.loads(path.read_text()) if path.exists() else {}
-    old.update({k: v if isinstance(v, (int, float, str, bool)) or v is None else str(v) for k, v in update.items()})
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(old, indent=2, sort_keys=True))
-
-
-SinkFactory = Callable[[str, str, Path], Any]
-"""``factory(model_name, stage, outdir) -> sink or None``; stage is train, export or validate."""
-
-SINK_FACTORIES: list[SinkFactory] = []
-
-
-def register_sink_factory(factory: SinkFactory) -> None:
-    if factory not in SINK_FACTORIES:
-        SINK_FACTORIES.append(factory)
-
-
-class RunContext:
-    """What a training/export/validation job reports to: fans out to every sink."""
-
-    def __init__(self, name: str, stage: str, outdir: str | Path, sinks: list[Any] | None = None) -> None:
-        self.name, self.stage, self.outdir = name, stage, Path(outdir)
-        self.sinks = list(sinks) if sinks is not None else [LocalSink(self.outdir)]
-
-    def _call(self, method: str, *args, **kwargs) -> None:
-        for s in self.sinks:
-            fn = getattr(s, method, None)
-            if fn is not None:
-                fn(*args, **kwargs)
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        self._call("log_params", params)
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self._call("log_metrics", {k: float(v) for k, v in metrics.items()}, step)
-
-    def set_tags(self, tags: dict[str, Any]) -> None:
-        self._call("set_tags", tags)
-
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self._call("log_artifact", path, artifact_path)
-
-    def close(self, status: str = "FINISHED") -> None:
-        self._call("close", status)
-
-    def __enter__(self) -> RunContext:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.close("FAILED" if exc_type else "FINISHED")
-
-
-def run_context(name: str, stage: str, outdir: str | Path) -> RunContext:
-    """A RunContext with the local sink plus one sink per registered factory (e.g. MLflow)."""
-    sinks: list[Any] = [LocalSink(Path(outdir))]
-    for factory in SINK_FACTORIES:
-        sink = factory(name, stage, Path(outdir))
-        if sink is not None:
-            sinks.append(sink)
-    return RunContext(name, stage, outdir, sinks)
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None: ...
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -228,7 +144,7 @@ def state_functions(**parts) -> tuple[Callable[[], dict], Callable[[dict], None]
 
 def epoch_loop(n_epochs: int, epoch_fn: Callable[[int], dict[str, float]], *,
                get_state: Callable[[], dict], set_state: Callable[[dict], None],
-               checkpointer: Checkpointer | None = None, ctx: RunContext | None = None,
+               checkpointer: Checkpointer | None = None, ctx: MetricsLog | None = None,
                desc: str = "train", stop_after: int | None = None) -> list[dict[str, float]]:
     """Run ``epoch_fn(epoch) -> metrics`` for epochs not yet done, resuming from the checkpoint if present.
 

@@ -13,8 +13,6 @@ import argparse
 import contextlib
 import importlib
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -83,28 +81,10 @@ def throughput(fn: Callable[[], object], items: int, min_seconds: float = 1.0, s
             "items_per_s_cpu": items * reps / max(cpu, 1e-9)}
 
 
-def environment() -> dict:
-    """Where a figure was measured: host, CPU, load, library versions, git commit."""
-    import numpy as np
-
-    cpu = ""
-    try:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        sha = ""
-    return {"host": platform.node(), "cpu_model": cpu or platform.processor(), "cpu_count": os.cpu_count(),
-            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "python": sys.version.split()[0], "numpy": np.__version__, "git_commit": sha}
-
-
 def run(args: argparse.Namespace) -> int:
     from flashsim.config import load_params, repo_root
     from flashsim.io.atomic import write_json
+    from flashsim.mlops.provenance import environment
 
     params = load_params(args.params)
     targets = list(TARGETS) if args.target == "all" else [args.target]
@@ -114,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--out needs a single TARGET")
     for target in targets:
         module = importlib.import_module(TARGETS[target])
-        result = {"target": target, "quick": bool(args.quick), "environment": environment(),
+        result = {"target": target, "quick": bool(args.quick), "environment": environment(("numpy",), machine=True),
                   **module.run(quick=args.quick, params=params)}
         out = args.out or repo_root() / "reports" / "bench" / f"{target}.json"
         write_json(out, result)

@@ -98,7 +98,10 @@ def train_to_gate(method: str, params: dict, data: dict, *, gate: float, max_sec
         w = data.get("w_test")  # per-row weights of the held-out rows (sWeights), the same for both samples
         return two_sample_auc(data["y_test_phys"], y, w, w, conditions=data["x_test"], seed=seed, n_jobs=n_jobs)
 
-    class Sink:
+    class GateWatch:
+        """The training loop's metrics log (:class:`flashsim.training.MetricsLog`): times the epochs and checks the
+        gate every ``eval_seconds`` of training; ends the loop when it is reached or the time is up."""
+
         def log_metrics(self, metrics: dict, step: int | None = None) -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -112,10 +115,8 @@ def train_to_gate(method: str, params: dict, data: dict, *, gate: float, max_sec
                 if auc <= gate or state["train_s"] >= max_seconds:
                     raise _GateReached
 
-    from flashsim.training import RunContext
-
     with contextlib.suppress(_GateReached):
-        trainer.fit(train, None, RunContext("bench", "train", ".", sinks=[Sink()]), None, desc=f"bench {method}")
+        trainer.fit(train, None, GateWatch(), None, desc=f"bench {method}")
     reached = bool(state["history"]) and state["history"][-1]["auc"] <= gate
     steps = state["epochs"] * max(len(data["c"]) // int(cfg["batch_size"]), 1)
     return {"method": method, "config": {k: cfg[k] for k in ("width", "depth", "batch_size", "lr", "ode_steps",

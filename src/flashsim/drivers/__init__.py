@@ -8,15 +8,11 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
 from flashsim.config import load_params
 from flashsim.errors import GateError, InputError
 from flashsim.io.atomic import atomic_outputs, write_json
-from flashsim.mlops import model_registry as registry
-from flashsim.mlops import runs as tracking
+from flashsim.mlops import model_registry, runs
 from flashsim.models import get_family, get_spec
-from flashsim.training import run_context
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +33,17 @@ def train_model(fam) -> dict:
     """Train, write ``results/train/<name>/trained.json`` (the rule's output) last."""
     spec = fam.spec
     t0 = time.perf_counter()
-    with run_context(spec.name, "train", spec.train_dir) as ctx:
-        tracker = tracking.start_model_job(fam, "train")  # MLflow: a sink of the run context (closed with it)
-        ctx.sinks.append(tracker)
-        ctx.set_tags({"model": spec.name, "family": spec.family, "sample": spec.sample, "scale": spec.scale})
-        from flashsim.config import flatten
-
-        ctx.log_params(flatten({"model": spec.cfg, "seed": spec.seed}))
-        summary = fam.fit(ctx)
+    with runs.start_model_job(fam, "train") as run:  # local record in train_dir + the model's MLflow run
+        run.set_tags({"model": spec.name, "family": spec.family, "sample": spec.sample, "scale": spec.scale})
+        run.log_params({"model": spec.cfg, "seed": spec.seed})
+        summary = fam.fit(run)
         summary.update(getattr(fam, "summary_extra", dict)())
         summary["train_seconds"] = time.perf_counter() - t0
         summary["family"] = spec.family
         write_json(spec.train_dir / "trained.json", summary)
-        ctx.log_metrics({"train_seconds": summary["train_seconds"]})
+        run.log_metrics({"train_seconds": summary["train_seconds"]})
         device = str(summary.get("device") or "cpu")
-        tracker.set_tags({"device": device, "train.device": device})
+        run.set_tags({"device": device, "train.device": device})
     log.info("%s trained in %.1f s", spec.name, summary["train_seconds"])
     return summary
 
@@ -73,11 +65,10 @@ def export_model(fam) -> dict:
                           parity=parity, noise_dim=fam.noise_dim,
                           extra={"task": fam.task, "onnx": str(spec.onnx_path.relative_to(spec.root))})
         write_json(tmp_card, card)
-    with run_context(spec.name, "export", spec.train_dir) as ctx, tracking.start_model_job(fam, "export") as tracker:
-        ctx.log_metrics({"parity_max_abs_deviation": parity["max_abs_deviation"]})
-        tracker.log_metrics({"export.parity_max_abs_deviation": parity["max_abs_deviation"]})
+    with runs.start_model_job(fam, "export") as run:
+        run.log_metrics({"export.parity_max_abs_deviation": parity["max_abs_deviation"]})
         # MLflow: ONNX + card as run artifacts, a new registered version with alias `candidate`
-        registry.register_export(tracker, spec.name, spec.onnx_path, spec.card_path)
+        model_registry.register_export(run, spec.name, spec.onnx_path, spec.card_path)
     log.info("%s exported: parity max |dev| %.3g on %d rows", spec.name, parity["max_abs_deviation"],
              parity["rows"])
     return card
@@ -116,13 +107,12 @@ def validate_model(fam, enforce_gates: bool = True) -> dict:
     write_json(spec.report_dir / "metrics.json", out)
     V.write_model_page(spec.report_dir, spec.name, metrics, gates, plots, card)
     V.write_index(spec.report_dir.parent)
-    with run_context(spec.name, "validate", spec.train_dir) as ctx, \
-            tracking.start_model_job(fam, "validate") as tracker:
-        ctx.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
-        ctx.set_tags({"gates_passed": out["passed"]})
-        # MLflow: validation.* metrics, the report, version tags; alias `validated` when the gates pass
-        registry.record_validation(tracker, spec.name, spec.onnx_path, metrics, out["passed"],
-                                   report_dir=spec.report_dir, card=spec.card_path, gates=gates)
+    with runs.start_model_job(fam, "validate") as run:
+        run.set_tags({"gates_passed": out["passed"]})
+        # validation.* metrics (local record + MLflow); MLflow: the report, version tags, alias `validated` when
+        # the gates pass
+        model_registry.record_validation(run, spec.name, spec.onnx_path, metrics, out["passed"],
+                                         report_dir=spec.report_dir, card=spec.card_path, gates=gates)
     if enforce_gates:
         V.enforce(spec.name, gates)
     return out

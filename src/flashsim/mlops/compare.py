@@ -56,12 +56,12 @@ def model_block(name: str, versions: list[dict[str, Any]], metric_glob: str | No
 
 
 def run(args: argparse.Namespace) -> int:
-    from flashsim.mlops import model_registry as registry
+    from flashsim.mlops import model_registry
 
-    store = registry.registry_store()
+    store = model_registry.registry_store()
     out = {}
-    for name in registry.model_names(store, args.names):
-        versions = registry.version_rows(store, name)
+    for name in model_registry.model_names(store, args.names):
+        versions = model_registry.version_rows(store, name)
         out[name] = versions[-args.last:] if args.last > 0 else versions
     if args.json:
         print(json.dumps(out, indent=2))

@@ -22,7 +22,8 @@ from typing import Any
 
 from flashsim.config import flatten
 from flashsim.errors import ConfigError, GateError
-from flashsim.mlops.runs import Store, Tracker, file_sha256, open_store
+from flashsim.mlops.provenance import file_sha256
+from flashsim.mlops.runs import FALLBACK_TAG, INTENDED_TAG, Run, Store, open_store
 
 CANDIDATE, VALIDATED, PRODUCTION = "candidate", "validated", "production"
 ARTIFACT_DIR = "model"
@@ -51,42 +52,42 @@ def _versions(store: Store, name: str) -> list:
         return []
 
 
-def register_export(tracker: Tracker, name: str, onnx: str | Path, card: str | Path | None = None) -> str | None:
+def register_export(run: Run, name: str, onnx: str | Path, card: str | Path | None = None) -> str | None:
     """Log ``onnx`` (+ card) under the run's ``model/`` artifacts, register a version, alias it ``candidate``.
 
-    Returns the version (None when tracking is off or failed). Re-exporting identical bytes within the same run
+    Returns the version (None when MLflow is off or failed). Re-exporting identical bytes within the same run
     reuses that version.
     """
-    if tracker.store is None:  # tracking off (or failed for good)
-        return None
     onnx = Path(onnx)
     sha = file_sha256(onnx)
-    tracker.log_artifact(onnx, ARTIFACT_DIR)
-    if card is not None:
-        tracker.log_artifact(card, ARTIFACT_DIR)
-    tracker.set_tags({"export.onnx_sha256": sha})
-    if not tracker.active:
+    run.set_tags({"export.onnx_sha256": sha})
+    if run.store is None:  # MLflow off (or failed for good): the local record only
         return None
-    store = tracker.store
+    run.log_artifact(onnx, ARTIFACT_DIR)
+    if card is not None:
+        run.log_artifact(card, ARTIFACT_DIR)
+    if not run.active:
+        return None
+    store = run.store
     assert store is not None
     try:
         with store.locked():
             _ensure_registered_model(store, name)
-            same = [v for v in _versions(store, name) if v.run_id == tracker.run_id and v.tags.get(SHA_TAG) == sha]
+            same = [v for v in _versions(store, name) if v.run_id == run.run_id and v.tags.get(SHA_TAG) == sha]
             if same:
                 version = same[-1].version
             else:
                 tags = {SHA_TAG: sha, "onnx_file": onnx.name, "gates": "pending"}
                 tags.update(_card_tags(card))
-                mv = store.client.create_model_version(name, source=f"runs:/{tracker.run_id}/{ARTIFACT_DIR}",
-                                                       run_id=tracker.run_id, tags=tags,
-                                                       description=f"exported by run {tracker.run_id}")
+                mv = store.client.create_model_version(name, source=f"runs:/{run.run_id}/{ARTIFACT_DIR}",
+                                                       run_id=run.run_id, tags=tags,
+                                                       description=f"exported by run {run.run_id}")
                 version = mv.version
             store.client.set_registered_model_alias(name, CANDIDATE, version)
     except Exception as err:
         _warn(f"could not register {name} in the MLflow registry ({err})")
         return None
-    tracker.set_tags({"registry.version": version})
+    run.set_tags({"registry.version": version})
     return str(version)
 
 
@@ -115,32 +116,33 @@ def scalar_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, fl
     return out
 
 
-def record_validation(tracker: Tracker, name: str, onnx: str | Path, metrics: Mapping[str, Any], passed: bool,
+def record_validation(run: Run, name: str, onnx: str | Path, metrics: Mapping[str, Any], passed: bool,
                       report_dir: str | Path | None = None, card: str | Path | None = None,
                       gates: list[Mapping[str, Any]] | None = None) -> str | None:
-    """Log validation metrics (``validation.*``) and the report; tag the version of these ONNX bytes and alias it
-    ``validated`` when ``passed``. An ONNX file that was never registered is registered first (``candidate``).
-    ``gates``: rows ``{metric, max|min, passed}`` (recorded as version tags ``gate.<metric>``)."""
-    if tracker.store is None:
+    """Log validation metrics (``validation.*``, also in the run's local record) and the report; tag the version of
+    these ONNX bytes and alias it ``validated`` when ``passed``. An ONNX file that was never registered is
+    registered first (``candidate``). ``gates``: rows ``{metric, max|min, passed}`` (recorded as version tags
+    ``gate.<metric>``)."""
+    run.log_metrics(metrics, prefix="validation")
+    run.set_tags({"validation.gates": "passed" if passed else "failed"})
+    if run.store is None:  # MLflow off: the local record only
         return None
-    tracker.log_metrics(metrics, prefix="validation")
-    tracker.set_tags({"validation.gates": "passed" if passed else "failed"})
     if report_dir is not None:
-        tracker.log_artifacts(report_dir, "report")
-    if not tracker.active:
+        run.log_artifacts(report_dir, "report")
+    if not run.active:
         return None
-    store = tracker.store
+    store = run.store
     assert store is not None
     sha = file_sha256(onnx)
     try:
         with store.locked():
             matches = [v for v in _versions(store, name) if v.tags.get(SHA_TAG) == sha]
         if not matches:
-            version = register_export(tracker, name, onnx, card)
+            version = register_export(run, name, onnx, card)
             if version is None:
                 return None
         else:
-            mine = [v for v in matches if v.run_id == tracker.run_id]
+            mine = [v for v in matches if v.run_id == run.run_id]
             version = (mine or matches)[-1].version
         with store.locked():
             for k, v in scalar_metrics(metrics, "validation").items():
@@ -150,7 +152,7 @@ def record_validation(tracker: Tracker, name: str, onnx: str | Path, metrics: Ma
                 store.client.set_model_version_tag(name, version, f"gate.{g['metric']}",
                                                    f"{limit} {'ok' if g.get('passed') else 'FAILED'}")
             store.client.set_model_version_tag(name, version, "gates", "passed" if passed else "failed")
-            store.client.set_model_version_tag(name, version, "validation_run_id", tracker.run_id)
+            store.client.set_model_version_tag(name, version, "validation_run_id", run.run_id)
             if passed:
                 store.client.set_registered_model_alias(name, VALIDATED, version)
     except Exception as err:
@@ -174,8 +176,7 @@ def registry_store(root: Path | None = None) -> Store:
     """The store that commands read from (the configured server, or the local store)."""
     store, fallback = open_store(root)
     if fallback:
-        raise ConfigError(f"MLflow server {fallback['flashsim.mlops.runs.intended_uri']} is unreachable: "
-                          f"{fallback['flashsim.mlops.runs.fallback']}")
+        raise ConfigError(f"MLflow server {fallback[INTENDED_TAG]} is unreachable: {fallback[FALLBACK_TAG]}")
     return store
 
 
@@ -241,10 +242,10 @@ def model_names(store: Store, names: list[str] | None = None) -> list[str]:
 def version_rows(store: Store, name: str) -> list[dict[str, Any]]:
     """One dict per version: version, aliases, gates, run, git sha, created, onnx sha and validation metrics."""
     rows = []
-    aliases = _aliases(store, name)
+    by_version = aliases(store, name)
     for v in _versions(store, name):
         row: dict[str, Any] = {
-            "model": name, "version": str(v.version), "aliases": aliases.get(str(v.version), []),
+            "model": name, "version": str(v.version), "aliases": by_version.get(str(v.version), []),
             "gates": v.tags.get("gates", ""), "run_id": v.run_id or "",
             "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(v.creation_timestamp / 1000)),
             "onnx_sha256": v.tags.get(SHA_TAG, ""), "git_sha": "", "metrics": version_metrics(v),
@@ -264,7 +265,7 @@ def version_metrics(mv: Any) -> dict[str, float]:
     return {k: float(t) for k, t in sorted(mv.tags.items()) if k.startswith("validation.") and _isfloat(t)}
 
 
-def _aliases(store: Store, name: str) -> dict[str, list[str]]:
+def aliases(store: Store, name: str) -> dict[str, list[str]]:
     """version -> sorted aliases (search results do not carry aliases on every store)."""
     out: dict[str, list[str]] = {}
     for alias, version in (store.client.get_registered_model(name).aliases or {}).items():
@@ -290,7 +291,7 @@ def provenance(store: Store, ref: str) -> dict[str, Any]:
     run = store.client.get_run(mv.run_id)
     tags = run.data.tags
     info: dict[str, Any] = {
-        "model": mv.name, "version": str(mv.version), "aliases": _aliases(store, mv.name).get(str(mv.version), []),
+        "model": mv.name, "version": str(mv.version), "aliases": aliases(store, mv.name).get(str(mv.version), []),
         "gates": mv.tags.get("gates", ""), "onnx_sha256": mv.tags.get(SHA_TAG, ""), "source": mv.source,
         "run_id": mv.run_id, "tracking_uri": store.uri,
         "git": {"sha": tags.get("git.sha", "unknown"), "dirty": tags.get("git.dirty", "unknown") == "true",

@@ -14,11 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flashsim.mlops import model_registry as registry
+    from flashsim.mlops import model_registry
 
-    store = registry.registry_store()
-    mv = registry.promote(store, args.name, args.version, force=args.force)
-    aliases = registry._aliases(store, mv.name).get(str(mv.version), [])
+    store = model_registry.registry_store()
+    mv = model_registry.promote(store, args.name, args.version, force=args.force)
+    aliases = model_registry.aliases(store, mv.name).get(str(mv.version), [])
     print(f"{mv.name} version {mv.version} -> production (aliases now: {', '.join(aliases)}; "
           f"gates {mv.tags.get('gates', 'unknown')}; store {store.uri})")
     return 0

@@ -1,75 +1,125 @@
-"""``flashsim provenance NAME@ALIAS``: what produced a registered model version, enough to rebuild it."""
+"""Provenance facts, each computed in one place: git state of the code, interpreter and package versions, file
+hashes and where a job ran. Standard library only, so that any module (the CLI, the bench, the exporter) may
+import it cheaply."""
 
 from __future__ import annotations
 
-import argparse
-import json
+import contextlib
+import hashlib
+import os
+import platform
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-HELP = "print git sha, data hashes, params and metrics of a registered model version (NAME@ALIAS, NAME/VERSION)"
+PACKAGES = ("flashsim", "numpy", "torch", "torch-geometric", "lightgbm", "scikit-learn", "onnx", "onnxruntime",
+            "onnxmltools", "pyarrow", "uproot", "awkward", "mlflow", "snakemake", "dvc")
+"""The packages that decide the bytes of a model (their versions are recorded with every MLflow job)."""
+ENV_RULE, ENV_WILDCARDS = "FLASHSIM_SMK_RULE", "FLASHSIM_SMK_WILDCARDS"
+"""Set by the Snakemake rules (``rules/common.smk``) to name the job."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ref", metavar="NAME@ALIAS", help="e.g. acceptance@production, acceptance/3")
-    parser.add_argument("--json", action="store_true", help="everything as JSON (incl. the full config)")
-    parser.add_argument("--restore", type=Path, metavar="DIR",
-                        help="write params.yaml (the effective config) and git.patch (if dirty) into DIR")
+def git(root: Path, *args: str) -> str | None:
+    """stdout of ``git -C root ARGS``; None when git fails or is missing."""
+    try:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.decode(errors="replace")
 
 
-def render(info: dict[str, Any]) -> str:
-    git = info["git"]
-    train = info.get("provenance", {}).get("train", {})
-    lines = [f"{info['model']} version {info['version']}  aliases: {', '.join(info['aliases']) or '-'}  "
-             f"gates: {info['gates'] or '-'}",
-             f"  run            {info['run_id']}  ({info['tracking_uri']})",
-             f"  onnx sha256    {info['onnx_sha256']}",
-             f"  git            {git['sha']}{' (dirty: patch recorded)' if git['dirty'] else ''}"]
-    for job, g in git["jobs"].items():
-        lines.append(f"    {job:<12} {g['sha']}{' dirty' if g['dirty'] else ''}")
-    lines.append("  data sha256")
-    lines += [f"    {label:<12} {d['sha256']}  {d['path']}" for label, d in info["data"].items()]
-    lines.append("  params")
-    lines += [f"    {k} = {v}" for k, v in info["params"].items()]
-    lines.append("  validation metrics")
-    lines += [f"    {k.removeprefix('validation.')} = {v:.6g}" for k, v in info["metrics"].items()]
-    env = train.get("environment", {})
-    if env:
-        lines.append("  environment    " + ", ".join(f"{k} {v}" for k, v in env.items() if k != "platform"))
-    lines.append("  rebuild        git checkout {sha}{patch}; flashsim provenance {ref} --restore . ; "
-                 "snakemake --cores all models/{model}.onnx  (then compare the onnx sha256)".format(
-                     sha=git["sha"][:12], patch="; git apply git.patch" if git["dirty"] else "",
-                     ref=f"{info['model']}/{info['version']}", model=info["model"]))
-    return "\n".join(lines)
+def code_root(root: Path | None = None) -> Path:
+    """The git work tree holding the running flashsim code (a source checkout), else ``root`` (default: the
+    project root)."""
+    src = Path(__file__).resolve().parents[2]
+    top = (git(src, "rev-parse", "--show-toplevel") or "").strip()
+    if top and (Path(top) / "src" / "flashsim").is_dir():
+        return Path(top)
+    if root is not None:
+        return root
+    from flashsim.config import repo_root
+
+    return repo_root()
 
 
-def restore(info: dict[str, Any], directory: Path) -> list[Path]:
-    """Write the recorded effective config (and git patch) of the train job into ``directory``."""
-    import yaml
-
-    from flashsim.errors import ConfigError
-    from flashsim.io.atomic import write_text
-
-    train = info.get("provenance", {}).get("train", {})
-    if "config" not in train:
-        raise ConfigError(f"{info['model']}/{info['version']}: the run has no recorded params.yaml")
-    written = [directory / "params.yaml"]
-    write_text(written[0], yaml.safe_dump(train["config"], sort_keys=False))
-    if train.get("git_patch"):
-        written.append(directory / "git.patch")
-        write_text(written[1], train["git_patch"])
-    return written
+def git_commit(root: Path | None = None) -> str:
+    """The commit checked out in ``root`` (default: :func:`code_root`); empty when unknown."""
+    return (git(root or code_root(), "rev-parse", "HEAD") or "").strip()
 
 
-def run(args: argparse.Namespace) -> int:
-    from flashsim.mlops import model_registry as registry
+def git_state(root: Path | None = None) -> dict[str, Any]:
+    """Commit, dirty flag and a patch (tracked changes + untracked files) that rebuilds the working tree."""
+    root = root or code_root()
+    sha = git_commit(root)
+    if not sha:
+        return {"sha": "unknown", "dirty": True, "patch": ""}
+    patch = git(root, "diff", "HEAD", "--binary") or ""
+    untracked = [f for f in (git(root, "ls-files", "--others", "--exclude-standard", "-z") or "").split("\0") if f]
+    for name in untracked:
+        path = root / name
+        if path.is_file() and path.stat().st_size <= 1 << 20:
+            try:
+                out = subprocess.run(["git", "-C", str(root), "diff", "--no-index", "--binary", "/dev/null", name],
+                                     capture_output=True, timeout=30)
+                patch += out.stdout.decode(errors="replace")
+            except (OSError, subprocess.SubprocessError):
+                pass
+    return {"sha": sha, "dirty": bool(patch.strip() or untracked), "patch": patch, "untracked": untracked,
+            "root": str(root)}
 
-    info = registry.provenance(registry.registry_store(), args.ref)
-    if args.restore is not None:
-        for path in restore(info, args.restore):
-            print(f"wrote {path}")
-    if args.json:
-        print(json.dumps(info, indent=2, default=str))
-    elif args.restore is None:
-        print(render(info))
-    return 0
+
+def file_sha256(paths: str | Path | Sequence[str | Path], chunk: int = 1 << 22) -> str:
+    """sha256 (hex) over the bytes of one file, or of several files read in order."""
+    h = hashlib.sha256()
+    for path in [paths] if isinstance(paths, str | Path) else paths:
+        with open(path, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def environment(packages: Sequence[str] = PACKAGES, *, machine: bool = False) -> dict[str, Any]:
+    """The interpreter and the installed versions of ``packages`` (missing ones left out), plus either
+
+    * ``machine=False``: ``platform`` and ``machine`` (what decides the bytes of a model; MLflow's
+      ``provenance/<job>/environment.json``), or
+    * ``machine=True``: where a figure was measured: ``host``, ``cpu_model``, ``cpu_count``, ``load_average`` and
+      ``git_commit`` of the code (the ``environment`` of benchmark JSON).
+    """
+    env: dict[str, Any] = {"python": platform.python_version()}
+    if machine:
+        env.update({"host": platform.node(), "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(),
+                    "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+                    "git_commit": git_commit()})
+    else:
+        env.update({"platform": platform.platform(), "machine": platform.machine()})
+    for pkg in packages:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            env[pkg] = metadata.version(pkg)
+    return env
+
+
+def job_tags(kind: str, device: str | None = None) -> dict[str, str]:
+    """Where this job ran: host, device, Slurm job and Snakemake rule/wildcards (from the environment)."""
+    tags = {"host": socket.gethostname()}
+    if device:
+        tags["device"] = device
+    if os.environ.get("SLURM_JOB_ID"):
+        tags["slurm.job_id"] = os.environ["SLURM_JOB_ID"]
+    if os.environ.get(ENV_RULE):
+        tags["snakemake.rule"] = os.environ[ENV_RULE]
+        tags["snakemake.wildcards"] = os.environ.get(ENV_WILDCARDS, "")
+    tags["command"] = " ".join(["flashsim", *sys.argv[1:]]) if sys.argv else f"flashsim {kind}"
+    return tags

@@ -1,41 +1,46 @@
-"""MLflow tracking of flashsim jobs: one MLflow run per model build (train -> export -> validate).
+"""The run object of a flashsim job (train, export or validate of one model) and its MLflow store.
 
-Where runs go
+Every job reports to one :class:`Run`, which writes two records:
+
+* the **local record**, always (also with MLflow off): ``metrics.jsonl`` (one JSON line per ``log_metrics``: step,
+  time, metrics), ``params.json`` and ``tags.json`` (merged) in the job's ``outdir``, for model jobs
+  ``results/train/<model>/`` next to the checkpoints;
+* the model's **MLflow run**: one run per model build (train -> export -> validate). ``train`` starts a new run and
+  remembers its id in ``results/train/<model>/mlflow.json``; ``export`` and ``validate`` continue that run, so one
+  run holds params, per-epoch metrics, validation metrics, artifacts and the provenance of each job.
+
+Where MLflow runs go
     * ``MLFLOW_TRACKING_URI`` set: that store (the team's ``mlflow server``).
     * unset: the local SQLite store ``sqlite:///<repo>/mlflow.db``, artifacts in ``<repo>/mlruns/``
       (browse with ``mlflow ui --backend-store-uri sqlite:///mlflow.db``).
-    * ``FLASHSIM_TRACKING=off``: nothing is recorded; the job itself runs unchanged.
+    * ``FLASHSIM_MLFLOW=off``: no MLflow run; the local record and the job itself are unchanged.
 
-Training is never lost to tracking: if the server does not answer at the start, or fails during the job, a
-warning is printed and the run is recorded in the local store (everything logged so far is replayed there) with
-the tags ``flashsim.mlops.runs.fallback`` (the reason) and ``flashsim.mlops.runs.intended_uri``.
-
-``train`` starts a new run and remembers its id in ``results/train/<model>/mlflow.json``; ``export`` and
-``validate`` continue that run, so one run holds params, per-epoch metrics, validation metrics and artifacts.
-Snakemake rules name the job with ``FLASHSIM_SMK_RULE`` / ``FLASHSIM_SMK_WILDCARDS`` (``rules/common.smk``).
+Training is never lost to MLflow: if the server does not answer at the start, or fails during the job, a warning is
+printed and the run is recorded in the local store (everything logged so far is replayed there) with the tags
+``flashsim.mlflow.fallback`` (the reason), ``flashsim.mlflow.intended_uri`` and, when the server run existed,
+``flashsim.mlflow.intended_run_id``. Snakemake rules name the job with ``FLASHSIM_SMK_RULE`` /
+``FLASHSIM_SMK_WILDCARDS`` (``rules/common.smk``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import math
+import numbers
 import os
-import platform
-import socket
-import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from importlib import metadata
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from flashsim.config import flatten, repo_root
+from flashsim.io.atomic import atomic_output, write_json
+from flashsim.mlops.provenance import code_root, environment, file_sha256, git_state, job_tags
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +48,16 @@ LOCAL_DB = "mlflow.db"
 LOCAL_ARTIFACTS = "mlruns"
 EXPERIMENT = "flashsim/{model}"
 STATE_FILE = "results/train/{model}/mlflow.json"
-ENV_OFF = "FLASHSIM_TRACKING"
-ENV_RULE, ENV_WILDCARDS = "FLASHSIM_SMK_RULE", "FLASHSIM_SMK_WILDCARDS"
-FALLBACK_TAG, INTENDED_TAG = "flashsim.mlops.runs.fallback", "flashsim.mlops.runs.intended_uri"
-PACKAGES = ("flashsim", "numpy", "torch", "torch-geometric", "lightgbm", "scikit-learn", "onnx", "onnxruntime",
-            "onnxmltools", "pyarrow", "uproot", "awkward", "mlflow", "snakemake", "dvc")
+ENV_SWITCH = "FLASHSIM_MLFLOW"
+FALLBACK_TAG, INTENDED_TAG = "flashsim.mlflow.fallback", "flashsim.mlflow.intended_uri"
+INTENDED_RUN_TAG = "flashsim.mlflow.intended_run_id"
 _BATCH = 100  # MLflow's per-request limit on params and tags
 FLUSH_SECONDS = 2.0  # buffered metrics are sent at least this often
 
 
 def enabled() -> bool:
-    """False when ``FLASHSIM_TRACKING`` is ``off``/``0``/``false``."""
-    return os.environ.get(ENV_OFF, "on").strip().lower() not in {"off", "0", "false", "no"}
+    """False when ``FLASHSIM_MLFLOW`` is ``off``/``0``/``false``/``no``."""
+    return os.environ.get(ENV_SWITCH, "on").strip().lower() not in {"off", "0", "false", "no"}
 
 
 def local_uri(root: Path | None = None) -> str:
@@ -63,7 +66,7 @@ def local_uri(root: Path | None = None) -> str:
 
 
 def server_reachable(uri: str, timeout: float = 5.0) -> str | None:
-    """None when an http(s) tracking server answers ``/health``; else the reason. Other schemes: None."""
+    """None when an http(s) MLflow server answers ``/health``; else the reason. Other schemes: None."""
     if not uri.startswith(("http://", "https://")):
         return None
     import requests
@@ -147,76 +150,6 @@ def _warn_fallback(uri: str, reason: str, root: Path) -> None:
     print(f"flashsim: WARNING: {msg}", file=sys.stderr)
 
 
-# ----------------------------------------------------------------------------------------------- provenance facts
-
-
-def _git(root: Path, *args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, check=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.decode(errors="replace")
-
-
-def code_root(root: Path | None = None) -> Path:
-    """The git work tree holding the running flashsim code (a source checkout), else the project root."""
-    src = Path(__file__).resolve().parents[2]
-    top = (_git(src, "rev-parse", "--show-toplevel") or "").strip()
-    return Path(top) if top and (Path(top) / "src" / "flashsim").is_dir() else (root or repo_root())
-
-
-def git_state(root: Path | None = None) -> dict[str, Any]:
-    """Commit, dirty flag and a patch (tracked changes + untracked files) that rebuilds the working tree."""
-    root = root or code_root()
-    sha = (_git(root, "rev-parse", "HEAD") or "").strip()
-    if not sha:
-        return {"sha": "unknown", "dirty": True, "patch": ""}
-    patch = _git(root, "diff", "HEAD", "--binary") or ""
-    untracked = [f for f in (_git(root, "ls-files", "--others", "--exclude-standard", "-z") or "").split("\0") if f]
-    for name in untracked:
-        path = root / name
-        if path.is_file() and path.stat().st_size <= 1 << 20:
-            try:
-                out = subprocess.run(["git", "-C", str(root), "diff", "--no-index", "--binary", "/dev/null", name],
-                                     capture_output=True, timeout=30)
-                patch += out.stdout.decode(errors="replace")
-            except (OSError, subprocess.SubprocessError):
-                pass
-    return {"sha": sha, "dirty": bool(patch.strip() or untracked), "patch": patch, "untracked": untracked,
-            "root": str(root)}
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def environment() -> dict[str, str]:
-    """Interpreter, platform and the versions of the packages that decide the bytes of a model."""
-    env = {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine()}
-    for pkg in PACKAGES:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            env[pkg] = metadata.version(pkg)
-    return env
-
-
-def job_tags(kind: str, device: str | None = None) -> dict[str, str]:
-    """Where this job ran: host, device, Slurm job and Snakemake rule/wildcards (from the environment)."""
-    tags = {"host": socket.gethostname()}
-    if device:
-        tags["device"] = device
-    if os.environ.get("SLURM_JOB_ID"):
-        tags["slurm.job_id"] = os.environ["SLURM_JOB_ID"]
-    if os.environ.get(ENV_RULE):
-        tags["snakemake.rule"] = os.environ[ENV_RULE]
-        tags["snakemake.wildcards"] = os.environ.get(ENV_WILDCARDS, "")
-    tags["command"] = " ".join(["flashsim", *sys.argv[1:]]) if sys.argv else f"flashsim {kind}"
-    return tags
-
-
 # --------------------------------------------------------------------------------------------------- the run
 
 
@@ -230,22 +163,41 @@ def _metric_key(key: str) -> str:
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in key)
 
 
-class Tracker:
-    """Logging handle of one job. All methods swallow tracking failures (after a warning) so the job goes on."""
+def _merge_json(path: Path, update: Mapping[str, Any]) -> None:
+    old = json.loads(path.read_text()) if path.exists() else {}
+    old.update({k: v if isinstance(v, int | float | str | bool) or v is None else str(v) for k, v in update.items()})
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(old, indent=2, sort_keys=True))
 
-    def __init__(self, store: Store | None, run_id: str | None, root: Path, experiment: str,
+
+class Run:
+    """What one job reports to: its local record (in ``outdir``; none when ``outdir`` is None) and, when ``store``
+    is set, its MLflow run (see the module docstring).
+
+    ``log_params``, ``set_tags`` and ``log_metrics`` write both records; artifacts, texts and datasets go to MLflow
+    only (their files already live on disk). MLflow failures are swallowed after a warning so the job goes on. Use
+    as a context manager: the run ends FINISHED, FAILED on an exception (its message saved as the ``<kind>.error``
+    tag; the exception propagates) or KILLED on Ctrl-C. Runs are started by :func:`start_job` and
+    :func:`start_model_job`; ``Run(model, kind, outdir)`` alone is a run with the local record only.
+    """
+
+    def __init__(self, model: str, kind: str, outdir: str | Path | None = None, *, root: Path | None = None,
+                 store: Store | None = None, run_id: str | None = None, experiment: str = "",
                  extra_tags: Mapping[str, str] | None = None) -> None:
-        self.store, self.run_id, self.root, self.experiment = store, run_id, root, experiment
+        self.model, self.kind = model, kind
+        self.outdir = Path(outdir) if outdir is not None else None
+        self.root = root or Path.cwd()
+        self.store, self.run_id, self.experiment = store, run_id, experiment
         self._journal: list[tuple[str, tuple, dict]] = []
         self._extra_tags = dict(extra_tags or {})
         self._closed = False
-        self.kind = ""
         self._pending: list = []
         self._flushed = time.monotonic()
 
     # -- state
     @property
     def active(self) -> bool:
+        """True while the job has a live MLflow run."""
         return self.store is not None and self.run_id is not None
 
     @property
@@ -256,58 +208,44 @@ class Tracker:
     def fallback(self) -> bool:
         return FALLBACK_TAG in self._extra_tags
 
-    # -- logging API
-    def log_params(self, params: Mapping[str, Any], prefix: str = "", replay_only: bool = False) -> None:
-        """Flattened params (``a.b.c``), values as strings (lists as JSON).
-
-        ``replay_only``: keep them for a fallback run only (a continued run already has its params).
-        """
-        if self.store is None:
-            return
-        from mlflow.entities import Param
-
+    # -- logging API: local record + MLflow
+    def log_params(self, params: Mapping[str, Any], prefix: str = "") -> None:
+        """Flattened params (``a.b.c``); in MLflow as strings (lists as JSON)."""
         flat = flatten(dict(params), prefix) if params else {}
-        items = [Param(k, _param_value(v)[:6000]) for k, v in sorted(flat.items())]
-        for i in range(0, len(items), _BATCH):
-            self._do("log_batch", params=items[i:i + _BATCH], replay_only=replay_only)
+        self._local("params.json", flat)
+        self._mlflow_params(flat)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        if self.store is None:
-            return
-        from mlflow.entities import RunTag
-
-        items = [RunTag(k, str(v)[:8000]) for k, v in sorted(tags.items())]
-        for i in range(0, len(items), _BATCH):
-            self._do("log_batch", tags=items[i:i + _BATCH])
+        self._local("tags.json", tags)
+        self._mlflow_tags(tags)
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, prefix: str = "") -> None:
-        """Numeric entries of ``metrics`` (nested dicts flattened); non-finite and non-numeric values skipped."""
+        """Numeric entries of ``metrics`` (nested dicts flattened, booleans as 0/1); non-numeric values are skipped,
+        and so are non-finite ones in MLflow."""
+        values = {k: float(v) for k, v in flatten(dict(metrics), prefix).items()
+                  if isinstance(v, numbers.Real) or getattr(v, "ndim", None) == 0}  # numpy, 0-d tensors too
+        if self.outdir is not None and values:
+            self.outdir.mkdir(parents=True, exist_ok=True)
+            with open(self.outdir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps({"step": step, "time": time.time(), **values}) + "\n")
         if self.store is None:
             return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = []
-        for k, v in sorted(flatten(dict(metrics), prefix).items()):
-            if isinstance(v, bool):
-                v = float(v)
-            if isinstance(v, int | float) and math.isfinite(float(v)):
-                items.append(Metric(_metric_key(k), float(v), now, step or 0))
-        self._pending.extend(items)
+        self._pending.extend(Metric(_metric_key(k), v, now, step or 0) for k, v in sorted(values.items())
+                             if math.isfinite(v))
         if len(self._pending) >= 500 or time.monotonic() - self._flushed > FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
-        """Send buffered metrics (a tree booster logs one point per iteration: one request per few seconds)."""
+        """Send buffered MLflow metrics (a tree booster logs one point per iteration: one request per few seconds)."""
         pending, self._pending = self._pending, []
         self._flushed = time.monotonic()
         for i in range(0, len(pending), 1000):
             self._do("log_batch", metrics=pending[i:i + 1000])
 
-    def log_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
-        """Per-epoch metrics (step = epoch): use as the training loop's callback."""
-        self.log_metrics(metrics, step=epoch)
-
+    # -- MLflow only
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """A file, or a directory's content (under ``artifact_path`` or the directory's name)."""
         if Path(path).is_dir():
@@ -328,7 +266,7 @@ class Tracker:
         if self.store is None or not path.is_file():
             return None
         digest = sha256 or file_sha256(path)
-        self.set_tags({f"data.{label}.sha256": digest, f"data.{label}.path": _relpath(path, self.root)})
+        self._mlflow_tags({f"data.{label}.sha256": digest, f"data.{label}.path": _relpath(path, self.root)})
         try:
             entity = _dataset_entity(path, label, digest)
         except Exception as err:  # a schema we cannot read must not stop the job
@@ -340,6 +278,30 @@ class Tracker:
         return digest
 
     # -- machinery
+    def _local(self, name: str, values: Mapping[str, Any]) -> None:
+        if self.outdir is not None and values:
+            self.outdir.mkdir(parents=True, exist_ok=True)
+            _merge_json(self.outdir / name, values)
+
+    def _mlflow_params(self, flat: Mapping[str, Any], replay_only: bool = False) -> None:
+        """``replay_only``: keep them for a fallback run only (a continued run already has its params)."""
+        if self.store is None:
+            return
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_value(v)[:6000]) for k, v in sorted(flat.items())]
+        for i in range(0, len(items), _BATCH):
+            self._do("log_batch", params=items[i:i + _BATCH], replay_only=replay_only)
+
+    def _mlflow_tags(self, tags: Mapping[str, Any]) -> None:
+        if self.store is None:
+            return
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)[:8000]) for k, v in sorted(tags.items())]
+        for i in range(0, len(items), _BATCH):
+            self._do("log_batch", tags=items[i:i + _BATCH])
+
     def _do(self, method: str, *args: Any, replay_only: bool = False, **kwargs: Any) -> None:
         if self.store is None:
             return
@@ -359,7 +321,7 @@ class Tracker:
     def _failed(self, err: Exception) -> None:
         assert self.store is not None
         if self.store.local:
-            msg = f"MLflow local store {self.store.uri} failed ({err}); tracking disabled for the rest of this job."
+            msg = f"MLflow local store {self.store.uri} failed ({err}); MLflow disabled for the rest of this job."
             log.warning(msg)
             print(f"flashsim: WARNING: {msg}", file=sys.stderr)
             self.store, self.run_id = None, None
@@ -368,7 +330,7 @@ class Tracker:
         reason = f"failed during the job: {type(err).__name__}: {err}"
         _warn_fallback(intended, reason, self.root)
         self._extra_tags.update({FALLBACK_TAG: reason[:500], INTENDED_TAG: intended,
-                                 "flashsim.mlops.runs.intended_run_id": self.run_id or ""})
+                                 INTENDED_RUN_TAG: self.run_id or ""})
         try:
             self.store = Store(local_uri(self.root), self.root)
             with self.store.locked():
@@ -377,7 +339,7 @@ class Tracker:
         except Exception as err2:
             self.store = None
             self.run_id = None
-            log.warning("local MLflow store failed too (%s): tracking disabled for this job", err2)
+            log.warning("local MLflow store failed too (%s): MLflow disabled for this job", err2)
             return
         journal, self._journal = self._journal, []
         for method, args, kwargs in journal:
@@ -386,7 +348,7 @@ class Tracker:
                 return
             self._send(method, args, kwargs)
 
-    def __enter__(self) -> Tracker:
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -400,13 +362,10 @@ class Tracker:
             self.close("FAILED")
 
     def close(self, status: str = "FINISHED") -> None:
-        """End the run (FINISHED, FAILED or KILLED); later calls are no-ops."""
+        """End the MLflow run (FINISHED, FAILED or KILLED); later calls are no-ops."""
         if not self.active or self._closed:
             return
         self._closed = True
-        self._finish(status)
-
-    def _finish(self, status: str) -> None:
         self.flush()
         if not self.active:
             return
@@ -455,13 +414,6 @@ def _dataset_entity(path: Path, label: str, digest: str):
     return MetaDataset(source, name=name, digest=digest[:32], schema=schema)._to_mlflow_entity()
 
 
-class NullTracker(Tracker):
-    """Tracking switched off: every call is a no-op."""
-
-    def __init__(self, root: Path | None = None) -> None:
-        super().__init__(None, None, root or Path.cwd(), "")
-
-
 def state_path(model: str, root: Path | None = None) -> Path:
     return (root or repo_root()) / STATE_FILE.format(model=model)
 
@@ -473,12 +425,10 @@ def _read_state(model: str, root: Path) -> dict[str, str]:
         return {}
 
 
-def _write_state(model: str, root: Path, tracker: Tracker) -> None:
-    from flashsim.io.atomic import write_json
-
+def _write_state(model: str, root: Path, run: Run) -> None:
     with contextlib.suppress(OSError):
-        write_json(state_path(model, root), {"tracking_uri": tracker.uri, "run_id": tracker.run_id,
-                                              "experiment": tracker.experiment})
+        write_json(state_path(model, root), {"tracking_uri": run.uri, "run_id": run.run_id,
+                                              "experiment": run.experiment})
 
 
 def _resumable(store: Store, state: Mapping[str, str]) -> bool:
@@ -493,34 +443,28 @@ def _resumable(store: Store, state: Mapping[str, str]) -> bool:
 
 def start_job(kind: str, model: str, *, params: Mapping[str, Any] | None = None,
               config: Mapping[str, Any] | None = None, inputs: Mapping[str, str | Path] | None = None,
-              device: str | None = None, root: Path | None = None, new_run: bool | None = None) -> Tracker:
-    """Start tracking one ``kind`` job (train/export/validate) of ``model``; end it with ``tracker.close()``.
+              device: str | None = None, root: Path | None = None, new_run: bool | None = None,
+              outdir: str | Path | None = None) -> Run:
+    """Start one ``kind`` job (train/export/validate) of ``model``; end it with ``run.close()`` (or use ``with``).
 
-    ``params``: the model's hyperparameters (flattened into MLflow params); ``config``: the whole effective
-    configuration (saved as ``provenance/<kind>/params.yaml``); ``inputs``: label -> input file (hashed, logged as
-    datasets and ``data.<label>.sha256`` tags). ``new_run`` defaults to True for train, else the job continues
-    the model's last run (``results/train/<model>/mlflow.json``).
+    ``params``: the model's hyperparameters (MLflow params); ``config``: the whole effective configuration (saved as
+    ``provenance/<kind>/params.yaml``); ``inputs``: label -> input file (hashed, logged as datasets and
+    ``data.<label>.sha256`` tags). ``new_run`` defaults to True for train, else the job continues the model's last
+    MLflow run (``results/train/<model>/mlflow.json``). ``outdir``: the local record (default:
+    ``results/train/<model>/``).
     """
     root = (root or repo_root()).resolve()
+    outdir = Path(outdir) if outdir is not None else state_path(model, root).parent
     if not enabled():
-        return NullTracker(root)
-    experiment = EXPERIMENT.format(model=model)
-    return _start(kind, model, experiment, params, config, inputs, device, root,
+        return Run(model, kind, outdir, root=root)
+    return _start(kind, model, outdir, params, config, inputs, device, root,
                   kind == "train" if new_run is None else new_run)
 
 
-@contextlib.contextmanager
-def job_run(kind: str, model: str, **kwargs: Any) -> Iterator[Tracker]:
-    """Context-manager form of :func:`start_job`: the run ends FINISHED, FAILED on an exception (the exception
-    propagates, its message saved as the ``<kind>.error`` tag) or KILLED on Ctrl-C."""
-    with start_job(kind, model, **kwargs) as tracker:
-        yield tracker
-
-
-def start_model_job(fam: Any, kind: str) -> Tracker:
-    """:func:`start_job` for a model family instance (``flashsim.models``): its effective config, and as inputs
-    the prepared splits it reads (train: ``training_files()``, export/validate: the test split) plus, for train,
-    the raw files of its sample."""
+def start_model_job(fam: Any, kind: str) -> Run:
+    """:func:`start_job` for a model family instance (``flashsim.models``): local record in its ``train_dir``; its
+    effective config, and as inputs the prepared splits it reads (train: ``training_files()``, export/validate: the
+    test split) plus, for train, the raw files of its sample."""
     spec = fam.spec
     files = list(fam.training_files()) if kind == "train" else [spec.prepared("test")]
     inputs: dict[str, Path] = {f"{Path(f).parent.name}.{Path(f).stem}": Path(f) for f in files}
@@ -530,58 +474,58 @@ def start_model_job(fam: Any, kind: str) -> Tracker:
             path = spec.root / f
             if "://" not in f and path.is_file():
                 inputs[f"raw.{path.name}"] = path
-    return start_job(kind, spec.name, config=config, inputs=inputs, root=spec.root)
+    return start_job(kind, spec.name, config=config, inputs=inputs, root=spec.root, outdir=spec.train_dir)
 
 
-def _start(kind: str, model: str, experiment: str, params, config, inputs, device, root: Path,
-           new_run: bool) -> Tracker:
+def _start(kind: str, model: str, outdir: Path, params, config, inputs, device, root: Path, new_run: bool) -> Run:
     try:
         store, extra = open_store(root)
     except Exception as err:
-        log.warning("cannot open the MLflow store (%s): job not tracked", err)
-        print(f"flashsim: WARNING: cannot open the MLflow store ({err}); this job is not tracked", file=sys.stderr)
-        return NullTracker(root)
+        log.warning("cannot open the MLflow store (%s): no MLflow run for this job", err)
+        print(f"flashsim: WARNING: cannot open the MLflow store ({err}); no MLflow run for this job",
+              file=sys.stderr)
+        return Run(model, kind, outdir, root=root)
     state = {} if new_run else _read_state(model, root)
-    tracker = Tracker(store, None, root, experiment, extra)
-    tracker.kind = kind
+    experiment = EXPERIMENT.format(model=model)
+    run = Run(model, kind, outdir, root=root, store=store, experiment=experiment, extra_tags=extra)
     git = git_state(code_root(root))
     try:
         with store.locked():
             resumed = bool(state) and _resumable(store, state)
             if resumed:
-                tracker.run_id = state["run_id"]
-                store.client.update_run(tracker.run_id, status="RUNNING")
+                run.run_id = state["run_id"]
+                store.client.update_run(run.run_id, status="RUNNING")
             else:
                 exp = store.experiment_id(experiment)
                 name = f"{model} {git['sha'][:8]}{'+dirty' if git['dirty'] else ''}"
                 tags = {"mlflow.runName": name, "flashsim.model": model, "flashsim.first_job": kind, **extra}
                 if state.get("run_id"):
                     tags["flashsim.previous_run_id"] = state["run_id"]
-                tracker.run_id = store.client.create_run(exp, run_name=name, tags=tags).info.run_id
+                run.run_id = store.client.create_run(exp, run_name=name, tags=tags).info.run_id
     except Exception as err:
         if store.local:
-            log.warning("local MLflow store failed (%s): job not tracked", err)
-            return NullTracker(root)
-        tracker.run_id = None
-        tracker._failed(err)
+            log.warning("local MLflow store failed (%s): no MLflow run for this job", err)
+            return Run(model, kind, outdir, root=root)
+        run.run_id = None
+        run._failed(err)
         resumed = False
     if kind == "train" or not resumed:
-        _write_state(model, root, tracker)
-    _log_start(tracker, kind, model, params, config, inputs, device, git, resumed)
-    return tracker
+        _write_state(model, root, run)
+    _log_start(run, params, config, inputs, device, git, resumed)
+    return run
 
 
-def _log_start(tracker: Tracker, kind: str, model: str, params, config, inputs, device, git: dict,
-               resumed: bool) -> None:
+def _log_start(run: Run, params, config, inputs, device, git: dict, resumed: bool) -> None:
+    """The provenance of the job, in MLflow only: job tags, git state, environment, configuration, inputs."""
     import yaml
 
+    kind = run.kind
     jt = job_tags(kind, device)
     tags: dict[str, Any] = {f"{kind}.{k}": v for k, v in jt.items()}
-    tags.update({f"{kind}.git.sha": git["sha"], f"{kind}.git.dirty": str(git["dirty"]).lower(),
-                 **tracker._extra_tags})
+    tags.update({f"{kind}.git.sha": git["sha"], f"{kind}.git.dirty": str(git["dirty"]).lower(), **run._extra_tags})
     if not resumed:
         tags.update({"git.sha": git["sha"], "git.dirty": str(git["dirty"]).lower(), "mlflow.source.git.commit":
-                     git["sha"], "mlflow.source.name": f"flashsim {kind} {model}", "mlflow.source.type": "JOB",
+                     git["sha"], "mlflow.source.name": f"flashsim {kind} {run.model}", "mlflow.source.type": "JOB",
                      **jt})
     if config is not None:
         tags["scale"] = config.get("scale", "")
@@ -590,23 +534,18 @@ def _log_start(tracker: Tracker, kind: str, model: str, params, config, inputs, 
     run_params = dict(params or {})
     if config is not None and "seed" in config:
         run_params.update({"seed": config["seed"], "scale": config.get("scale", "")})
-    tracker.log_params(run_params, replay_only=resumed)
-    tracker.set_tags(tags)
+    run._mlflow_params(flatten(run_params) if run_params else {}, replay_only=resumed)
+    run._mlflow_tags(tags)
     prefix = f"provenance/{kind}"
     if config is not None:
-        tracker.log_text(yaml.safe_dump(_plain(config), sort_keys=False), f"{prefix}/params.yaml")
-    tracker.log_text(json.dumps(environment(), indent=2), f"{prefix}/environment.json")
-    tracker.log_text(json.dumps({k: v for k, v in git.items() if k != "patch"}, indent=2), f"{prefix}/git.json")
+        run.log_text(yaml.safe_dump(_plain(config), sort_keys=False), f"{prefix}/params.yaml")
+    run.log_text(json.dumps(environment(), indent=2), f"{prefix}/environment.json")
+    run.log_text(json.dumps({k: v for k, v in git.items() if k != "patch"}, indent=2), f"{prefix}/git.json")
     if git.get("patch"):
-        tracker.log_text(git["patch"], f"{prefix}/git.patch")
+        run.log_text(git["patch"], f"{prefix}/git.patch")
     for label, path in (inputs or {}).items():
-        tracker.log_dataset(label, path)
+        run.log_dataset(label, path)
 
 
 def _plain(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
-
-
-def callback(tracker: Tracker) -> Callable[[int, Mapping[str, Any]], None]:
-    """The training loop's per-epoch hook: ``callback(epoch, metrics)``."""
-    return tracker.log_epoch

@@ -2,7 +2,8 @@
 
 A family module ``flashsim.models.<family>`` defines ``class Family(base.Family)`` implementing::
 
-    fit(ctx) -> dict                       # train on the prepared train/val splits, save to spec.train_dir
+    fit(ctx) -> dict                       # train on the prepared train/val splits, save to spec.train_dir;
+                                           # ctx: the job's run (flashsim.mlops.runs.Run: log_metrics, set_tags)
     load() -> None                         # load the saved native model
     predict(x, noise=None) -> ndarray      # native prediction, physical units (classifiers: probabilities [N, C])
     to_onnx(path) -> None                  # write the ONNX graph (x[, noise] -> y), preprocessing inside

@@ -27,7 +27,7 @@ from flashsim.models.nets import MLP
 from flashsim.training import (
     Checkpointer,
     DeviceData,
-    RunContext,
+    MetricsLog,
     autocast,
     epoch_loop,
     optimizer_step,
@@ -241,7 +241,7 @@ class Trainer:
         return out
 
     # ------------------------------------------------------------ loop
-    def fit(self, train: DeviceData, val: DeviceData | None, ctx: RunContext | None = None,
+    def fit(self, train: DeviceData, val: DeviceData | None, ctx: MetricsLog | None = None,
             checkpointer: Checkpointer | None = None, desc: str = "train",
             stop_after: int | None = None) -> list[dict]:
         cfg = self.cfg

@@ -1,4 +1,4 @@
-"""`flashsim train/export/validate` are tracked in MLflow, and a registered version's provenance is enough to
+"""`flashsim train/export/validate` are recorded in MLflow, and a registered version's provenance is enough to
 rebuild its ONNX file bit for bit (code from the recorded commit + patch, params, data checked by hash)."""
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import pytest
 from helpers import scratch_repo, write_synthetic
 
 from flashsim.cli import main as flashsim
-from flashsim.mlops import model_registry as registry
-from flashsim.mlops import runs as tracking
+from flashsim.mlops import model_registry, provenance, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = {"sample": "synth", "features": ["p", "eta", "x1"], "bins": {"p": "p", "eta": "eta", "n_p": 3, "n_eta": 2},
@@ -32,26 +31,26 @@ SYNTH = {"n": 6000, "seed": 3}
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, mlflow_store_template):
-    """A scratch project where both models went through train -> export -> validate with tracking on."""
-    root = scratch_repo(tmp_path_factory.mktemp("tracked"), MODELS)
+    """A scratch project where both models went through train -> export -> validate with MLflow on."""
+    root = scratch_repo(tmp_path_factory.mktemp("recorded"), MODELS)
     write_synthetic(root, "synth", **SYNTH)
-    shutil.copy(mlflow_store_template, root / tracking.LOCAL_DB)
+    shutil.copy(mlflow_store_template, root / runs.LOCAL_DB)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        mp.setenv("FLASHSIM_TRACKING", "on")
-        mp.setenv(tracking.ENV_RULE, "train_model")
+        mp.setenv("FLASHSIM_MLFLOW", "on")
+        mp.setenv(provenance.ENV_RULE, "train_model")
         for name in MODELS:
-            mp.setenv(tracking.ENV_WILDCARDS, f"model={name}")
+            mp.setenv(provenance.ENV_WILDCARDS, f"model={name}")
             for verb in ("train", "export", "validate"):
                 assert flashsim([verb, name]) == 0, f"flashsim {verb} {name}"
     return root
 
 
-def store(root: Path) -> tracking.Store:
-    return tracking.Store(tracking.local_uri(root), root)
+def store(root: Path) -> runs.Store:
+    return runs.Store(runs.local_uri(root), root)
 
 
-def test_every_driver_job_is_tracked(built):
+def test_every_driver_job_is_recorded_in_mlflow(built):
     client = store(built).client
     mv = client.get_model_version_by_alias("clf_gbdt", "validated")
     assert str(client.get_model_version_by_alias("clf_gbdt", "candidate").version) == str(mv.version)
@@ -62,14 +61,14 @@ def test_every_driver_job_is_tracked(built):
     tags = run.data.tags
     for split in ("train", "val"):
         path = built / "results" / "prepared" / "synth" / f"{split}.parquet"
-        assert tags[f"data.synth.{split}.sha256"] == tracking.file_sha256(path)
+        assert tags[f"data.synth.{split}.sha256"] == provenance.file_sha256(path)
     assert tags["data.synth.test.sha256"]  # export and validate read the test split
     assert tags["train.snakemake.rule"] == "train_model" and tags["train.snakemake.wildcards"] == "model=clf_gbdt"
     assert tags["device"] == "cpu" and tags["validation.gates"] == "passed"
     assert {"train.host", "export.host", "validate.host"} <= set(tags)
     report = json.loads((built / "reports/clf_gbdt/metrics.json").read_text())
     assert run.data.metrics["validation.logloss_gap"] == pytest.approx(report["metrics"]["logloss_gap"])
-    assert mv.tags["onnx_sha256"] == tracking.file_sha256(built / "models/clf_gbdt.onnx")
+    assert mv.tags["onnx_sha256"] == provenance.file_sha256(built / "models/clf_gbdt.onnx")
     names = {f.path for f in client.list_artifacts(mv.run_id, "model")}
     assert names == {"model/clf_gbdt.onnx", "model/clf_gbdt.json"}
     assert any(f.path.endswith("index.html") for f in client.list_artifacts(mv.run_id, "report"))
@@ -79,7 +78,7 @@ def test_every_driver_job_is_tracked(built):
 
 def test_compare_lists_every_model_with_metrics_and_aliases(built, monkeypatch, capsys):
     monkeypatch.chdir(built)
-    monkeypatch.setenv("FLASHSIM_TRACKING", "on")
+    monkeypatch.setenv("FLASHSIM_MLFLOW", "on")
     capsys.readouterr()
     assert flashsim(["compare", "--json"]) == 0
     table = json.loads(capsys.readouterr().out)
@@ -111,12 +110,12 @@ def test_provenance_rebuilds_the_onnx_bit_for_bit(built, tmp_path, monkeypatch, 
     import mlflow.artifacts
 
     monkeypatch.chdir(built)
-    monkeypatch.setenv("FLASHSIM_TRACKING", "on")
-    info = registry.provenance(store(built), f"{name}@validated")
+    monkeypatch.setenv("FLASHSIM_MLFLOW", "on")
+    info = model_registry.provenance(store(built), f"{name}@validated")
     registered = Path(mlflow.artifacts.download_artifacts(
-        f"models:/{name}@validated", dst_path=str(tmp_path / "registered"), tracking_uri=tracking.local_uri(built)))
+        f"models:/{name}@validated", dst_path=str(tmp_path / "registered"), tracking_uri=runs.local_uri(built)))
     registered_onnx = registered / f"{name}.onnx"
-    assert tracking.file_sha256(registered_onnx) == info["onnx_sha256"]
+    assert provenance.file_sha256(registered_onnx) == info["onnx_sha256"]
 
     # 1. the code: the recorded commit (+ patch when the tree was dirty)
     code = _code_at(info["git"]["sha"], info["provenance"]["train"].get("git_patch", ""), tmp_path / "code")
@@ -129,10 +128,10 @@ def test_provenance_rebuilds_the_onnx_bit_for_bit(built, tmp_path, monkeypatch, 
     write_synthetic(rebuild, "synth", **SYNTH)
     for label in ("synth.train", "synth.val"):
         split = label.split(".")[1]
-        assert tracking.file_sha256(rebuild / f"results/prepared/synth/{split}.parquet") == \
+        assert provenance.file_sha256(rebuild / f"results/prepared/synth/{split}.parquet") == \
             info["data"][label]["sha256"]
     # 4. retrain + export with that code, in a fresh process
-    env = {**os.environ, "PYTHONPATH": str(code / "src"), "FLASHSIM_TRACKING": "off"}
+    env = {**os.environ, "PYTHONPATH": str(code / "src"), "FLASHSIM_MLFLOW": "off"}
     script = f"from flashsim.cli import main; raise SystemExit(main(['train', '{name}']) or main(['export', '{name}']))"
     out = subprocess.run([sys.executable, "-c", script], cwd=rebuild, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""MLflow tracking and registry against the default local SQLite store, a real `mlflow server`, an unreachable
+"""MLflow runs and registry against the default local SQLite store, a real `mlflow server`, an unreachable
 server and a server that goes away during the job."""
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flashsim.errors import GateError
-from flashsim.mlops import model_registry as registry
-from flashsim.mlops import runs as tracking
+from flashsim.mlops import model_registry, provenance, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +31,7 @@ def make_project(path: Path, store_template: Path | None = None) -> Path:
     ``store_template``, an initialised (empty) local MLflow store (saves the schema migrations)."""
     path.mkdir(parents=True, exist_ok=True)
     if store_template is not None:
-        shutil.copy(store_template, path / tracking.LOCAL_DB)
+        shutil.copy(store_template, path / runs.LOCAL_DB)
     shutil.copy(ROOT / "params.yaml", path / "params.yaml")
     shutil.copytree(ROOT / "schemas", path / "schemas")
     (path / ".gitignore").write_text("mlflow.db*\nmlruns/\nresults/\n")
@@ -55,7 +54,7 @@ def project(tmp_path_factory, mlflow_store_template) -> Path:
 
 @pytest.fixture
 def tracked(monkeypatch, project):
-    monkeypatch.setenv("FLASHSIM_TRACKING", "on")
+    monkeypatch.setenv("FLASHSIM_MLFLOW", "on")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(project)
     return project
@@ -77,31 +76,31 @@ def build(name: str, root: Path, onnx_bytes: bytes, metrics: dict, passed: bool,
     params = {"family": "mlp", "hidden": [16, 16], "optim": {"lr": 1e-3}}
     config = {"scale": "demo", "seed": 7, "models": {name: params}}
     train = root / "results" / "prepared" / "tracking" / "train.parquet"
-    with tracking.job_run("train", name, params=params, config=config, inputs={"train": train}, root=root,
+    with runs.start_job("train", name, params=params, config=config, inputs={"train": train}, root=root,
                           device="cpu") as t:
         for epoch in range(epochs):
-            t.log_epoch(epoch, {"loss": 1.0 / (epoch + 1), "val_loss": 2.0 / (epoch + 1)})
+            t.log_metrics({"loss": 1.0 / (epoch + 1), "val_loss": 2.0 / (epoch + 1)}, step=epoch)
     onnx, card = root / "models" / f"{name}.onnx", root / "models" / f"{name}.json"
     onnx.parent.mkdir(exist_ok=True)
     onnx.write_bytes(onnx_bytes)
     card.write_text(json.dumps({"family": "mlp", "parity_max_deviation": 1e-7}))
-    with tracking.job_run("export", name, root=root) as t:
-        version = registry.register_export(t, name, onnx, card)
+    with runs.start_job("export", name, root=root) as t:
+        version = model_registry.register_export(t, name, onnx, card)
     report = root / "reports" / name
     report.mkdir(parents=True, exist_ok=True)
     (report / "metrics.json").write_text(json.dumps(metrics))
-    with tracking.job_run("validate", name, root=root) as t:
-        assert registry.record_validation(t, name, onnx, metrics, passed, report_dir=report) == version
+    with runs.start_job("validate", name, root=root) as t:
+        assert model_registry.record_validation(t, name, onnx, metrics, passed, report_dir=report) == version
     return t.run_id, version
 
 
 def test_local_store_run_has_params_metrics_tags_datasets_artifacts(tracked, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
-    monkeypatch.setenv(tracking.ENV_RULE, "train_torch")
-    monkeypatch.setenv(tracking.ENV_WILDCARDS, "model=effi")
+    monkeypatch.setenv(provenance.ENV_RULE, "train_torch")
+    monkeypatch.setenv(provenance.ENV_WILDCARDS, "model=effi")
     run_id, version = build("effi", tracked, b"onnx-bytes-1", {"auc": 0.52, "ks": {"max": 0.01}}, True)
     assert (tracked / "mlflow.db").exists() and (tracked / "mlruns").is_dir()
-    store = tracking.Store(tracking.local_uri(tracked), tracked)
+    store = runs.Store(runs.local_uri(tracked), tracked)
     run = store.client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["hidden"] == "[16, 16]" and run.data.params["optim.lr"] == "0.001"
@@ -114,7 +113,7 @@ def test_local_store_run_has_params_metrics_tags_datasets_artifacts(tracked, mon
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     status = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True).stdout
     assert tags["git.sha"] == head.strip() and tags["git.dirty"] == str(bool(status.strip())).lower()
-    assert tags["data.train.sha256"] == tracking.file_sha256(tracked / "results/prepared/tracking/train.parquet")
+    assert tags["data.train.sha256"] == provenance.file_sha256(tracked / "results/prepared/tracking/train.parquet")
     assert tags["train.slurm.job_id"] == "4242" and tags["train.snakemake.rule"] == "train_torch"
     assert tags["train.snakemake.wildcards"] == "model=effi"
     assert tags["train.host"] == socket.gethostname() and tags["train.device"] == "cpu"
@@ -135,16 +134,16 @@ def test_local_store_run_has_params_metrics_tags_datasets_artifacts(tracked, mon
 def test_registry_aliases_promote_compare_provenance(tracked, capsys):
     _, v1 = build("acc", tracked, b"acc-1", {"auc": 0.51}, True)
     _, v2 = build("acc", tracked, b"acc-2", {"auc": 0.71}, False)
-    store = tracking.Store(tracking.local_uri(tracked), tracked)
-    aliases = registry._aliases(store, "acc")
+    store = runs.Store(runs.local_uri(tracked), tracked)
+    aliases = model_registry.aliases(store, "acc")
     assert aliases[v1] == ["validated"] and aliases[v2] == ["candidate"]
     with pytest.raises(GateError, match="gates failed"):
-        registry.promote(store, "acc", v2)
+        model_registry.promote(store, "acc", v2)
     code, _, err = cli(capsys, "promote", "acc", v2)
     assert code == 3 and "only validated versions" in err
     code, _, err = cli(capsys, "promote", "acc", v1)
     assert code == 0, err
-    assert registry._aliases(store, "acc")[v1] == ["production", "validated"]
+    assert model_registry.aliases(store, "acc")[v1] == ["production", "validated"]
     code, out, err = cli(capsys, "compare")
     assert code == 0, err
     blocks = {b.split()[0]: b.splitlines() for b in out.split("\n\n")[1:]}
@@ -165,11 +164,17 @@ def test_registry_aliases_promote_compare_provenance(tracked, capsys):
     assert code == 2 and "no registered model version 'acc@nope'" in err
 
 
-def test_tracking_off_records_nothing(tmp_path, monkeypatch):
-    monkeypatch.setenv("FLASHSIM_TRACKING", "off")
-    with tracking.job_run("train", "x", params={"a": 1}, root=tmp_path) as t:
-        t.log_epoch(0, {"loss": 1.0})
+def test_mlflow_off_records_nothing_in_mlflow(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLASHSIM_MLFLOW", "off")
+    with runs.start_job("train", "x", params={"a": 1}, root=tmp_path) as t:
+        t.log_metrics({"loss": 1.0}, step=0)
+        t.set_tags({"family": "mlp"})
     assert not t.active and not (tmp_path / "mlflow.db").exists()
+    # the run's local record is written whatever MLflow does
+    local = tmp_path / "results" / "train" / "x"
+    (line,) = (local / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(line)["step"] == 0 and json.loads(line)["loss"] == 1.0
+    assert json.loads((local / "tags.json").read_text()) == {"family": "mlp"}
 
 
 def test_unreachable_server_falls_back_to_local_store(tracked, monkeypatch, capfd):
@@ -177,13 +182,13 @@ def test_unreachable_server_falls_back_to_local_store(tracked, monkeypatch, capf
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens there once closed
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
-    with tracking.job_run("train", "fallback", params={"a": 1}, root=tracked) as t:
-        t.log_epoch(0, {"loss": 0.5})
+    with runs.start_job("train", "fallback", params={"a": 1}, root=tracked) as t:
+        t.log_metrics({"loss": 0.5}, step=0)
     assert "unreachable" in capfd.readouterr().err
-    assert t.uri == tracking.local_uri(tracked) and t.fallback
-    run = tracking.Store(tracking.local_uri(tracked), tracked).client.get_run(t.run_id)
-    assert run.data.tags[tracking.INTENDED_TAG] == f"http://127.0.0.1:{port}"
-    assert "ConnectionError" in run.data.tags[tracking.FALLBACK_TAG]
+    assert t.uri == runs.local_uri(tracked) and t.fallback
+    run = runs.Store(runs.local_uri(tracked), tracked).client.get_run(t.run_id)
+    assert run.data.tags[runs.INTENDED_TAG] == f"http://127.0.0.1:{port}"
+    assert "ConnectionError" in run.data.tags[runs.FALLBACK_TAG]
     assert run.data.metrics["loss"] == 0.5 and run.data.params["a"] == "1"
 
 
@@ -233,20 +238,20 @@ def test_server_lost_during_job_replays_into_local_store(tracked, monkeypatch, m
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{proxy.server_address[1]}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    with tracking.job_run("train", "lost", params={"lr": 0.1}, root=tracked) as t:
+    with runs.start_job("train", "lost", params={"lr": 0.1}, root=tracked) as t:
         assert not t.fallback
         server_run = t.run_id
-        t.log_epoch(0, {"loss": 1.0})
+        t.log_metrics({"loss": 1.0}, step=0)
         t.flush()  # metrics are buffered for up to FLUSH_SECONDS: make this one reach the server
         proxy.cut()
         for epoch in (1, 2):
-            t.log_epoch(epoch, {"loss": 1.0 / (epoch + 1)})
+            t.log_metrics({"loss": 1.0 / (epoch + 1)}, step=epoch)
     assert "failed during the job" in capfd.readouterr().err
     assert t.fallback and t.run_id != server_run
-    local = tracking.Store(tracking.local_uri(tracked), tracked).client
+    local = runs.Store(runs.local_uri(tracked), tracked).client
     run = local.get_run(t.run_id)
     assert run.info.status == "FINISHED" and run.data.params["lr"] == "0.1"
-    assert run.data.tags["flashsim.mlops.runs.intended_run_id"] == server_run
+    assert run.data.tags[runs.INTENDED_RUN_TAG] == server_run
     assert [m.value for m in local.get_metric_history(t.run_id, "loss")] == [1.0, 0.5, 1.0 / 3]
     # what reached the server before the failure is there too
     from mlflow import MlflowClient
@@ -260,7 +265,7 @@ def test_eight_concurrent_jobs_lose_nothing(tmp_path, mlflow_tracking_server):
     from mlflow import MlflowClient
 
     root = make_project(tmp_path / "proj")
-    env = {**os.environ, "FLASHSIM_TRACKING": "on", "MLFLOW_TRACKING_URI": mlflow_tracking_server.url,
+    env = {**os.environ, "FLASHSIM_MLFLOW": "on", "MLFLOW_TRACKING_URI": mlflow_tracking_server.url,
            "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     epochs = 40
     procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "mlflow_worker.py"), f"conc{i}", str(i),
@@ -282,7 +287,7 @@ def test_eight_concurrent_jobs_lose_nothing(tmp_path, mlflow_tracking_server):
         assert len(client.get_metric_history(r["run_id"], "accuracy")) == epochs
         dst = tmp_path / "dl" / r["name"]
         got = Path(client.download_artifacts(r["run_id"], f"model/{r['name']}.onnx", str(dst)))
-        assert tracking.file_sha256(got) == r["onnx_sha256"]
+        assert provenance.file_sha256(got) == r["onnx_sha256"]
         mv = client.get_model_version_by_alias(r["name"], "candidate")
         assert str(mv.version) == r["version"] == "1" and mv.run_id == r["run_id"]
         assert mv.tags["onnx_sha256"] == r["onnx_sha256"]
