@@ -56,3 +56,13 @@ def test_new_entry_of_an_existing_family_gets_its_jobs(tmp_path):
     # the new models are part of `all` and of the DVC summary, and the checkout's own models are all still there
     expected = {f"reports/{n}/index.html" for n in ("resolution_wide", "acceptance_deep", "resolution", "acceptance")}
     assert expected <= {o for rule, o in planned if rule == "validate"}
+
+
+def test_jobs_get_their_models_threads(tmp_path):
+    """Demo: one thread per model job (granted to the job as FLASHSIM_THREADS); full: `threads: 0`, every core."""
+    root = project_copy(tmp_path)
+    for scale, want in (("demo", 1), ("full", 2)):
+        out = dry_run(root, "-p", "--config", f"scale={scale}", "--", "models/ghost_mlp.onnx", "models/acceptance.onnx")
+        cmds = [line for line in out.splitlines() if "flashsim train" in line or "flashsim export" in line]
+        assert len(cmds) == 4, out[-3000:]
+        assert all(f"FLASHSIM_THREADS={want};" in c for c in cmds), (scale, cmds)
