@@ -1,10 +1,12 @@
 """Model registry: ``params.yaml`` ``models:`` entries -> :class:`ModelSpec` -> family instance.
 
 An entry is ``NAME: {family: F, sample: S, <hyperparameters>, gates: {demo: {...}, full: {...}}}``; the family
-``F`` is a key of :data:`FAMILIES`, the one table of model families, naming the module whose ``Family`` class
-implements the model-specific part (see :mod:`flashsim.models.base`). An entry with ``species: [a, b]``
-expands to models ``NAME_a``, ``NAME_b``, each
-with ``species`` set to one value and ``{species}`` in string values (e.g. the sample) replaced by it.
+``F`` is a key of :data:`FAMILIES`, the one table of model families: the module whose ``Family`` class implements
+the model-specific part (see :mod:`flashsim.models.base`) and how the family trains, which selects the workflow's
+rules. :func:`expand` is the one expansion of the entries: ``species: [a, b]`` gives models ``NAME_a``, ``NAME_b``
+(``{species}`` in string values replaced, ``per_species`` overrides merged), and feature-set names in
+``features`` become their columns (params.yaml ``feature_sets``). Family defaults are filled from the schema
+when params.yaml is loaded.
 """
 
 from __future__ import annotations
