@@ -51,7 +51,7 @@ def prepare_inputs(wc):
 # Model rules declare `params: model=model_params(STAGE)` with STAGE one of train, export, validate: Snakemake's
 # params rerun trigger then reruns exactly the jobs of a model whose params.yaml entry changed (train ignores the
 # entry's validation-only keys; flashsim.models.stage_params), and the DVC wrapper stage sees params.yaml change.
-# `threads: model_threads` gives a job its model's `threads` (docs/operations.md "Threads"). MODEL_JOB exports the
+# `threads: model_threads` gives a job its model's `threads` (docs/models.md, "Threads"). MODEL_JOB exports the
 # rule name and wildcards (tags of the MLflow run) and the granted threads, then runs `flashsim VERB NAME`.
 import os as _os
 import sys as _sys
