@@ -15,17 +15,15 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/ecal.smk"
 include: "rules/mlops.smk"
-include: "rules/pid.smk"
+include: "rules/models.smk"
 include: "rules/runtime.smk"
-include: "rules/tracking.smk"
 
 
 rule all:
     input:
         rules.data_all.input,
+        expand("reports/{name}/index.html", name=MODEL_CONFIGS),
         rules.ecal_all.input,
         rules.summarize.output,
-        rules.pid_all.input,
         rules.runtime_all.input,
-        rules.tracking_all.input,
     default_target: True

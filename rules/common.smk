@@ -29,7 +29,7 @@ def scaled(value):
 
 def prepared_splits(name, splits):
     """Prepared Parquet files of the sample of model ``name`` (params.yaml models.NAME.sample)."""
-    sample = config["models"][name]["sample"]
+    sample = MODEL_CONFIGS[name]["sample"]
     return [f"{PREPARED}/{sample}/{split}.parquet" for split in splits]
 
 
@@ -47,32 +47,34 @@ def prepare_inputs(wc):
     return files
 
 
-# ---- model rules: rerun triggers and MLflow job tags (flashsim.mlops.runs) ----
+# ---- model rules: rerun triggers, threads and MLflow job tags ----
 # Model rules declare `params: model=model_params(STAGE)` with STAGE one of train, export, validate: Snakemake's
 # params rerun trigger then reruns exactly the jobs of a model whose params.yaml entry changed (train ignores the
-# entry's validation-only keys), and the DVC wrapper stage sees params.yaml change. Their shell commands begin with
-# `export FLASHSIM_SMK_RULE={rule} FLASHSIM_SMK_WILDCARDS='{wildcards}';`, which hands the rule name and the
-# wildcards to the MLflow run as tags.
-import json as _json
+# entry's validation-only keys; flashsim.models.stage_params), and the DVC wrapper stage sees params.yaml change.
+# `threads: model_threads` gives a job its model's `threads` (docs/models.md, "Threads"). MODEL_JOB exports the
+# rule name and wildcards (tags of the MLflow run) and the granted threads, then runs `flashsim VERB NAME`.
+import os as _os
 import sys as _sys
 
 _sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from flashsim.models import expand as _expand_models
+from flashsim.models import by_training, expand_params, stage_params
 
-MODEL_CONFIGS = _expand_models(config.get("models", {}))  # NAME -> entry, species lists expanded
-_VALIDATION_ONLY = {"gates", "validation_rows", "bins", "parity", "oracle"}
+MODEL_CONFIGS = expand_params(config)  # NAME -> entry: species expanded, feature sets resolved
+BY_TRAINING = by_training(MODEL_CONFIGS)  # torch | cpu | assemble -> names (flashsim.models.FAMILIES `trains`)
+MODEL_JOB = ("export FLASHSIM_SMK_RULE={params.rule} FLASHSIM_SMK_WILDCARDS='{wildcards}' FLASHSIM_THREADS={threads}; "
+             "flashsim {params.verb} {wildcards.name} > {log} 2>&1")
 
 
 def model_params(stage="train"):
     """A params function: the model's entry (+ seed, scale) as canonical JSON, the keys that matter to ``stage``."""
+    return lambda wc: stage_params(MODEL_CONFIGS[wc.name], stage, config["seed"], SCALE)
 
-    def get(wildcards):
-        name = wildcards.get("name", wildcards.get("model"))
-        entry = MODEL_CONFIGS[name]
-        if stage == "train":
-            entry = {k: v for k, v in entry.items() if k not in _VALIDATION_ONLY}
-        elif stage == "export":
-            entry = {k: v for k, v in entry.items() if k not in _VALIDATION_ONLY - {"parity"}}
-        return _json.dumps({"model": entry, "seed": config["seed"], "scale": SCALE}, sort_keys=True)
 
-    return get
+def model_threads(wc):
+    """The model's `threads` at this scale; 0 (all cores) asks for every core, which Snakemake caps to --cores."""
+    return scaled(MODEL_CONFIGS[wc.name].get("threads", 0)) or _os.cpu_count() or 1
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly ``names`` (nothing when empty)."""
+    return "|".join(names) or "^$"

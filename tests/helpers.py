@@ -23,7 +23,11 @@ SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 
 
 def scratch_repo(root: str | Path, models: dict, scale: str = "demo", seed: int = 7, **extra) -> Path:
+    """A repository in ``root``: this checkout's schema, and params.yaml with ``models`` (and the checkout's
+    ``feature_sets``, so entries copied from params.yaml resolve), ``scale``, ``seed`` and ``extra`` sections."""
     root = Path(root)
+    extra.setdefault("feature_sets", yaml.safe_load((SCHEMA_DIR.parent / "params.yaml").read_text()).get(
+        "feature_sets") or {})
     (root / "schemas").mkdir(parents=True, exist_ok=True)
     for f in SCHEMA_DIR.glob("*.yaml"):
         (root / "schemas" / f.name).write_text(f.read_text())

@@ -238,9 +238,9 @@ def _model_names(repo: Path) -> list[str]:
     try:
         import yaml
 
-        from flashsim.models import expand
+        from flashsim.models import expand_params
 
-        return list(expand(yaml.safe_load((repo / "params.yaml").read_text()).get("models") or {}))
+        return list(expand_params(yaml.safe_load((repo / "params.yaml").read_text())))
     finally:
         sys.path.remove(str(repo / "src"))
 

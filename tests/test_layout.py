@@ -89,7 +89,7 @@ def test_no_private_attribute_of_another_module_is_used():
                 continue
             on_import = isinstance(node.value, ast.Name) and node.value.id in imported
             foreign = node.attr not in defined[path] and bool(elsewhere.get(node.attr, set()) - {path})
-            if (on_import or foreign):
+            if on_import or foreign:
                 bad.append(f"{_rel(path)}:{node.lineno}: {ast.unparse(node)}")
     assert not bad, "use public names for what other modules need:\n" + "\n".join(sorted(bad))
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from flashsim.io.atomic import atomic_output
+from flashsim.threads import granted, job_threads
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +52,14 @@ def autocast(device: torch.device, enabled: bool = True):
     return contextlib.nullcontext()
 
 
-def usable_cores() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a batch job's allocation), at least 1."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(len(os.sched_getaffinity(0)), 1)
-    return os.cpu_count() or 1
-
-
-def set_threads(n: int | None = None) -> None:
-    """Set torch intra-op threads: ``FLASHSIM_THREADS`` if set, else ``n`` (None: leave torch's default)."""
-    n = int(os.environ.get("FLASHSIM_THREADS", 0)) or n
-    if n:
-        torch.set_num_threads(n)
+def set_threads(configured: int | None = None) -> int:
+    """Set torch's intra-op threads by the threads rule (:func:`flashsim.threads.job_threads`) and return them;
+    ``None`` without a workflow grant leaves torch's default."""
+    if configured is None and not granted():
+        return torch.get_num_threads()
+    n = job_threads(configured)
+    torch.set_num_threads(n)
+    return n
 
 
 # ---------------------------------------------------------------- what the loops report to

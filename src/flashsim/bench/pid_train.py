@@ -180,7 +180,8 @@ def throughput(params: dict, quick: bool, device: torch.device) -> dict:
 
 
 def run(quick: bool, params: dict) -> dict:
-    from flashsim.training import choose_device, seed_everything, usable_cores
+    from flashsim.threads import usable_cores
+    from flashsim.training import choose_device, seed_everything
 
     device = choose_device()
     seed = int(params["seed"])

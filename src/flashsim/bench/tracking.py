@@ -168,7 +168,8 @@ def inference(params: dict, quick: bool) -> dict:
 def run(quick: bool, params: dict) -> dict:
     from flashsim.models import get_family, get_spec
     from flashsim.preprocessing import QuantileTransform
-    from flashsim.training import choose_device, seed_everything, set_threads, usable_cores
+    from flashsim.threads import usable_cores
+    from flashsim.training import choose_device, seed_everything, set_threads
     from flashsim.validation import two_sample_auc
 
     device = choose_device()

@@ -1,34 +1,52 @@
 """Model registry: ``params.yaml`` ``models:`` entries -> :class:`ModelSpec` -> family instance.
 
 An entry is ``NAME: {family: F, sample: S, <hyperparameters>, gates: {demo: {...}, full: {...}}}``; the family
-``F`` is a key of :data:`FAMILIES`, the one table of model families, naming the module whose ``Family`` class
-implements the model-specific part (see :mod:`flashsim.models.base`). An entry with ``species: [a, b]``
-expands to models ``NAME_a``, ``NAME_b``, each
-with ``species`` set to one value and ``{species}`` in string values (e.g. the sample) replaced by it.
+``F`` is a key of :data:`FAMILIES`, the one table of model families: the module whose ``Family`` class implements
+the model-specific part (see :mod:`flashsim.models.base`) and how the family trains, which selects the workflow's
+rules. :func:`expand` is the one expansion of the entries: ``species: [a, b]`` gives models ``NAME_a``, ``NAME_b``
+(``{species}`` in string values replaced, ``per_species`` overrides merged), and feature-set names in
+``features`` become their columns (params.yaml ``feature_sets``). Family defaults are filled from the schema
+when params.yaml is loaded.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from flashsim.config import load_params, repo_root, resolve_scale
+from flashsim.config import load_params, merge, repo_root, resolve_scale
 from flashsim.errors import ConfigError
 
-# family name (params.yaml `family:`) -> module defining its ``Family`` class; adding a family is one line here.
-FAMILIES: dict[str, str] = {
-    "lgbm_classifier": "flashsim.models.lgbm_classifier",
-    "mlp_classifier": "flashsim.models.mlp_classifier",
-    "generator": "flashsim.models.generator",
-    "covariance": "flashsim.models.covariance",
-    "ghost_mlp": "flashsim.models.ghost_mlp",
-    "pid_ismuon": "flashsim.models.pid.ismuon",
-    "pid_generator": "flashsim.models.pid.generator",
-    "pid_pipeline": "flashsim.models.pid.pipeline",
-    "ecal_gnn": "flashsim.models.ecal.gnn",
-    "ecal_transformer": "flashsim.models.ecal.transformer",
+TRAINS = ("torch", "cpu", "assemble")
+
+
+class FamilyEntry(NamedTuple):
+    """One row of :data:`FAMILIES`: the module defining the ``Family`` class, and how the family trains.
+
+    ``trains`` selects the workflow's training rule (rules/models.smk): ``torch`` (``train_torch``, the only rule
+    that may ask for a GPU), ``cpu`` (``fit_cpu``, e.g. LightGBM) or ``assemble`` (``assemble``: built from the
+    trained outputs of the models named in the entry's ``stages``). Plain strings, so the Snakefile reads this
+    table without importing torch or any family module."""
+
+    module: str
+    trains: str
+
+
+# family name (params.yaml `family:`) -> its module and how it trains; adding a family is one line here.
+FAMILIES: dict[str, FamilyEntry] = {
+    "lgbm_classifier": FamilyEntry("flashsim.models.lgbm_classifier", "cpu"),
+    "mlp_classifier": FamilyEntry("flashsim.models.mlp_classifier", "torch"),
+    "generator": FamilyEntry("flashsim.models.generator", "torch"),
+    "covariance": FamilyEntry("flashsim.models.covariance", "torch"),
+    "ghost_mlp": FamilyEntry("flashsim.models.ghost_mlp", "torch"),
+    "pid_ismuon": FamilyEntry("flashsim.models.pid.ismuon", "torch"),
+    "pid_generator": FamilyEntry("flashsim.models.pid.generator", "torch"),
+    "pid_pipeline": FamilyEntry("flashsim.models.pid.pipeline", "assemble"),
+    "ecal_gnn": FamilyEntry("flashsim.models.ecal.gnn", "torch"),
+    "ecal_transformer": FamilyEntry("flashsim.models.ecal.transformer", "torch"),
 }
 
 
@@ -76,28 +94,97 @@ def _substitute(value: Any, species: str) -> Any:
     return value
 
 
-def expand(models: dict[str, dict]) -> dict[str, dict]:
-    """Expand ``species`` lists into one entry per species."""
+def resolve_features(value: str | list[str], feature_sets: dict[str, list[str]], where: str) -> list[str]:
+    """A ``features`` value with feature-set names (params.yaml ``feature_sets``) replaced by their columns.
+
+    ``value`` is a set name or a list of column and set names; sets may name other sets."""
+    out: list[str] = []
+
+    def add(item: str, seen: tuple[str, ...]) -> None:
+        if item not in feature_sets:
+            out.append(item)
+            return
+        if item in seen:
+            raise ConfigError(f"params.yaml: feature_sets: {' -> '.join((*seen, item))} is a cycle")
+        for col in feature_sets[item]:
+            add(col, (*seen, item))
+
+    if isinstance(value, str) and value not in feature_sets:
+        raise ConfigError(f"params.yaml: {where}: {value!r} is not a feature set; feature_sets: "
+                          f"{', '.join(sorted(feature_sets)) or 'none'}")
+    for item in [value] if isinstance(value, str) else value:
+        add(item, ())
+    return out
+
+
+def expand(models: dict[str, dict], feature_sets: dict[str, list[str]] | None = None) -> dict[str, dict]:
+    """The model entries by model name: ``species`` lists expanded into one entry per species (``{species}`` in
+    string values replaced, ``per_species[<species>]`` merged over the entry), feature-set names in ``features``
+    resolved. The one expansion, used by the Snakefile, :func:`get_spec` and the tests."""
     out: dict[str, dict] = {}
     for name, entry in (models or {}).items():
+        entry = dict(entry)
+        per_species = entry.pop("per_species", None) or {}
         species = entry.get("species")
         if isinstance(species, list):
+            unknown = sorted(set(per_species) - set(species))
+            if unknown:
+                raise ConfigError(f"params.yaml: models/{name}/per_species: {unknown} not in species {species}")
             for sp in species:
-                out[f"{name}_{sp}"] = {**_substitute(entry, sp), "species": sp}
+                out[f"{name}_{sp}"] = merge({**_substitute(entry, sp), "species": sp},
+                                            _substitute(per_species.get(sp, {}), sp))
+        elif per_species:
+            raise ConfigError(f"params.yaml: models/{name}/per_species needs a species list")
         else:
             out[name] = entry
+    for name, entry in out.items():
+        if "features" in entry:
+            entry["features"] = resolve_features(entry["features"], feature_sets or {}, f"models/{name}/features")
     return out
+
+
+def expand_params(params: dict) -> dict[str, dict]:
+    """:func:`expand` of a whole params dict's ``models`` (with its ``feature_sets``)."""
+    return expand(params.get("models") or {}, params.get("feature_sets") or {})
+
+
+def by_training(models: dict[str, dict]) -> dict[str, list[str]]:
+    """Expanded model names grouped by how their family trains (:data:`FAMILIES` ``trains``; every kind present)."""
+    out: dict[str, list[str]] = {kind: [] for kind in TRAINS}
+    for name, entry in models.items():
+        if entry.get("family") not in FAMILIES:
+            raise ConfigError(f"params.yaml: models/{name}/family: unknown family {entry.get('family')!r}; "
+                              f"known families: {', '.join(sorted(FAMILIES))}")
+        out[FAMILIES[entry["family"]].trains].append(name)
+    return out
+
+
+VALIDATION_ONLY = frozenset({"gates", "validation_rows", "bins", "parity", "oracle"})
+
+
+def stage_params(entry: dict, stage: str, seed: int, scale: str) -> str:
+    """The keys of an expanded model entry that matter to ``stage`` (train, export, validate), with the seed and
+    scale, as canonical JSON: the workflow's params rerun trigger (``model_params`` in rules/common.smk), so a
+    change reruns exactly the jobs of the model whose entry changed. Training ignores validation-only keys; export
+    also reads ``parity``."""
+    if stage == "train":
+        entry = {k: v for k, v in entry.items() if k not in VALIDATION_ONLY}
+    elif stage == "export":
+        entry = {k: v for k, v in entry.items() if k not in VALIDATION_ONLY - {"parity"}}
+    elif stage != "validate":
+        raise ValueError(f"unknown stage {stage!r}")
+    return json.dumps({"model": entry, "seed": seed, "scale": scale}, sort_keys=True)
 
 
 def model_names(params: dict | None = None) -> list[str]:
     params = params if params is not None else load_params()
-    return list(expand(params.get("models", {})))
+    return list(expand_params(params))
 
 
 def get_spec(name: str, params: dict | None = None, root: Path | None = None) -> ModelSpec:
     """The resolved spec of model ``name``; ConfigError when unknown."""
     params = params if params is not None else load_params()
-    models = expand(params.get("models", {}))
+    models = expand_params(params)
     if name not in models:
         raise ConfigError(f"unknown model {name!r}; params.yaml models: {', '.join(sorted(models)) or 'none'}")
     scale = params["scale"]
@@ -114,7 +201,7 @@ def family_class(family: str):
     """The ``Family`` class registered for ``family`` in :data:`FAMILIES`; ConfigError naming the known ones."""
     if family not in FAMILIES:
         raise ConfigError(f"unknown model family {family!r}; known families: {', '.join(sorted(FAMILIES))}")
-    return importlib.import_module(FAMILIES[family]).Family
+    return importlib.import_module(FAMILIES[family].module).Family
 
 
 def get_family(spec_or_name: ModelSpec | str, params: dict | None = None):

@@ -50,8 +50,9 @@ COMMON_SCHEMA: dict[str, Any] = {
                "properties": {"atol": {"type": "number", "minimum": 0, "default": 1e-4},
                               "rtol": {"type": "number", "minimum": 0, "default": 1e-4},
                               "rows": {"type": "integer", "minimum": 10, "default": 5000}}},
-    "threads": {"type": "integer", "minimum": 0, "default": 0,
-                "description": "CPU threads (0: FLASHSIM_THREADS or 1)"},
+    "threads": {"type": "integer", "minimum": 0, "default": 1,
+                "description": "CPU threads of the model's jobs, 0: all allotted cores (flashsim.threads; "
+                               "params.yaml default {demo: 1, full: 0})"},
     "device": {"type": "string", "default": "auto", "description": "auto (CUDA when present), cpu, cuda:N"},
 }
 

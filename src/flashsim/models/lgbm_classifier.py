@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from flashsim.io.atomic import atomic_output
 from flashsim.models import base
+from flashsim.threads import job_threads
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Family(base.ClassifierMixin, base.Family):
             learning_rate=c["learning_rate"], min_child_samples=c["min_child_samples"], subsample=c["subsample"],
             subsample_freq=1 if c["subsample"] < 1 else 0, colsample_bytree=c["colsample_bytree"],
             reg_lambda=c["reg_lambda"], random_state=self.spec.seed,
-            n_jobs=c["threads"] or int(os.environ.get("FLASHSIM_THREADS", 1)),
+            n_jobs=job_threads(c["threads"]),
             deterministic=True, force_row_wise=True, verbose=-1)
 
     def fit(self, ctx) -> dict:

@@ -39,12 +39,13 @@ class TorchFamily(base.Family):
         return self.spec.train_dir / "model.pt"
 
     def setup(self) -> torch.device:
-        """Seed, pick the device; on CPU use ``threads`` (default 1: small models gain little from more threads
-        and OpenMP spinning collapses when the cores are shared with parallel jobs)."""
+        """Seed, pick the device; on CPU use ``threads`` by the threads rule (:mod:`flashsim.threads`; params.yaml
+        default 1 at demo scale: small models gain little from more threads, and OpenMP spinning collapses when
+        the cores are shared with parallel jobs)."""
         seed_everything(self.spec.seed)
         device = choose_device(self.cfg["device"])
         if device.type == "cpu":
-            set_threads(self.cfg["threads"] or 1)
+            set_threads(self.cfg["threads"])
         return device
 
     def checkpointer(self) -> Checkpointer:

@@ -71,9 +71,9 @@ def training_weights(fam, df, seen: list[np.ndarray]) -> np.ndarray | None:
     if raw is None or fam.cfg.get("sweights", "regressed") == "direct":
         return raw
     x = np.hstack([np.asarray(a, dtype=np.float32).reshape(len(a), -1) for a in seen])
-    from flashsim.training import usable_cores
+    from flashsim.threads import job_threads
 
-    threads = fam.cfg.get("threads") or usable_cores()
+    threads = job_threads(fam.cfg.get("threads", 0))
     return signal_probability_weights(x, raw, seed=fam.spec.seed, threads=threads)
 
 
