@@ -114,4 +114,5 @@ def test_the_checker_catches_a_missing_path(tmp_path):
     doc.write_text("see `src/flashsim/nowhere.py`, [this](nothere.md) and `flashsim.models.NO_SUCH_TABLE`\n")
     paths, links, modules = _mentions(doc)
     assert paths == {"src/flashsim/nowhere.py"} and links == {"nothere.md"}
+    assert modules == {"flashsim.models.NO_SUCH_TABLE"}
     assert not _resolves("flashsim.models.NO_SUCH_TABLE") and _resolves("flashsim.models.FAMILIES")
