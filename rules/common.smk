@@ -67,7 +67,7 @@ MODEL_JOB = ("export FLASHSIM_SMK_RULE={params.rule} FLASHSIM_SMK_WILDCARDS='{wi
 
 def model_params(stage="train"):
     """A params function: the model's entry (+ seed, scale) as canonical JSON, the keys that matter to ``stage``."""
-    return lambda wc: stage_params(MODEL_CONFIGS[wc.name], stage, config["seed"], SCALE)
+    return lambda wc: stage_params(MODEL_CONFIGS[wc.name], stage, config["seed"], SCALE, config.get("detector"))
 
 
 def model_threads(wc):

@@ -6,6 +6,8 @@ rule generate:
         "data/raw/{sample}.root",
     params:
         size=lambda wc: scaled(config["detsim"]["samples"][wc.sample]["size"]),
+        # the ECAL sample is generated in the configured geometry: a geometry change regenerates it
+        detector=lambda wc: config.get("detector") if config["detsim"]["samples"][wc.sample]["kind"] == "ecal" else "",
     log:
         "logs/generate/{sample}.log",
     conda:

@@ -21,7 +21,7 @@ STAGES = ("train", "export", "validate")
 
 def triggers(params: dict) -> dict[tuple[str, str], str]:
     """(model, stage) -> the params rerun trigger of that job."""
-    return {(name, stage): stage_params(entry, stage, params["seed"], params["scale"])
+    return {(name, stage): stage_params(entry, stage, params["seed"], params["scale"], params.get("detector"))
             for name, entry in expand_params(params).items() for stage in STAGES}
 
 
@@ -40,6 +40,7 @@ CASES = [  # (override as typed after `dvc exp run -S`, the key it names, models
     ("models.pid_pipeline.parity.rtol=0.01", "models.pid_pipeline.parity.rtol",
      [f"pid_pipeline_{s}" for s in ("mu", "pi", "K", "p")], ("export", "validate")),
     ("++models.pid_rich.per_species.K.width=256", "models.pid_rich.per_species.K.width", ["pid_rich_K"], STAGES),
+    ("detector.ecal.z=12500.0", "detector.ecal.z", ["ecal_gnn", "ecal_transformer"], STAGES),  # geometry in graph
 ]
 
 

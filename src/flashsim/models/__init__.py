@@ -29,10 +29,12 @@ class FamilyEntry(NamedTuple):
     ``trains`` selects the workflow's training rule (rules/models.smk): ``torch`` (``train_torch``, the only rule
     that may ask for a GPU), ``cpu`` (``fit_cpu``, e.g. LightGBM) or ``assemble`` (``assemble``: built from the
     trained outputs of the models named in the entry's ``stages``). Plain strings, so the Snakefile reads this
-    table without importing torch or any family module."""
+    table without importing torch or any family module. ``detector``: the family's models bake the configured
+    detector geometry (params.yaml ``detector``) into their graphs, so a geometry change reruns their jobs."""
 
     module: str
     trains: str
+    detector: bool = False
 
 
 # family name (params.yaml `family:`) -> its module and how it trains; adding a family is one line here.
@@ -45,8 +47,8 @@ FAMILIES: dict[str, FamilyEntry] = {
     "pid_ismuon": FamilyEntry("flashsim.models.pid.ismuon", "torch"),
     "pid_generator": FamilyEntry("flashsim.models.pid.generator", "torch"),
     "pid_pipeline": FamilyEntry("flashsim.models.pid.pipeline", "assemble"),
-    "ecal_gnn": FamilyEntry("flashsim.models.ecal.gnn", "torch"),
-    "ecal_transformer": FamilyEntry("flashsim.models.ecal.transformer", "torch"),
+    "ecal_gnn": FamilyEntry("flashsim.models.ecal.gnn", "torch", detector=True),
+    "ecal_transformer": FamilyEntry("flashsim.models.ecal.transformer", "torch", detector=True),
 }
 
 
@@ -162,18 +164,21 @@ def by_training(models: dict[str, dict]) -> dict[str, list[str]]:
 VALIDATION_ONLY = frozenset({"gates", "validation_rows", "bins", "parity", "oracle"})
 
 
-def stage_params(entry: dict, stage: str, seed: int, scale: str) -> str:
+def stage_params(entry: dict, stage: str, seed: int, scale: str, detector: dict | None = None) -> str:
     """The keys of an expanded model entry that matter to ``stage`` (train, export, validate), with the seed and
     scale, as canonical JSON: the workflow's params rerun trigger (``model_params`` in rules/common.smk), so a
     change reruns exactly the jobs of the model whose entry changed. Training ignores validation-only keys; export
-    also reads ``parity``."""
+    also reads ``parity``. ``detector``: the configured geometry, for families whose graphs bake it in."""
     if stage == "train":
         entry = {k: v for k, v in entry.items() if k not in VALIDATION_ONLY}
     elif stage == "export":
         entry = {k: v for k, v in entry.items() if k not in VALIDATION_ONLY - {"parity"}}
     elif stage != "validate":
         raise ValueError(f"unknown stage {stage!r}")
-    return json.dumps({"model": entry, "seed": seed, "scale": scale}, sort_keys=True)
+    out = {"model": entry, "seed": seed, "scale": scale}
+    if FAMILIES.get(entry.get("family", ""), FamilyEntry("", "")).detector:
+        out["detector"] = detector
+    return json.dumps(out, sort_keys=True)
 
 
 def model_names(params: dict | None = None) -> list[str]:
