@@ -11,7 +11,16 @@ import importlib
 import logging
 import sys
 
+from flashsim import __version__
 from flashsim.errors import FlashsimError
+
+EPILOG = """exit codes:
+  0    success
+  1    unexpected error (a bug: please report it with the traceback)
+  2    bad input or configuration (the message names the file, branch or config key)
+  3    a validation gate failed (see reports/NAME/index.html)
+  130  interrupted (Ctrl-C)
+"""
 
 # subcommand -> module; adding a subcommand is one line here plus its module.
 COMMANDS: dict[str, str] = {
@@ -35,8 +44,10 @@ COMMANDS: dict[str, str] = {
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flashsim", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="flashsim", description=__doc__.splitlines()[0], epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-V", "--version", action="version", version=f"flashsim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, modname in COMMANDS.items():
         if only is not None and name != only:

@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from flashsim.detector import RECONSTRUCTED_TYPES
 from flashsim.errors import ConfigError, GateError
@@ -19,6 +18,8 @@ log = logging.getLogger(__name__)
 def parity_inputs(ref, n: int, seed: int) -> np.ndarray:
     """``x`` rows for a parity check: the model's training data when the card's files hold its features, else
     the features computed on particle-gun particles (standard normal where not derivable)."""
+    import torch
+
     from flashsim.runtime import toys
 
     files = [Path(f) for f in (ref.card.get("training_data") or {}).get("files", [])]

@@ -8,18 +8,19 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from flashsim.detector import RECONSTRUCTED_TYPES, SPECIES
 from flashsim.errors import ConfigError, InputError
-from flashsim.runtime import features as F
-from flashsim.runtime.chain import Chain, ChainSpec, batch_to_numpy
 from flashsim.runtime.io import EXTRAS, GENERATOR
-from flashsim.runtime.models import available
-from flashsim.runtime.session import Device, pick_device
-from flashsim.runtime.trees import is_tree_file
+
+if TYPE_CHECKING:  # torch and ONNX load in the functions, so that `flashsim --help` stays fast
+    import torch
+
+    from flashsim.runtime.chain import Chain
+    from flashsim.runtime.session import Device
 
 HELP = "run the chain of ONNX models on generator-level particles and write an analysis-level ntuple"
 log = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ def batch_seed(seed: int, index: int) -> int:
 
 def build_chain(settings: Settings, device: Device | None = None) -> Chain:
     """Resolve the chain's models in ``settings.models`` and open their sessions."""
+    from flashsim.runtime.chain import Chain, ChainSpec
+    from flashsim.runtime.models import available
+    from flashsim.runtime.session import pick_device
+
     spec = ChainSpec(pid={s: f"pid_pipeline_{s}" for s in settings.species}, pid_types=settings.pid_types)
     refs = available(spec.names(), settings.models)
     if not refs:
@@ -87,6 +92,7 @@ def _tree_libs(refs: dict, required: bool) -> dict[str, tuple[str, str]]:
     import json
 
     from flashsim.runtime.cabi import symbol_for
+    from flashsim.runtime.trees import is_tree_file
 
     out = {}
     for name, ref in refs.items():
@@ -104,6 +110,8 @@ def _tree_libs(refs: dict, required: bool) -> dict[str, tuple[str, str]]:
 
 
 def to_device(cols: dict[str, np.ndarray], device: Device) -> dict[str, torch.Tensor]:
+    import torch
+
     pin = device.kind == "cuda"
     out = {}
     for k, v in cols.items():
@@ -115,6 +123,11 @@ def to_device(cols: dict[str, np.ndarray], device: Device) -> dict[str, torch.Te
 def run_chain(chain: Chain, chunks: Iterable[dict[str, np.ndarray]], *, seed: int, batch_size: int,
               keep: tuple[str, ...] = GENERATOR + EXTRAS) -> Iterator[dict[str, np.ndarray]]:
     """Simulate ``chunks`` batch by batch; yields output columns (kept input columns + simulated ones)."""
+    import torch
+
+    from flashsim.runtime import features as F
+    from flashsim.runtime.chain import batch_to_numpy
+
     index = 0
     outputs = chain.output_columns()
     for chunk in chunks:
