@@ -111,10 +111,10 @@ def prepare(params: dict, sample: str, outdir: str | Path, *, progress: bool = T
     """Prepare ``sample`` into ``outdir/{train,val,test}.parquet``; returns entries per split."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from tqdm import tqdm
 
     from flashsim.io.atomic import atomic_outputs
     from flashsim.io.readers import iterate_sample, sample_spec, validate_inputs
+    from flashsim.progress import Progress
 
     cfg = params["prepare"]
     bounds = split_fractions(cfg["split"])
@@ -136,8 +136,7 @@ def prepare(params: dict, sample: str, outdir: str | Path, *, progress: bool = T
                 schema = arrow_schema(columns, {**meta, "split_name": s})
                 writers.append(pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=dict_cols))
             salts: dict[str, np.uint64] = {}
-            with tqdm(total=total, unit=" entries", unit_scale=True, desc=f"prepare {sample}",
-                      disable=not progress, mininterval=1.0) as bar:
+            with Progress(total, f"prepare {sample}", unit="entries", enabled=progress) as bar:
                 for f, chunk in iterate_sample(spec, files, columns, step_size=int(cfg["step_size"]),
                                                max_nonfinite_fraction=float(cfg["max_nonfinite_fraction"])):
                     salt = salts.setdefault(f.path, file_salt(seed, f.path))
@@ -150,7 +149,7 @@ def prepare(params: dict, sample: str, outdir: str | Path, *, progress: bool = T
                                       zip(columns, w.schema, strict=True)]
                             w.write_table(pa.Table.from_arrays(arrays, schema=w.schema))
                         counts[SPLITS[i]] += n
-                    bar.update(len(which))
+                    bar.update(len(which), {"train": counts["train"], "val": counts["val"]})
         finally:
             for w in writers:
                 w.close()

@@ -149,7 +149,7 @@ def epoch_loop(n_epochs: int, epoch_fn: Callable[[int], dict[str, float]], *,
     written atomically every ``checkpointer.every`` epochs and after the last one. ``stop_after`` ends the run
     after that many epochs in this call (to test resumption). Returns the full metrics history.
     """
-    from tqdm.auto import tqdm
+    from flashsim.progress import Progress
 
     start, history = 0, []
     if checkpointer is not None and (ck := checkpointer.load()) is not None:
@@ -158,16 +158,15 @@ def epoch_loop(n_epochs: int, epoch_fn: Callable[[int], dict[str, float]], *,
         start, history = ck["epoch"] + 1, ck["history"]
         log.info("resuming %s from epoch %d", desc, start)
     done_here = 0
-    bar = tqdm(range(start, n_epochs), desc=desc, initial=start, total=n_epochs, mininterval=2.0,
-               disable=None)
-    for epoch in bar:
+    bar = Progress(n_epochs, desc, initial=start)  # tqdm on a terminal, one log line per epoch in a batch log
+    for epoch in range(start, n_epochs):
         t0 = time.perf_counter()
         metrics = dict(epoch_fn(epoch))
         metrics["epoch_seconds"] = time.perf_counter() - t0
         history.append({"epoch": epoch, **metrics})
         if ctx is not None:
             ctx.log_metrics(metrics, step=epoch)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in list(metrics.items())[:3]})
+        bar.update(1, {k: v for k, v in metrics.items() if k != "epoch_seconds"})
         last = epoch == n_epochs - 1
         done_here += 1
         stop = stop_after is not None and done_here >= stop_after
@@ -175,6 +174,7 @@ def epoch_loop(n_epochs: int, epoch_fn: Callable[[int], dict[str, float]], *,
             checkpointer.save({"state": get_state(), "rng": rng_state(), "epoch": epoch, "history": history})
         if stop:
             break
+    bar.close()
     return history
 
 

@@ -52,11 +52,10 @@ def generate(sample: str, output: str | Path, settings: dict, progress: bool = T
 
     Returns a summary: entries written, seconds, file size.
     """
-    from tqdm import tqdm
-
     from flashsim.detsim import samples as registry
     from flashsim.detsim import writer
     from flashsim.io.contract import SAMPLES
+    from flashsim.progress import Progress
 
     kind, n, chunk_size = settings["kind"], settings["size"], settings["chunk_size"]
     try:
@@ -64,8 +63,7 @@ def generate(sample: str, output: str | Path, settings: dict, progress: bool = T
     except ImportError as err:
         raise ConfigError(f"sample kind {kind!r} is not available in this installation: {err}") from err
     rng_for = registry.rng_factory(settings["seed"], sample)
-    bar = tqdm(total=n, unit=" " + getattr(module, "UNIT", "entries"), unit_scale=True, desc=f"generate {sample}",
-               disable=not progress, mininterval=1.0)
+    bar = Progress(n, f"generate {sample}", unit=getattr(module, "UNIT", "entries"), enabled=progress)
 
     per_unit = getattr(module, "ENTRIES_PER_UNIT", 1)  # file entries per unit of size (signal: 4 per decay)
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from flashsim.io.atomic import atomic_output
 from flashsim.models import base
+from flashsim.progress import lightgbm_callback
 from flashsim.threads import job_threads
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class Family(base.ClassifierMixin, base.Family):
         xv, yv, wv = self.features(va), self.labels(va), self.weights(va)
         est = self._estimator()
         evals: dict = {}
-        callbacks = [lgb.record_evaluation(evals)]
+        callbacks = [lgb.record_evaluation(evals), lightgbm_callback(self.spec.name, int(self.cfg["n_estimators"]))]
         if self.cfg["early_stopping_rounds"]:
             callbacks.append(lgb.early_stopping(self.cfg["early_stopping_rounds"], verbose=False))
         est.fit(x, y, sample_weight=w, eval_X=(xv,), eval_y=(yv,), eval_sample_weight=None if wv is None else [wv],

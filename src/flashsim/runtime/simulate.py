@@ -169,10 +169,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from flashsim.config import load_params
     from flashsim.io.atomic import atomic_output
+    from flashsim.progress import Progress
     from flashsim.runtime import io
 
     params = load_params(args.params)
@@ -199,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     t0, n = time.perf_counter(), 0
     with atomic_output(args.output) as tmp:
         writer = io.NtupleWriter(tmp, OUT_TREE, settings.compression)
-        with tqdm(total=total, unit="particles", disable=None) as bar:
+        with Progress(total, "simulate", unit="particles") as bar:
             for cols in run_chain(chain, chunks, seed=seed, batch_size=settings.chain_batch(chain.device)):
                 writer.write(cols)
                 n += len(cols["mcID"])
