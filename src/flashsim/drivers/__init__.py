@@ -105,14 +105,19 @@ def validate_model(fam, enforce_gates: bool = True) -> dict:
     out = {"model": spec.name, "family": spec.family, "scale": spec.scale, "metrics": metrics, "gates": gates,
            "passed": all(g["passed"] for g in gates), "plots": [p.name for p in plots]}
     write_json(spec.report_dir / "metrics.json", out)
-    V.write_model_page(spec.report_dir, spec.name, metrics, gates, plots, card)
+    header = V.page_header(spec.name, spec.scale, family=spec.family, mlflow=V.mlflow_info(spec.name))
+    V.write_model_page(spec.report_dir, spec.name, metrics, gates, plots, card, header=header)
     V.write_index(spec.report_dir.parent)
     with runs.start_model_job(fam, "validate") as run:
         run.set_tags({"gates_passed": out["passed"]})
         # validation.* metrics (local record + MLflow); MLflow: the report, version tags, alias `validated` when
         # the gates pass
-        model_registry.record_validation(run, spec.name, spec.onnx_path, metrics, out["passed"],
-                                         report_dir=spec.report_dir, card=spec.card_path, gates=gates)
+        version = model_registry.record_validation(run, spec.name, spec.onnx_path, metrics, out["passed"],
+                                                   report_dir=spec.report_dir, card=spec.card_path, gates=gates)
+    if version and run.run_id:  # the page names the registered version it validated
+        header["mlflow"] = V.mlflow_info(spec.name, run_id=run.run_id, tracking_uri=run.uri,
+                                         experiment=run.experiment, version=version)
+        V.write_model_page(spec.report_dir, spec.name, metrics, gates, plots, card, header=header)
     if enforce_gates:
         V.enforce(spec.name, gates)
     return out

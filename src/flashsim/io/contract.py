@@ -58,6 +58,23 @@ def _cols(names: str, dtype: str, unit: str, doc: str, optional: bool = False) -
 STATE = ("x", "y", "z", "tx", "ty")
 STATE_UNITS = {"x": "mm", "y": "mm", "z": "mm", "tx": "1", "ty": "1"}
 
+COV_UNITS = ("mm", "mm", "1", "1", "c/MeV")
+"""Units of the closest-to-beam state (x, y, tx, ty, q/p) whose covariance the ``cov_ClosestToBeam_i_j`` hold."""
+
+
+def unit_product(a: str, b: str) -> str:
+    """The unit of a product of two quantities: ``mm`` x ``mm`` = ``mm^2``, ``1`` x ``c/MeV`` = ``c/MeV``,
+    ``c/MeV`` x ``c/MeV`` = ``c^2/MeV^2``."""
+    if a == "1":
+        return b
+    if b == "1":
+        return a
+    if a == b:
+        num, _, den = a.partition("/")
+        return f"{num}^2/{den}^2" if den else f"{a}^2"
+    return f"{a} {b}"
+
+
 _GEN = [
     Column("evtNumber", "int64", "1", "event number (unique within a file); the train/val/test split is by event"),
     Column("nTracks", "int32", "1", "number of reconstructed tracks in the event (occupancy)"),
@@ -78,7 +95,7 @@ _RECO = [
     Column("chi2PerDoF", "float32", "1", "track fit chi2 per degree of freedom (NaN if type 0)"),
     Column("nDoF", "float32", "1", "track fit degrees of freedom (NaN if type 0)"),
     Column("ghostProb", "float32", "1", "ghost probability in [0, 1] (NaN if type 0)"),
-    *[Column(f"cov_ClosestToBeam_{i}_{j}", "float32", "mm^a (1)^b",
+    *[Column(f"cov_ClosestToBeam_{i}_{j}", "float32", unit_product(COV_UNITS[i], COV_UNITS[j]),
              f"covariance of the closest-to-beam state (x, y, tx, ty, q/p) element [{i}][{j}] (NaN if type 0)")
       for i in range(5) for j in range(i, 5)],
 ]

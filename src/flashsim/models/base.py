@@ -187,6 +187,13 @@ class Family:
     def output_units(self) -> list[str]:
         return [self.unit(n) for n in self.output_names()]
 
+    def plot_variables(self, reference: np.ndarray, generated: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+        """The variables the report's histograms show (reference, generated, names, units); default: the
+        outputs as they are. A family overrides it where another view reads better (covariance: log sigma and
+        correlations)."""
+        return reference, generated, self.output_names(), self.output_units()
+
     def io_outputs(self) -> list[dict]:
         names = self.output_names()
         return [{"name": "y", "shape": ["N", len(names)], "dtype": "float32",

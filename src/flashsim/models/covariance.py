@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flashsim.io.contract import COV_UNITS
 from flashsim.models import generator
 from flashsim.models.base import DERIVED_UNITS
 
@@ -26,6 +27,21 @@ Z_MAX = 1 - 1e-5
 JITTER = 1e-5  # added to the correlation matrix's diagonal: positive definite after float32 rounding too
 CORE_NAMES = [f"logvar_{i}" for i in range(N)] + [f"atanh_pcorr_{i}_{j}" for i, j in PAIRS]
 DERIVED_UNITS.update(dict.fromkeys(CORE_NAMES, "1"))
+STATE_NAMES = ("x", "y", "tx", "ty", "q/p")
+
+
+def sigmas_and_correlations(cov_upper: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """[n, 15] upper-triangle covariances -> [n, 15] ``log10(sigma_i)`` (5) and correlations ``rho_ij`` (10), with
+    axis labels (the sigmas' units from the data contract). Non-positive variances give NaN."""
+    c = np.asarray(cov_upper, dtype=np.float64)
+    var = np.stack([c[:, UPPER.index((i, i))] for i in range(N)], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sig = np.sqrt(np.where(var > 0, var, np.nan))
+        rho = [c[:, UPPER.index((i, j))] / (sig[:, i] * sig[:, j]) for i, j in UPPER if i != j]
+    names = [f"log10(sigma_{s} / {u if '/' not in u else f'({u})'})" if u != "1" else f"log10 sigma_{s}"
+             for s, u in zip(STATE_NAMES, COV_UNITS, strict=True)]
+    names += [f"rho({STATE_NAMES[i]}, {STATE_NAMES[j]})" for i, j in UPPER if i != j]
+    return np.concatenate([np.log10(sig), np.stack(rho, axis=1)], axis=1), names
 
 
 def to_core(cov_upper: np.ndarray) -> np.ndarray:
@@ -108,6 +124,14 @@ class Family(generator.Family):
 
             raise ConfigError(f"models/{self.spec.name}/targets: expected the {len(UPPER)} upper-triangle elements")
         return self._columns(df, self.cfg["targets"], "target")
+
+    def plot_variables(self, reference: np.ndarray, generated: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+        """The report shows log10 sigma of the five state variables and their ten correlations: the covariance
+        elements themselves span decades and mix units, so their linear histograms are single spikes."""
+        ref, names = sigmas_and_correlations(reference)
+        gen, _ = sigmas_and_correlations(generated)
+        return ref, gen, names, ["1"] * len(names)
 
     def post_module(self) -> nn.Module:
         return CovarianceAssembly()

@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     from flashsim.io.atomic import write_json
     from flashsim.io.contract import SIGNAL
     from flashsim.runtime.simulate import OUT_TREE
-    from flashsim.validation import enforce, evaluate_gates, write_index, write_model_page
+    from flashsim.validation import enforce, evaluate_gates, page_header, write_index, write_model_page
 
     params = load_params(args.params)
     scale = params["scale"]
@@ -217,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
             metrics["not_evaluated"] = f"{', '.join(skipped)}: the flash sample has no PID columns"
     gates = evaluate_gates({k: v for k, v in metrics.items() if isinstance(v, int | float)}, gate_cfg)
     write_json(outdir / "metrics.json", {"family": "physics_check", "scale": scale, "gates": gates, **metrics})
-    write_model_page(outdir, "physics check: flash vs reference (Lb0 -> Lc+ mu- nu)", metrics, gates, plots)
+    write_model_page(outdir, "physics check: flash vs reference (Lb0 -> Lc+ mu- nu)", metrics, gates, plots,
+                     header=page_header("physics_check", scale, family="flash chain vs detailed simulation"))
     write_index(outdir.parent)
     log.info("physics check: Lc mass KS %.3f, AUC(masses) %.3f, IP KS %.3f, PID chi2/ndf %.2f -> %s",
              metrics["m_lc.ks"], metrics["masses.auc"], metrics["ip.ks"], metrics["pid.chi2_ndf_mean"], outdir)

@@ -109,6 +109,6 @@ def generator(fam, df, predict, report_dir: Path, seed: int | None = None) -> tu
             worst_ks = max(worst_ks, gm["ks_max"])
     m["binned.two_sample_auc_max"] = worst_auc
     m["binned.ks_max"] = worst_ks
-    plots = [V.plot_distributions(ref, gen, names, report_dir / "distributions.png", fam.output_units(), w, w,
-                                  title=fam.spec.name)]
+    pr, pg, pn, pu = fam.plot_variables(ref, gen)  # e.g. a covariance as log sigmas and correlations
+    plots = [V.plot_distributions(pr, pg, pn, report_dir / "distributions.png", pu, w, w, title=fam.spec.name)]
     return m, plots

@@ -121,7 +121,7 @@ def load_summary(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarra
 
 # ---------------------------------------------------------------- plots
 def plot_multiplicity(ref: dict, models: dict[str, dict], path: Path) -> Path:
-    from flashsim.validation.report import pyplot, save_figure
+    from flashsim.validation.plots import draw_hist, pyplot, save_figure, weighted_hist
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
@@ -133,10 +133,11 @@ def plot_multiplicity(ref: dict, models: dict[str, dict], path: Path) -> Path:
         def val(s, key=key):
             return s[key] if key else s["n_photons"] - s["n_clusters"]
 
-        ax.hist(val(ref), bins=bins, histtype="stepfilled", alpha=0.35, label="reference")
+        draw_hist(ax, *weighted_hist(val(ref), bins, normalise=False), bins, label="reference", reference=True)
         for name, s in models.items():
-            ax.hist(val(s), bins=bins, histtype="step", lw=1.5, label=name)
+            draw_hist(ax, *weighted_hist(val(s), bins, normalise=False), bins, label=name)
         ax.set_xlabel(label)
+        ax.set_ylabel("events")
         ax.set_yscale("log")
     axes[0].legend()
     fig.tight_layout()
@@ -144,7 +145,7 @@ def plot_multiplicity(ref: dict, models: dict[str, dict], path: Path) -> Path:
 
 
 def plot_residuals(ref: dict, models: dict[str, dict], path: Path) -> Path:
-    from flashsim.validation.report import pyplot, save_figure
+    from flashsim.validation.plots import axis_label, draw_hist, pyplot, save_figure, weighted_hist
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
@@ -152,18 +153,19 @@ def plot_residuals(ref: dict, models: dict[str, dict], path: Path) -> Path:
         r = ref["residuals"][:, j]
         lo, hi = np.quantile(r, [0.003, 0.997]) if len(r) else (-1.0, 1.0)
         bins = np.linspace(lo, hi, 61)
-        ax.hist(r, bins=bins, density=True, histtype="stepfilled", alpha=0.35, label="reference")
+        draw_hist(ax, *weighted_hist(r, bins), bins, label="reference", reference=True)
         for mname, s in models.items():
-            ax.hist(s["residuals"][:, j], bins=bins, density=True, histtype="step", lw=1.5, label=mname)
+            draw_hist(ax, *weighted_hist(s["residuals"][:, j], bins), bins, label=mname)
         ax.set_yscale("log")
-        ax.set_xlabel(f"matched cluster {name}" + (f" [{unit}]" if unit != "1" else ""))
+        ax.set_xlabel(axis_label(f"matched cluster {name}", unit))
+        ax.set_ylabel("fraction of clusters / bin")
     axes[0].legend()
     fig.tight_layout()
     return save_figure(fig, path)
 
 
 def plot_energy_scale(ref: dict, models: dict[str, dict], path: Path) -> Path:
-    from flashsim.validation.report import pyplot, save_figure
+    from flashsim.validation.plots import pyplot, save_figure
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
@@ -186,7 +188,7 @@ def plot_energy_scale(ref: dict, models: dict[str, dict], path: Path) -> Path:
 
 def plot_events(ev: D.Events, gen: D.Events, path: Path, n: int = 4) -> Path:
     """A few events on the ECAL face: photons (size ~ energy), reference and model clusters."""
-    from flashsim.validation.report import pyplot, save_figure
+    from flashsim.validation.plots import pyplot, save_figure
 
     plt = pyplot()
     busy = np.argsort(-ev.n_photons)[: n * 5 : 5]

@@ -8,14 +8,12 @@ reference: cluster multiplicity, matched-cluster residuals, energy scale and res
 from __future__ import annotations
 
 import argparse
-import html
 import json
 from pathlib import Path
 
 import numpy as np
 
 from flashsim.errors import InputError
-from flashsim.io.atomic import write_text
 from flashsim.validation import ecal as EV
 
 HELP = "write the ECAL models' comparison page (reports/ecal/index.html)"
@@ -47,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def write_comparison(reports: Path, models: list[str]) -> Path:
     """Build ``reports/ecal/index.html`` (+ overlay PNGs) from the models' validation outputs."""
     out = reports / "ecal"
-    summaries, metrics, gates = {}, {}, {}
+    summaries, metrics, gates, scales = {}, {}, {}, set()
     ref = None
     for name in models:
         npz, mj = reports / name / "ecal_summary.npz", reports / name / "metrics.json"
@@ -61,11 +59,12 @@ def write_comparison(reports: Path, models: list[str]) -> Path:
         summaries[name] = g
         data = json.loads(mj.read_text())
         metrics[name], gates[name] = data["metrics"], data.get("gates", [])
+        scales.add(str(data.get("scale") or ""))
     plots = [EV.plot_multiplicity(ref, summaries, out / "multiplicity.png"),
              EV.plot_residuals(ref, summaries, out / "residuals.png"),
              EV.plot_energy_scale(ref, summaries, out / "energy_scale.png")]
     bench = _bench(reports / "bench" / "ecal.json")
-    page = _page(out, models, metrics, gates, plots, bench)
+    page = _page(out, models, metrics, gates, plots, bench, ", ".join(sorted(scales - {""})))
     from flashsim.validation.report import write_index
 
     write_index(reports)  # lists this page under "Other pages"
@@ -79,46 +78,26 @@ def _bench(path: Path) -> dict | None:
         return None
 
 
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
+def _page(out: Path, models: list[str], metrics: dict, gates: dict, plots: list[Path], bench: dict | None,
+          scale: str) -> Path:
+    from flashsim.validation.report import gate_rows, mlflow_info, page_header, render
 
-
-def _page(out: Path, models: list[str], metrics: dict, gates: dict, plots: list[Path], bench: dict | None) -> Path:
-    from flashsim.validation.report import CSS
-
-    head = "".join(f"<th><a href='../{html.escape(m)}/index.html'>{html.escape(m)}</a></th>" for m in models)
-    rows = [f"<tr><th>metric</th>{head}</tr>"]
-    status = "".join(
-        f"<td class='{'pass' if all(g['passed'] for g in gates[m]) else 'fail'}'>"
-        f"{'PASS' if all(g['passed'] for g in gates[m]) else 'FAIL'}</td>" for m in models)
-    rows.append(f"<tr><td>gates</td>{status}</tr>")
-    for key, doc in TABLE:
-        cells = "".join(f"<td>{_fmt(metrics[m].get(key, ''))}</td>" for m in models)
-        rows.append(f"<tr><td title='{html.escape(key)}'>{html.escape(doc)}</td>{cells}</tr>")
-    lines = [f"<!doctype html><html><head><meta charset='utf-8'><title>ECAL models</title><style>{CSS}</style>"
-             "</head><body><p><a href='../index.html'>all models</a></p><h1>ECAL models: GNN vs Transformer</h1>",
-             "<p>Same test events, same reference clusters, same geometric matching for both models.</p>",
-             "<table>", *rows, "</table>"]
+    head = page_header(", ".join(models), scale, mlflow_note="one run per model: see the model's page")
+    runs = [i for i in (mlflow_info(m) for m in models) if i]
+    head["mlflow"] = runs[0] if len(models) == 1 and runs else None
     if bench:
-        env = bench.get("environment", {})
-        lines.append("<h2>Throughput (events/s, <code>flashsim bench ecal</code>)</h2>"
-                     f"<p>{html.escape(str(env.get('cpu_model', '')))}; load average "
-                     f"{html.escape(str(env.get('load_average', '')))}; GPU: "
-                     f"{html.escape(str(bench.get('cuda_device') or 'none'))}. CPU: one pinned core, one thread; "
-                     "'with preprocessing' includes building the GNN edges or padding.</p>"
-                     "<table><tr><th>model</th><th>device</th><th>photons/event</th><th>events/s with preprocessing"
-                     "</th><th>events/s graph only</th></tr>")
-        for r in bench.get("results", []):
-            lines.append(f"<tr><td>{html.escape(str(r.get('model')))}</td><td>{html.escape(str(r.get('device')))}"
-                         f"</td><td>{_fmt(r.get('photons_per_event'))}</td><td>{_fmt(r.get('events_per_s'))}</td>"
-                         f"<td>{_fmt(r.get('events_per_s_model_only'))}</td></tr>")
-        lines.append("</table>")
-    lines.append("<h2>Overlays</h2>")
-    lines += [f"<div><img src='{html.escape(p.name)}' alt='{html.escape(p.name)}'></div>" for p in plots]
-    lines.append("</body></html>")
-    path = out / "index.html"
-    write_text(path, "\n".join(lines))
-    return path
+        env = bench.get("environment") or {}
+        bench = {"environment": {"cpu_model": env.get("cpu_model", ""), "load_average": env.get("load_average", "")},
+                 "cuda_device": bench.get("cuda_device"),
+                 "results": [{k: r.get(k, "") for k in ("model", "device", "photons_per_event", "events_per_s",
+                                                         "events_per_s_model_only")}
+                             for r in bench.get("results", [])]}
+    rows = gate_rows([{**g, "metric": f"{m}: {g['metric']}"} for m in models for g in gates[m]])
+    return render("ecal.html", out / "index.html", title="ECAL models: " + " vs ".join(models), head=head,
+                  index_href="../index.html", gates=rows, passed=all(r["passed"] for r in rows), models=models,
+                  status={m: all(g["passed"] for g in gates[m]) for m in models}, table=TABLE, metrics=metrics,
+                  bench=bench, plots=[{"png": p.name, "pdf": p.with_suffix(".pdf").name if p.with_suffix(".pdf")
+                                       .exists() else ""} for p in plots])
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,211 +1,154 @@
-"""Plots (mplhep style) and HTML reports: one page per model and ``reports/index.html`` listing them all."""
+"""HTML reports from jinja2 templates (``validation/templates``): one page per model and ``reports/index.html``.
+
+Every page starts with the same header (:func:`page_header`): model, scale, git sha, date, the MLflow run (and
+registered version) with a link when the tracking server has a web UI, and the gate table with a one-line
+glossary of each metric (:mod:`flashsim.validation.glossary`). The plots live in :mod:`flashsim.validation.plots`
+(re-exported here).
+"""
 
 from __future__ import annotations
 
-import html
 import json
+import math
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+from flashsim.io.atomic import write_text
+from flashsim.validation.glossary import explain
+from flashsim.validation.plots import (
+    axis_label,
+    plot_binned,
+    plot_calibration,
+    plot_distributions,
+    plot_efficiency_curves,
+    plot_history,
+    pyplot,
+    save_figure,
+)
 
-from flashsim.io.atomic import atomic_output, write_text
+__all__ = ["axis_label", "gate_rows", "mlflow_info", "page_header", "plot_binned", "plot_calibration",
+           "plot_distributions", "plot_efficiency_curves", "plot_history", "pyplot", "render", "save_figure",
+           "write_index", "write_model_page"]
 
-
-def pyplot():
-    """matplotlib.pyplot, headless, in the reports' style."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import mplhep as hep
-
-    hep.style.use("LHCb2")
-    plt.rcParams.update({"font.size": 11, "axes.titlesize": 11, "axes.labelsize": 11, "legend.fontsize": 9,
-                         "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.figsize": (6, 4.5)})
-    return plt
-
-
-def save_figure(fig, path: Path) -> Path:
-    """Write ``fig`` as PNG to ``path`` atomically and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+MLFLOW_STATE = "results/train/{model}/mlflow.json"  # written by flashsim.mlops.runs (its STATE_FILE)
 
 
-def plot_distributions(reference: np.ndarray, generated: np.ndarray, names: list[str], path: str | Path,
-                       units: list[str] | None = None, w_ref: np.ndarray | None = None,
-                       w_gen: np.ndarray | None = None, title: str = "") -> Path:
-    """Reference vs generated histograms, one panel per variable (1-99.5% range of the reference)."""
-    plt = pyplot()
-    ref = np.asarray(reference).reshape(len(reference), -1)
-    gen = np.asarray(generated).reshape(len(generated), -1)
-    k = ref.shape[1]
-    ncol = min(k, 4)
-    nrow = (k + ncol - 1) // ncol
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.0 * nrow), squeeze=False)
-    for j in range(k):
-        ax = axes[j // ncol][j % ncol]
-        r, g = ref[:, j], gen[:, j]
-        fin = r[np.isfinite(r)]
-        lo, hi = (np.quantile(fin, [0.005, 0.995]) if len(fin) else (0.0, 1.0))
-        if hi <= lo:
-            lo, hi = lo - 0.5, hi + 0.5
-        bins = np.linspace(lo, hi, 41)
-        ax.hist(r, bins=bins, weights=w_ref, density=True, histtype="stepfilled", alpha=0.35, label="reference")
-        ax.hist(g, bins=bins, weights=w_gen, density=True, histtype="step", lw=1.5, label="model")
-        unit = f" [{units[j]}]" if units and units[j] not in ("", "1") else ""
-        ax.set_xlabel(f"{names[j]}{unit}")
-        if j == 0:
-            ax.legend()
-    for j in range(k, nrow * ncol):
-        axes[j // ncol][j % ncol].set_visible(False)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return save_figure(fig, Path(path))
-
-
-def plot_calibration(rows: list[dict], path: str | Path, class_names: list[str] | None = None) -> Path:
-    """Observed vs predicted efficiency per (p, eta) bin and class, with the diagonal."""
-    plt = pyplot()
-    fig, ax = plt.subplots()
-    for c in sorted({r["class"] for r in rows}):
-        rr = [r for r in rows if r["class"] == c]
-        label = class_names[c] if class_names and c < len(class_names) else f"class {c}"
-        ax.errorbar([r["predicted"] for r in rr], [r["observed"] for r in rr], yerr=[r["sigma"] for r in rr],
-                    fmt="o", ms=3, label=label)
-    ax.plot([0, 1], [0, 1], "k--", lw=1)
-    ax.set_xlabel("predicted efficiency")
-    ax.set_ylabel("observed efficiency")
-    ax.legend()
-    return save_figure(fig, Path(path))
-
-
-def plot_binned(values: dict[str, np.ndarray], p_edges: np.ndarray, eta_edges: np.ndarray, path: str | Path,
-                label: str) -> Path:
-    """A metric in (p, eta) bins as a heat map (``values[name]`` shaped [n_p, n_eta]); first entry plotted."""
-    plt = pyplot()
-    name, grid = next(iter(values.items()))
-    fig, ax = plt.subplots()
-    im = ax.imshow(np.asarray(grid, dtype=float).T, origin="lower", aspect="auto", cmap="viridis")
-    fig.colorbar(im, ax=ax, label=label)
-    ax.set_xlabel("p bin (quantiles)")
-    ax.set_ylabel("eta bin (quantiles)")
-    ax.set_title(name)
-    return save_figure(fig, Path(path))
-
-
-def plot_history(history: list[dict], path: str | Path, keys: list[str] | None = None) -> Path:
-    """Training curves from the epoch-loop history."""
-    plt = pyplot()
-    fig, ax = plt.subplots()
-    keys = keys or [k for k in (history[0] if history else {}) if k not in ("epoch", "epoch_seconds")]
-    for k in keys:
-        ax.plot([h["epoch"] for h in history], [h.get(k, np.nan) for h in history], label=k)
-    ax.set_xlabel("epoch")
-    ax.legend()
-    return save_figure(fig, Path(path))
-
-
-# the style of every HTML report page
-CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-        ".pass{color:#080;font-weight:bold}.fail{color:#b00;font-weight:bold}img{max-width:100%;margin:4px 0}")
-
-
-def _fmt(v) -> str:
+def _num(v: Any) -> str:
+    if v is None or v == "":
+        return ""
+    if isinstance(v, bool):
+        return str(v)
     if isinstance(v, float):
-        return f"{v:.4g}"
-    return html.escape(str(v))
+        return "NaN" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
 
 
-def write_model_page(report_dir: str | Path, name: str, metrics: dict, gates: list[dict], plots: list[Path],
-                     card: dict | None = None) -> Path:
-    """``reports/<name>/index.html``: gates, metrics, plots, model card summary."""
-    report_dir = Path(report_dir)
-    ok = all(g["passed"] for g in gates)
-    lines = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>"
-             f"<style>{CSS}</style></head><body>",
-             f"<p><a href='../index.html'>all models</a></p><h1>{html.escape(name)}</h1>",
-             f"<p>gates: <span class='{'pass' if ok else 'fail'}'>{'PASS' if ok else 'FAIL'}</span></p>",
-             "<h2>Gates</h2><table><tr><th>metric</th><th>value</th><th>min</th><th>max</th><th></th></tr>"]
-    for g in gates:
-        lines.append(f"<tr><td>{html.escape(g['metric'])}</td><td>{_fmt(g['value'])}</td>"
-                     f"<td>{_fmt(g.get('min', ''))}</td><td>{_fmt(g.get('max', ''))}</td>"
-                     f"<td class='{'pass' if g['passed'] else 'fail'}'>{'pass' if g['passed'] else 'FAIL'}</td></tr>")
-    lines.append("</table><h2>Metrics</h2><table>")
-    for k, v in sorted(metrics.items()):
-        if isinstance(v, (int, float, str)):
-            lines.append(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>")
-    lines.append("</table><h2>Plots</h2>")
-    for p in plots:
-        rel = Path(p).name
-        lines.append(f"<div><img src='{html.escape(rel)}' alt='{html.escape(rel)}'></div>")
-    if card:
-        lines.append("<h2>Model card</h2><pre>" + html.escape(json.dumps(
-            {k: card.get(k) for k in ("inputs", "outputs", "training_data", "parity") if k in card}, indent=1))
-            + "</pre>")
-    lines.append("</body></html>")
-    path = report_dir / "index.html"
-    write_text(path, "\n".join(lines))
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("flashsim.validation", "templates"),
+                             autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _num
+    env.filters["explain"] = explain
+    return env
+
+
+def render(template: str, path: str | Path, **context: Any) -> Path:
+    """Render ``templates/<template>`` with ``context`` into ``path`` (atomically)."""
+    text = _environment().get_template(template).render(**context)
+    path = Path(path)
+    write_text(path, text)
     return path
+
+
+def mlflow_info(model: str, root: str | Path | None = None, *, run_id: str | None = None,
+                tracking_uri: str | None = None, experiment: str | None = None,
+                version: str | None = None) -> dict | None:
+    """The model's MLflow run (given, else from ``results/train/<model>/mlflow.json``) with links into the MLflow
+    UI when the tracking URI is a web server; None when no run was recorded."""
+    if run_id is None:
+        from flashsim.config import repo_root
+
+        state = Path(root or repo_root()) / MLFLOW_STATE.format(model=model)
+        try:
+            data = json.loads(state.read_text())
+        except (OSError, ValueError):
+            return None
+        run_id, tracking_uri = data.get("run_id"), tracking_uri or data.get("tracking_uri")
+        experiment = experiment or data.get("experiment")
+    if not run_id:
+        return None
+    uri = str(tracking_uri or "")
+    web = uri.startswith(("http://", "https://"))
+    base = uri.rstrip("/")
+    return {"run_id": run_id, "tracking_uri": uri, "experiment": experiment or "",
+            "run_link": f"{base}/#/runs/{run_id}" if web else "",
+            "version": str(version) if version else "",
+            "version_link": f"{base}/#/models/{model}/versions/{version}" if web and version else ""}
+
+
+def page_header(model: str = "", scale: str | None = None, *, family: str = "", root: str | Path | None = None,
+                mlflow: dict | None = None, mlflow_note: str = "no run recorded (FLASHSIM_MLFLOW off)") -> dict:
+    """What every page's header shows: model, family, scale, git sha (of the code), date (UTC), MLflow run
+    (``mlflow``: :func:`mlflow_info`; ``mlflow_note`` is shown without one)."""
+    from flashsim.mlops.provenance import code_root, git
+
+    code = code_root(Path(root) if root else None)  # the checkout running this code, else the project
+    sha = (git(code, "rev-parse", "--short=10", "HEAD") or "").strip() or "unknown"
+    dirty = bool((git(code, "status", "--porcelain", "--untracked-files=no") or "").strip())
+    return {"model": model, "family": family, "scale": scale or "", "git_sha": sha, "git_dirty": dirty,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "mlflow": mlflow, "mlflow_note": mlflow_note}
+
+
+def gate_rows(gates: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Gate results (:func:`flashsim.validation.gates.evaluate_gates`) as the header's table rows."""
+    return [{"metric": str(g["metric"]), "value": g.get("value"), "min": g.get("min", ""), "max": g.get("max", ""),
+             "passed": bool(g["passed"])} for g in gates]
+
+
+def _figures(report_dir: Path, plots: Sequence[str | Path]) -> list[dict]:
+    out = []
+    for p in plots:
+        png = Path(p)
+        pdf = png.with_suffix(".pdf")
+        out.append({"png": png.name, "pdf": pdf.name if (report_dir / pdf.name).exists() else ""})
+    return out
+
+
+def write_model_page(report_dir: str | Path, name: str, metrics: Mapping[str, Any], gates: list[dict],
+                     plots: Sequence[str | Path], card: dict | None = None, *, header: dict | None = None) -> Path:
+    """``reports/<name>/index.html``: header with gates, plots (PNG with PDF links), all metrics, model card."""
+    report_dir = Path(report_dir)
+    head = header or page_header(name)
+    shown = sorted((k, v) for k, v in metrics.items() if isinstance(v, int | float | str))
+    card_text = json.dumps({k: card.get(k) for k in ("inputs", "outputs", "training_data", "parity") if k in card},
+                           indent=1) if card else ""
+    return render("model.html", report_dir / "index.html", title=name, head=head, index_href="../index.html",
+                  gates=gate_rows(gates), passed=all(g["passed"] for g in gates), plots=_figures(report_dir, plots),
+                  metrics=shown, card=card_text)
 
 
 def write_index(reports_root: str | Path) -> Path:
     """``reports/index.html`` listing every ``reports/*/metrics.json`` with its gate status."""
     root = Path(reports_root)
-    rows = []
+    rows, scales = [], set()
     for mj in sorted(root.glob("*/metrics.json")):
         try:
             data = json.loads(mj.read_text())
         except (OSError, json.JSONDecodeError):
             continue
         gates = data.get("gates", [])
-        ok = all(g.get("passed") for g in gates)
-        key = ", ".join(f"{g['metric']}={_fmt(g['value'])}" for g in gates[:4])
-        rows.append(f"<tr><td><a href='{html.escape(mj.parent.name)}/index.html'>{html.escape(mj.parent.name)}</a>"
-                    f"</td><td>{html.escape(str(data.get('family', '')))}</td>"
-                    f"<td class='{'pass' if ok else 'fail'}'>{'PASS' if ok else 'FAIL'}</td><td>{key}</td></tr>")
+        scales.add(str(data.get("scale", "")))
+        rows.append({"name": mj.parent.name, "family": str(data.get("family", "")), "scale": data.get("scale", ""),
+                     "passed": all(g.get("passed") for g in gates),
+                     "summary": ", ".join(f"{g['metric']}={_num(g['value'])}" for g in gates[:4])})
     # other pages (e.g. comparisons of several models): report folders with an index.html but no metrics.json
     pages = [d.name for d in sorted(root.iterdir()) if d.is_dir() and (d / "index.html").exists()
              and not (d / "metrics.json").exists()] if root.is_dir() else []
-    links = "".join(f"<li><a href='{html.escape(n)}/index.html'>{html.escape(n)}</a></li>" for n in pages)
-    others = f"<h2>Other pages</h2><ul>{links}</ul>" if pages else ""
-    text = (f"<!doctype html><html><head><meta charset='utf-8'><title>flashsim models</title><style>{CSS}</style>"
-            "</head><body><h1>flashsim models</h1><table><tr><th>model</th><th>family</th><th>gates</th>"
-            "<th>gated metrics</th></tr>" + "\n".join(rows) + "</table>" + others + "</body></html>")
-    path = root / "index.html"
-    write_text(path, text)
-    return path
-
-
-def plot_efficiency_curves(curves: list[dict], edges: np.ndarray, x: np.ndarray, path: str | Path,
-                           xlabel: str = "", title: str = "", log_x: bool = True) -> Path:
-    """Efficiency vs a binned variable, reference (points) vs model (line), one colour per curve.
-
-    ``curves``: ``{"label", "reference": (eff, err), "model": (eff, err)}``; bins are placed at the median of
-    ``x`` inside each bin (the outer edges may be infinite).
-    """
-    plt = pyplot()
-    x = np.asarray(x, dtype=np.float64)
-    idx = np.searchsorted(edges, x, side="right") - 1
-    centers = np.array([np.median(x[idx == k]) if np.any(idx == k) else np.nan for k in range(len(edges) - 1)])
-    fig, ax = plt.subplots()
-    for c in curves:
-        (er, sr), (eg, sg) = c["reference"], c["model"]
-        line = ax.errorbar(centers, er, yerr=sr, fmt="o", ms=4, label=f"{c['label']} reference")[0]
-        ax.fill_between(centers, eg - sg, eg + sg, color=line.get_color(), alpha=0.25, lw=0)
-        ax.plot(centers, eg, "-", color=line.get_color(), label=f"{c['label']} model")
-    if log_x:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("efficiency")
-    ax.set_ylim(-0.02, 1.05)
-    if title:
-        ax.set_title(title)
-    ax.legend(ncol=2, fontsize=7)
-    return save_figure(fig, Path(path))
+    scale = ", ".join(sorted(s for s in scales if s))
+    head = page_header(scale=scale, mlflow_note="one run per model: see the model's page")
+    return render("index.html", root / "index.html", title="flashsim models", head=head, index_href="",
+                  gates=None, passed=True, rows=rows, pages=pages)
