@@ -7,7 +7,11 @@ rule ecal_report:
     input:
         expand("reports/{name}/metrics.json", name=ECAL_MODELS),
     output:
-        "reports/ecal/index.html",
+        report("reports/ecal/index.html", category="validation", subcategory="ecal",
+               labels={"model": "ECAL comparison", "figure": "page"}),
+        *[report(f"reports/ecal/{fig}.png", category="validation", subcategory="ecal",
+                 labels={"model": "ECAL comparison", "figure": fig})
+          for fig in ("multiplicity", "residuals", "energy_scale")],
     params:
         models=ECAL_MODELS,
     log:

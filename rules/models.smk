@@ -2,6 +2,7 @@
 # only rule that may ask for a GPU), fit_cpu (LightGBM, CPU), assemble (a PID pipeline from its stage models'
 # trained outputs); then export and validate for every model. A new model is one params.yaml entry: its family
 # selects its rules. Paths and resources only; the logic is in `flashsim train|export|validate NAME`.
+# Validation pages and their figures are flagged report(): `snakemake --report report.zip` bundles them.
 
 
 rule train_torch:
@@ -73,7 +74,10 @@ rule validate:
         lambda wc: prepared_splits(wc.name, ["test"]),
     output:
         "reports/{name}/metrics.json",
-        "reports/{name}/index.html",
+        report("reports/{name}/index.html", category="validation", subcategory="{name}",
+               labels={"model": "{name}", "figure": "page"}),
+        report(directory("reports/{name}/figures"), patterns=["{figure}.png"], category="validation",
+               subcategory="{name}", labels={"model": "{name}", "figure": "{figure}"}),
     wildcard_constraints:
         name=one_of(MODEL_CONFIGS),
     params:

@@ -50,7 +50,8 @@ rule physics_check:
         flash=PIPE["flash"],
     output:
         metrics="reports/physics_check/metrics.json",
-        page="reports/physics_check/index.html",
+        page=report("reports/physics_check/index.html", category="validation", subcategory="physics check",
+                    labels={"model": "physics check", "figure": "page"}),
     log:
         "logs/physics_check/physics_check.log",
     conda:

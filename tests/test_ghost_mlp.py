@@ -65,7 +65,7 @@ def test_train_export_validate(repo, monkeypatch):
     assert card["parity"]["n_failing"] == 0
     m = json.loads((repo / "reports" / "ghost_mlp" / "metrics.json").read_text())["metrics"]
     assert 0.5 < m["auc"] <= m["oracle.auc"] + 0.01
-    assert (repo / "reports" / "ghost_mlp" / "roc.png").exists()
+    assert (repo / "reports" / "ghost_mlp" / "figures" / "roc.png").exists()
     # the exported graph is the folded network: no standardisation left, three Gemm/MatMul layers
     import onnx
 

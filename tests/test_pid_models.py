@@ -58,7 +58,7 @@ def test_stack_and_pipeline_pass_demo_gates(pid_repo, monkeypatch):
         out = json.loads((pid_repo / "reports" / name / "metrics.json").read_text())
         assert rc == 0, (name, out["gates"])
         assert out["gates"], name
-        assert (pid_repo / "reports" / name / "pid_efficiencies.png").exists()
+        assert (pid_repo / "reports" / name / "figures" / "pid_efficiencies.png").exists()
     card = json.loads((pid_repo / "models" / f"{PIPELINE}.json").read_text())
     assert [c["name"] for c in card["inputs"][0]["columns"]] == ["p", "eta", "nTracks", "charge"]
     outputs = [c["name"] for c in card["outputs"][0]["columns"]]

@@ -98,12 +98,14 @@ def validate_model(fam, enforce_gates: bool = True) -> dict:
     if summary.get("history"):
         plots.append(V.plot_history(summary["history"], spec.report_dir / "training.png",
                                     [k for k in summary["history"][-1] if k.endswith("loss")]))
+    plots = V.collect_figures(spec.report_dir, plots)  # reports/NAME/figures/ (flagged for `snakemake --report`)
     metrics = {k: float(v) for k, v in metrics.items()}
     metrics["validate_seconds"] = time.perf_counter() - t0
     gates = V.evaluate_gates(metrics, spec.gates)
     card = json.loads(spec.card_path.read_text()) if spec.card_path.exists() else None
     out = {"model": spec.name, "family": spec.family, "scale": spec.scale, "metrics": metrics, "gates": gates,
-           "passed": all(g["passed"] for g in gates), "plots": [p.name for p in plots]}
+           "passed": all(g["passed"] for g in gates),
+           "plots": [p.relative_to(spec.report_dir).as_posix() for p in plots]}
     write_json(spec.report_dir / "metrics.json", out)
     header = V.page_header(spec.name, spec.scale, family=spec.family, mlflow=V.mlflow_info(spec.name))
     V.write_model_page(spec.report_dir, spec.name, metrics, gates, plots, card, header=header)

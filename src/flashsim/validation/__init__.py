@@ -14,6 +14,7 @@ from flashsim.validation.metrics import (
     weighted_wasserstein,
 )
 from flashsim.validation.report import (
+    collect_figures,
     mlflow_info,
     page_header,
     plot_binned,
@@ -25,8 +26,8 @@ from flashsim.validation.report import (
 )
 
 __all__ = [
-    "bin_edges", "bin_index", "calibration_chi2", "enforce", "evaluate_gates", "generator_metrics", "log_loss",
-    "log_loss_gap", "mlflow_info", "page_header", "plot_binned", "plot_calibration", "plot_distributions",
-    "plot_history", "two_sample_auc", "weighted_auc", "weighted_ks", "weighted_wasserstein", "write_index",
-    "write_model_page",
+    "bin_edges", "bin_index", "calibration_chi2", "collect_figures", "enforce", "evaluate_gates",
+    "generator_metrics", "log_loss", "log_loss_gap", "mlflow_info", "page_header", "plot_binned", "plot_calibration",
+    "plot_distributions", "plot_history", "two_sample_auc", "weighted_auc", "weighted_ks", "weighted_wasserstein",
+    "write_index", "write_model_page",
 ]

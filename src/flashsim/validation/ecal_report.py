@@ -80,7 +80,7 @@ def _bench(path: Path) -> dict | None:
 
 def _page(out: Path, models: list[str], metrics: dict, gates: dict, plots: list[Path], bench: dict | None,
           scale: str) -> Path:
-    from flashsim.validation.report import gate_rows, mlflow_info, page_header, render
+    from flashsim.validation.report import figure_links, gate_rows, mlflow_info, page_header, render
 
     head = page_header(", ".join(models), scale, mlflow_note="one run per model: see the model's page")
     runs = [i for i in (mlflow_info(m) for m in models) if i]
@@ -96,8 +96,7 @@ def _page(out: Path, models: list[str], metrics: dict, gates: dict, plots: list[
     return render("ecal.html", out / "index.html", title="ECAL models: " + " vs ".join(models), head=head,
                   index_href="../index.html", gates=rows, passed=all(r["passed"] for r in rows), models=models,
                   status={m: all(g["passed"] for g in gates[m]) for m in models}, table=TABLE, metrics=metrics,
-                  bench=bench, plots=[{"png": p.name, "pdf": p.with_suffix(".pdf").name if p.with_suffix(".pdf")
-                                       .exists() else ""} for p in plots])
+                  bench=bench, plots=figure_links(out, plots))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,11 +29,12 @@ from flashsim.validation.plots import (
     save_figure,
 )
 
-__all__ = ["axis_label", "gate_rows", "mlflow_info", "page_header", "plot_binned", "plot_calibration",
-           "plot_distributions", "plot_efficiency_curves", "plot_history", "pyplot", "render", "save_figure",
-           "write_index", "write_model_page"]
+__all__ = ["axis_label", "collect_figures", "figure_links", "gate_rows", "mlflow_info", "page_header",
+           "plot_binned", "plot_calibration", "plot_distributions", "plot_efficiency_curves", "plot_history", "pyplot",
+           "render", "save_figure", "write_index", "write_model_page"]
 
 MLFLOW_STATE = "results/train/{model}/mlflow.json"  # written by flashsim.mlops.runs (its STATE_FILE)
+FIGURES = "figures"  # reports/<name>/figures/: the plots of a model page, one folder for `snakemake --report`
 
 
 def _num(v: Any) -> str:
@@ -109,12 +111,32 @@ def gate_rows(gates: Sequence[Mapping[str, Any]]) -> list[dict]:
              "passed": bool(g["passed"])} for g in gates]
 
 
-def _figures(report_dir: Path, plots: Sequence[str | Path]) -> list[dict]:
+def collect_figures(report_dir: str | Path, plots: Sequence[str | Path]) -> list[Path]:
+    """Move ``plots`` (PNG and their PDF copies) into ``<report_dir>/figures/``, dropping figures left there by an
+    earlier run; returns the new PNG paths."""
+    dest = Path(report_dir) / FIGURES
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for p in map(Path, plots):
+        for f in (p, p.with_suffix(".pdf")):
+            if f.exists() and f.parent.resolve() != dest.resolve():
+                os.replace(f, dest / f.name)
+        out.append(dest / p.name)
+    keep = {q.name for p in out for q in (p, p.with_suffix(".pdf"))}
+    for stale in dest.iterdir():
+        if stale.is_file() and stale.name not in keep:
+            stale.unlink()
+    return out
+
+
+def figure_links(page_dir: Path, plots: Sequence[str | Path]) -> list[dict]:
+    """``{png, pdf}`` links relative to the page in ``page_dir`` (pdf empty without a PDF copy)."""
     out = []
     for p in plots:
-        png = Path(p)
+        png = Path(p) if Path(p).is_absolute() or Path(p).parent != Path(".") else page_dir / p
         pdf = png.with_suffix(".pdf")
-        out.append({"png": png.name, "pdf": pdf.name if (report_dir / pdf.name).exists() else ""})
+        out.append({"png": Path(os.path.relpath(png, page_dir)).as_posix(),
+                    "pdf": Path(os.path.relpath(pdf, page_dir)).as_posix() if pdf.exists() else ""})
     return out
 
 
@@ -127,7 +149,7 @@ def write_model_page(report_dir: str | Path, name: str, metrics: Mapping[str, An
     card_text = json.dumps({k: card.get(k) for k in ("inputs", "outputs", "training_data", "parity") if k in card},
                            indent=1) if card else ""
     return render("model.html", report_dir / "index.html", title=name, head=head, index_href="../index.html",
-                  gates=gate_rows(gates), passed=all(g["passed"] for g in gates), plots=_figures(report_dir, plots),
+                  gates=gate_rows(gates), passed=all(g["passed"] for g in gates), plots=figure_links(report_dir, plots),
                   metrics=shown, card=card_text)
 
 
