@@ -131,13 +131,14 @@ def _plots(ref, flash, r, f, pid_table, edges, track_types, outdir: Path) -> lis
     from flashsim.validation.report import pyplot, save_figure
 
     out = []
+    FLASH = ("reference", "flash")  # the legend labels of every overlay
     rc, fc = r["cand"], f["cand"]
     if not (len(rc.m_lc) and len(fc.m_lc)):
         log.warning("no reconstructed candidates in one of the samples: no plots")
         return out
     out.append(plot_distributions(np.stack([rc.m_lc, rc.m_lb_visible], 1), np.stack([fc.m_lc, fc.m_lb_visible], 1),
                                   ["m(pK-pi+)", "m(pK-pi+mu-)"], outdir / "masses.png", ["MeV/c^2", "MeV/c^2"],
-                                  title="Lc+ and visible Lb0 masses (reference vs flash)"))
+                                  title="Lc+ and visible Lb0 masses (reference vs flash)", labels=FLASH))
     lr, lf = np.log10(np.maximum(r["ipchi2"], 1e-12)), np.log10(np.maximum(f["ipchi2"], 1e-12))
     names, ra, fa = [], [], []
     for role, sp in physics.ROLE_SPECIES.items():
@@ -147,7 +148,7 @@ def _plots(ref, flash, r, f, pid_table, edges, track_types, outdir: Path) -> lis
     n = min(min(len(a) for a in ra), min(len(a) for a in fa))
     out.append(plot_distributions(np.stack([a[:n] for a in ra], 1), np.stack([a[:n] for a in fa], 1), names,
                                   outdir / "impact_parameters.png", ["mm", "1"] * 4,
-                                  title="impact parameters w.r.t. the PV and their chi2"))
+                                  title="impact parameters w.r.t. the PV and their chi2", labels=FLASH))
     track = [c for c in ("p", "chi2PerDoF", "ghostProb", "nDoF") if c in ref and c in flash]
     sel_r = np.isin(np.asarray(ref["type"]), track_types)
     sel_f = np.isin(np.asarray(flash["type"]), track_types)
@@ -155,7 +156,8 @@ def _plots(ref, flash, r, f, pid_table, edges, track_types, outdir: Path) -> lis
     if track and k:
         out.append(plot_distributions(np.stack([np.asarray(ref[c])[sel_r][:k] for c in track], 1),
                                       np.stack([np.asarray(flash[c])[sel_f][:k] for c in track], 1), track,
-                                      outdir / "tracks.png", title="reconstructed track quantities"))
+                                      outdir / "tracks.png", title="reconstructed track quantities",
+                                      labels=FLASH))
     if pid_table:
         plt = pyplot()
         ncol = min(len(pid_table), 3)

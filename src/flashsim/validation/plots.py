@@ -126,6 +126,8 @@ def plot_distributions(reference: np.ndarray, generated: np.ndarray, names: list
     Bins: 40 over the 0.5-99.5% range of the reference; contents are fractions of the (weighted) entries with
     sqrt(sum w²) errors. ``log_y``: True, False or ``"auto"`` (log where the reference spans > 2 decades).
     """
+    from matplotlib.ticker import MaxNLocator
+
     plt = pyplot()
     ref = np.asarray(reference).reshape(len(reference), -1)
     gen = np.asarray(generated).reshape(len(generated), -1)
@@ -156,6 +158,8 @@ def plot_distributions(reference: np.ndarray, generated: np.ndarray, names: list
         rax.axhline(1.0, color="0.3", lw=0.8, ls="--")
         rax.set_ylim(0.5, 1.5)
         rax.set_ylabel(f"{labels[1]}/ref.", fontsize=8)
+        rax.xaxis.set_major_locator(MaxNLocator(5))
+        rax.ticklabel_format(axis="x", style="plain", useOffset=False)  # an offset text would cover the label
         rax.set_xlabel(axis_label(names[j], units[j] if units else None))
         if j == 0:
             ax.legend(loc="best")
