@@ -12,7 +12,8 @@ import torch
 from flashsim.detector import RECONSTRUCTED_TYPES
 from flashsim.errors import ConfigError, GateError
 
-HELP = "compile models/NAME.onnx into a per-particle C shared object (Lamarr's float* f(float*, const float*))"
+HELP = ("compile models/NAME.onnx into a per-particle C shared object with SQLamarr's Plugin (float* f(float*, "
+        "const float*)) or, for generators, GenerativePlugin (+ const float* random) entry point")
 log = logging.getLogger(__name__)
 
 
@@ -69,7 +70,7 @@ def build_checked(name: str, models: str | Path = "models", output: str | Path |
     par = cabi.parity(art, ref.onnx, data)
     meta = {**art.to_dict(), "model": name, "onnx": str(ref.onnx), "features": ref.features, "noise": ref.noise,
             "outputs": ref.outputs, "parity": par, "tolerance": {"p999_scaled": tolerance, "max_scaled": max_tolerance},
-            "signature": f"float* {art.symbol}(float* out, const float* in)"}
+            "sqlamarr": {"plugin": art.plugin, "function": art.symbol, "n_random": art.n_random}}
     if not (par["p999_scaled"] <= tolerance and par["max_scaled"] <= max_tolerance) or par["nan_mismatch"]:
         output.unlink(missing_ok=True)
         raise GateError(f"{name}: C artifact deviates from onnxruntime: |diff| / output scale: 99.9% quantile "
