@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "summarize": "flashsim.mlops.summary",
     "simulate": "flashsim.runtime.simulate",
     "cabi": "flashsim.runtime.export_c",
+    "sqlamarr": "flashsim.runtime.sqlamarr",
     "ecal-report": "flashsim.validation.ecal_report",
     "physics-check": "flashsim.runtime.physics_check",
 }

@@ -99,4 +99,19 @@ def run(args: argparse.Namespace) -> int:
     for name in args.names:
         build_checked(name, args.models, args.output, rows=args.rows, seed=args.seed, tolerance=args.tolerance,
                       max_tolerance=args.max_tolerance)
+    if not args.output:
+        write_sqlamarr_config(args.models)
     return 0
+
+
+def write_sqlamarr_config(models: str | Path) -> Path:
+    """``<models>/sqlamarr_pipeline.json``: the chain over the shared objects built so far (absent stages left
+    out, and named in the log)."""
+    from flashsim.runtime import sqlamarr
+    from flashsim.runtime.chain import ChainSpec
+
+    spec = ChainSpec()
+    path = sqlamarr.write_config(models, spec, skip=tuple(spec.names()))
+    absent = [n for n in spec.names() if sqlamarr.model_card(Path(models), n) is None]
+    log.info("SQLamarr pipeline -> %s%s", path, f" (without {', '.join(absent)})" if absent else "")
+    return path

@@ -15,7 +15,7 @@ import torch
 from flashsim.detector import RECONSTRUCTED_TYPES, SPECIES
 from flashsim.errors import ConfigError, InputError
 from flashsim.runtime import features as F
-from flashsim.runtime.chain import Chain, ChainSpec, batch_to_numpy
+from flashsim.runtime.chain import Chain, ChainSpec, Replay, batch_to_numpy
 from flashsim.runtime.io import EXTRAS, GENERATOR
 from flashsim.runtime.models import available
 from flashsim.runtime.session import Device, pick_device
@@ -113,9 +113,13 @@ def to_device(cols: dict[str, np.ndarray], device: Device) -> dict[str, torch.Te
 
 
 def run_chain(chain: Chain, chunks: Iterable[dict[str, np.ndarray]], *, seed: int, batch_size: int,
-              keep: tuple[str, ...] = GENERATOR + EXTRAS) -> Iterator[dict[str, np.ndarray]]:
-    """Simulate ``chunks`` batch by batch; yields output columns (kept input columns + simulated ones)."""
-    index = 0
+              keep: tuple[str, ...] = GENERATOR + EXTRAS, replay: Replay | None = None
+              ) -> Iterator[dict[str, np.ndarray]]:
+    """Simulate ``chunks`` batch by batch; yields output columns (kept input columns + simulated ones).
+
+    ``replay``: draws for every input particle, in input order, used instead of the batches' own generators.
+    """
+    index, offset = 0, 0
     outputs = chain.output_columns()
     for chunk in chunks:
         n = len(chunk["mcID"])
@@ -124,8 +128,10 @@ def run_chain(chain: Chain, chunks: Iterable[dict[str, np.ndarray]], *, seed: in
             batch = F.Batch(to_device(part, chain.device))
             gen = torch.Generator(device=chain.device.torch)
             gen.manual_seed(batch_seed(seed, index))
+            part_replay = None if replay is None else replay.part(offset, offset + batch.n)
+            offset += batch.n
             try:
-                chain.run(batch, gen)
+                chain.run(batch, gen, part_replay)
             except KeyError as err:
                 raise InputError(f"a model needs column {err} which the input does not provide",
                                  branch=str(err).strip("'")) from err
