@@ -24,6 +24,7 @@ import numpy as np
 
 from flashsim.detector import SPECIES_PDG
 from flashsim.errors import InputError
+from flashsim.runtime.io import charge_of
 
 TRACKED = frozenset(SPECIES_PDG.values())  # |PDG id| of the particles that become tracks
 PHOTON = 22
@@ -36,26 +37,6 @@ WEIGHTS = ("nominal", "nTracks", "nPVs")
 def is_hepmc(path: str | Path) -> bool:
     """Whether ``path`` names a HepMC file (by suffix)."""
     return str(path).lower().endswith(SUFFIXES)
-
-
-def charge_of(pdg) -> np.ndarray:
-    """Electric charge (units of e) of PDG ids from their quark content (0 for ids it cannot decode)."""
-    pdg = np.asarray(pdg, np.int64)
-    a = np.abs(pdg)
-    q3 = np.zeros(a.shape, np.int64)  # thirds of e
-    lep = {11: -3, 13: -3, 15: -3, 17: -3, 24: 3, 37: 3}
-    for k, v in lep.items():
-        q3[a == k] = v
-    quark = np.array([0, -1, 2, -1, 2, -1, 2, -1, 2, 0, 0])
-    n1, n2, n3 = (a // 1000) % 10, (a // 100) % 10, (a // 10) % 10
-    had = (a > 100) & (a < 1_000_000_0) & (n2 > 0) & (n3 > 0)
-    meson = had & (n1 == 0)
-    swap = meson & ((n2 == 3) | (n2 == 5))
-    q3 = np.where(meson & ~swap, quark[n2] - quark[n3], q3)
-    q3 = np.where(swap, quark[n3] - quark[n2], q3)
-    q3 = np.where(had & (n1 > 0), quark[np.minimum(n1, 10)] + quark[n2] + quark[n3], q3)
-    q3 = np.where((a >= 1) & (a <= 8), quark[np.minimum(a, 10)], q3)
-    return (np.sign(pdg) * q3 // 3).astype(np.int32)
 
 
 @dataclass
