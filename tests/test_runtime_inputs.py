@@ -105,3 +105,29 @@ def test_missing_model_is_an_error_unless_skipped(runtime_toy_models, tmp_path, 
     acc = prov["models"]["acceptance"]
     assert acc["onnx_sha256"] == hashlib.sha256((models / "acceptance.onnx").read_bytes()).hexdigest()
     assert acc["origin"] == str(models / "acceptance.onnx") and acc["stage"] == "acceptance"
+
+
+def test_candidate_tree_reads_like_an_lhcb_ntuple(events, runtime_toy_models, tmp_path):
+    """The signal decays of a HepMC file come out as a DecayTreeTuple-like tree next to the particle tree."""
+    from flashsim.runtime import physics
+    from flashsim.runtime.candidates import SENTINEL, TREE
+
+    out = tmp_path / "flash.root"
+    assert _simulate(events["hepmc2"], runtime_toy_models, out) == 0
+    parts, prov = _read(out)
+    assert set(np.unique(parts["signal_role"])) == {1, 2, 3, 4}  # roles from the mothers' PDG ids
+    with uproot.open(out) as f:
+        cand = f[TREE].arrays(library="np")
+    n = len(cand["eventNumber"])
+    ref = physics.candidates(parts, (3,))
+    assert n == len(ref.m_lc) == prov["candidates"] > 0
+    np.testing.assert_allclose(cand["Lc_M"], ref.m_lc, rtol=1e-6)
+    np.testing.assert_allclose(cand["Lb_M"], ref.m_lb_visible, rtol=1e-6)
+    assert {"p_PIDK", "K_PIDK", "mu_IPCHI2_OWNPV", "pi_IP_OWNPV", "mu_isMuon", "Lc_PT", "p_TRUEID"} <= set(cand)
+    assert np.all(np.abs(cand["p_TRUEID"]) == 2212) and np.all(np.abs(cand["mu_TRUEID"]) == 13)
+    assert np.all(cand["K_TRACK_Type"] == 3)
+    # an analyst's cut reads as on LHCb ntuples: no NaN, undefined values are the sentinel
+    for k, v in cand.items():
+        assert not np.any(np.isnan(v)), k
+    chi2 = cand["mu_IPCHI2_OWNPV"]
+    assert np.all((chi2 >= 0) | (chi2 == SENTINEL)) and np.any(chi2 >= 0)

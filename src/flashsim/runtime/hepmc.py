@@ -39,6 +39,19 @@ def is_hepmc(path: str | Path) -> bool:
     return str(path).lower().endswith(SUFFIXES)
 
 
+# (|mother PDG id|, |PDG id|) -> signal_role of the Lb0 -> Lc+ mu- nu, Lc+ -> p K- pi+ contract (0: other)
+ROLES = {(4122, 2212): 1, (4122, 321): 2, (4122, 211): 3, (5122, 13): 4}
+
+
+def signal_role(pdg: np.ndarray, mother: np.ndarray) -> np.ndarray:
+    """The signal contract's role of each particle from its and its mother's PDG ids."""
+    a, m = np.abs(np.asarray(pdg)), np.abs(np.asarray(mother))
+    role = np.zeros(a.shape, np.int32)
+    for (mo, d), r in ROLES.items():
+        role[(m == mo) & (a == d)] = r
+    return role
+
+
 @dataclass
 class Census:
     """What a HepMC reader saw: events, tracks made, photons and other final-state particles by PDG id."""
@@ -79,6 +92,7 @@ def read(files: list[str] | str, step_size: int = 200_000, max_entries: int | No
                              np.int32 if k in ("nTracks", "nPVs", "mcID", "mother_ID") else np.float32)
                for k, v in rows.items()}
         out["mc_charge"] = charge_of(out["mcID"])
+        out["signal_role"] = signal_role(out["mcID"], out["mother_ID"])
         for v in rows.values():
             v.clear()
         return out

@@ -129,6 +129,29 @@ def _tree_libs(refs: dict, required: bool) -> dict[str, tuple[str, str]]:
 
 
 PROVENANCE_KEY = "flashsim_provenance"
+CANDIDATE_INPUTS = frozenset(("evtNumber", "signal_role", "type", "p", "mcID", "mc_px", "mc_py", "mc_pz", "pv_x",
+                              "pv_y", "pv_z", "chi2PerDoF", "isMuon", "RichDLLk", "RichDLLp", "MuonMuLL", "PIDK",
+                              "PIDp", "PIDmu", "ProbNNk", "ProbNNp", "ProbNNpi", "ProbNNmu",
+                              *(f"{c}_ClosestToBeam" for c in ("x", "y", "z", "tx", "ty")),
+                              *(f"cov_ClosestToBeam_{i}_{j}" for i in range(5) for j in range(i, 5))))
+
+
+def write_candidates(file, parts: list[dict[str, np.ndarray]], track_types: tuple[int, ...]) -> int:
+    """Write the Lb0 -> Lc+ mu- candidate tree (:mod:`flashsim.runtime.candidates`) when the output holds signal
+    decays; returns the number of candidates (0: no tree)."""
+    from flashsim.runtime.candidates import TREE, candidate_tree
+
+    parts = [p for p in parts if len(p.get("signal_role", ()))]
+    if not parts:
+        return 0
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    tree = candidate_tree(cols, track_types)
+    if not tree or not len(tree["eventNumber"]):
+        return 0
+    file.mktree(TREE, {k: v.dtype for k, v in tree.items()})
+    file[TREE].extend(tree)
+    return len(tree["eventNumber"])
+
 
 
 def tracks_only(chunks: Iterable[dict[str, np.ndarray]], census) -> Iterator[dict[str, np.ndarray]]:
@@ -273,16 +296,22 @@ def run(args: argparse.Namespace) -> int:
     t0, n = time.perf_counter(), 0
     with atomic_output(args.output) as tmp:
         writer = io.NtupleWriter(tmp, OUT_TREE, settings.compression)
+        signal_rows = []
         with tqdm(total=total, unit="particles", disable=None) as bar:
             for cols in run_chain(chain, tracks_only(chunks, census), seed=seed,
                                   batch_size=settings.chain_batch(chain.device)):
                 writer.write(cols)
                 n += len(cols["mcID"])
                 bar.update(len(cols["mcID"]))
+                if "signal_role" in cols:  # kept for the candidate tree (only the columns it reads)
+                    sel = np.asarray(cols["signal_role"]) > 0
+                    signal_rows.append({k: v[sel] for k, v in cols.items() if k in CANDIDATE_INPUTS})
         if not writer.entries:
             raise InputError("no track-like particle (charged e, mu, pi, K, p) in the input",
                              file=", ".join(args.input or [args.gun or args.sample]))
-        prov = {**provenance(chain, settings, seed, census, args), "entries": writer.entries}
+        n_cand = write_candidates(writer.file, signal_rows,
+                                  tuple(params.get("physics_check", {}).get("track_types", [3])))
+        prov = {**provenance(chain, settings, seed, census, args), "entries": writer.entries, "candidates": n_cand}
         writer.file[PROVENANCE_KEY] = json.dumps(prov, sort_keys=True)
         writer.close()
     _report(census)
