@@ -321,11 +321,14 @@ def execute(config: str | Path, hepmc: list[str] | str, db_path: str | Path, see
 def execute_here(config: str | Path, hepmc: list[str], db_path: str | Path, seed: int,
                  libraries: dict[str, tuple[str, str]] | None = None, keep_stage_outputs: bool = False) -> Path:
     """:func:`execute` in this process (what the child runs)."""
+    import time
+
     import SQLamarr
 
     config = Path(config)
     cfg = json.loads(config.read_text())
     db_path = Path(db_path)
+    t0 = time.perf_counter()
     if db_path.exists():
         db_path.unlink()
     db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -356,7 +359,11 @@ def execute_here(config: str | Path, hepmc: list[str], db_path: str | Path, seed
         if keep_stage_outputs:
             algos.append(SQLamarr.TemporaryTable(db, f"raw_{st['model']}", ["mcparticle_id", *st["outputs"]],
                                                  f"SELECT * FROM {st['output_table']}", make_persistent=True))
+    t1 = time.perf_counter()
     SQLamarr.Pipeline(algos).execute()
+    t2 = time.perf_counter()
+    timing = {"load_s": t1 - t0, "pipeline_s": t2 - t1}
+    Path(f"{db_path}.timing.json").write_text(json.dumps(timing))  # read by `flashsim bench sqlamarr`
     while algos:  # transformers before the database (SQLamarr's rule)
         del algos[-1]
     del loader
