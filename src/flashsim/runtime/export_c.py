@@ -112,8 +112,9 @@ def write_sqlamarr_config(models: str | Path) -> Path:
     out, and named in the log)."""
     from flashsim.runtime import sqlamarr
     from flashsim.runtime.chain import ChainSpec
+    from flashsim.runtime.simulate import Settings
 
-    spec = ChainSpec()
+    spec = ChainSpec(pid={s: f"pid_pipeline_{s}" for s in Settings().species})
     path = sqlamarr.write_config(models, spec, skip=tuple(spec.names()))
     absent = [n for n in spec.names() if sqlamarr.model_card(Path(models), n) is None]
     log.info("SQLamarr pipeline -> %s%s", path, f" (without {', '.join(absent)})" if absent else "")
