@@ -59,7 +59,8 @@ def gcl(repo: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProce
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("CI_", "GITLAB_", "MLFLOW_")) and k != "FLASHSIM_MLFLOW"}
     # predefined variables the tests set on purpose
-    quiet = ["--ignore-predefined-vars", "CI_PIPELINE_SOURCE,CI_COMMIT_BRANCH,CI_API_V4_URL,CI_PROJECT_ID"]
+    quiet = ["--ignore-predefined-vars",
+             "CI_PIPELINE_SOURCE,CI_COMMIT_BRANCH,CI_API_V4_URL,CI_PROJECT_ID,CI_COMMIT_TAG"]
     return subprocess.run([str(GCL), "--no-color", *quiet, *args], cwd=repo, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -257,3 +258,30 @@ def test_provisioned_venv_stamp_matches_setup_env(tmp_path):
     assert out.stdout.strip() == "ok", out.stderr
     setup = subprocess.run([str(ROOT / "scripts" / "setup-env.sh"), str(venv)], capture_output=True, text=True)
     assert setup.returncode == 0 and setup.stdout == "", setup.stdout + setup.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("CI_JOB_ID" in os.environ, reason="already inside a CI job: the pipeline does not run itself")
+def test_release_bundle_builds_on_a_tag(tmp_path, runtime_toy_models):
+    """A tag pipeline has the release jobs; the build part (release-bundle) runs green under gitlab-ci-local."""
+    from test_release import release_models
+
+    from flashsim.release import build_bundle
+
+    repo = fresh_clone(tmp_path / "repo")
+    assert {"release-bundle", "release"} <= set(jobs(repo, "CI_COMMIT_TAG=v0.2.0"))
+    assert not {"release-bundle", "release"} & set(jobs(repo))  # branch pipelines do not release
+    models = release_models(runtime_toy_models, tmp_path / "models")
+    previous = build_bundle("v0.1.0", models, tmp_path / "no-reports", tmp_path / "prev")
+    venv = provisioned_venv(tmp_path / "venv", repo)
+    variables = {"VENV": str(venv), "CI_COMMIT_TAG": "v0.2.0", "FLASHSIM_RELEASE_MODELS": str(models),
+                 "FLASHSIM_PREVIOUS_BUNDLE": str(previous), "FLASHSIM_UPLOAD": "0"}
+    args = [a for k, v in variables.items() for a in ("--variable", f"{k}={v}")]
+    proc = gcl(repo, "--force-shell-executor", *args, "release-bundle", timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "PASS  release-bundle" in log, log[-6000:]
+    artifacts = repo / ".gitlab-ci-local" / "artifacts" / "release-bundle" / "dist"
+    (bundle,) = artifacts.glob("flashsim-models-v0.2.0-*.tar.gz")
+    env = dict(line.split("=", 1) for line in (artifacts / "release.env").read_text().split())
+    assert env["BUNDLE_NAME"] == bundle.name[: -len(".tar.gz")]
+    assert "against v0.1.0" in (artifacts / env["BUNDLE_NAME"] / "CHANGELOG.md").read_text()

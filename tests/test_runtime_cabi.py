@@ -75,13 +75,44 @@ def test_dlopen_program_reproduces_onnxruntime(toy_models, tmp_path, checker, pi
                          capture_output=True, text=True, check=True)
     stats = json.loads(res.stdout)
     assert stats["rows"] == 300 and stats["calls"] == 300
+    assert stats["n_random"] == art.n_random == 3  # called through the three-argument GenerativePlugin form
     got = np.fromfile(tmp_path / "out.f32", np.float32).reshape(300, art.n_out)
     ref = cabi.onnx_reference(path, rows, art.inputs)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     # only the ABI is exported: the generated internals stay hidden
     syms = subprocess.run(["nm", "-D", "--defined-only", art.so], capture_output=True, text=True).stdout
     exported = {line.split()[-1] for line in syms.splitlines() if " T " in line}
-    assert exported == {art.symbol, f"{art.symbol}_batch", f"{art.symbol}_n_in", f"{art.symbol}_n_out"}
+    assert exported == {art.symbol, f"{art.symbol}_batch", f"{art.symbol}_n_in", f"{art.symbol}_n_out",
+                        f"{art.symbol}_n_random", f"{art.symbol}_packed"}
+
+
+def test_generator_entry_point_takes_noise_as_third_argument(pid_k, toy_models):
+    """SQLamarr's GenerativePlugin calls f(out, in, random): the noise is not read from ``in``."""
+    import ctypes
+
+    art = pid_k
+    assert art.plugin == "GenerativePlugin" and art.signature.endswith("const float* random)")
+    lib = ctypes.CDLL(art.so)
+    f = getattr(lib, art.symbol)
+    f.restype = ctypes.c_void_p
+    f.argtypes = [ctypes.c_void_p] * 3
+    rows = _rows(None, toy_models / "pid_pipeline_K.onnx", art, n=20,
+                 x=toys.gun_batch(20, 6).matrix(toys.PID_FEATURES).numpy())
+    n_x = art.n_in - art.n_random
+    ref = cabi.onnx_reference(toy_models / "pid_pipeline_K.onnx", rows, art.inputs)
+    for i in range(len(rows)):
+        x = np.ascontiguousarray(rows[i, :n_x])  # exactly the features: reading past them would be a bug
+        rnd = np.ascontiguousarray(rows[i, n_x:])
+        out = np.empty(art.n_out, np.float32)
+        f(out.ctypes.data, x.ctypes.data, rnd.ctypes.data)
+        np.testing.assert_allclose(out, ref[i], rtol=1e-5, atol=1e-5)
+
+
+def test_deterministic_models_keep_the_plugin_form(toy_models, tmp_path):
+    art = cabi.build(toy_models / "efficiency.onnx", tmp_path / "efficiency.so", name="efficiency")
+    assert art.n_random == 0 and art.plugin == "Plugin"
+    syms = subprocess.run(["nm", "-D", "--defined-only", art.so], capture_output=True, text=True).stdout
+    assert f"{art.symbol}_packed" not in syms
 
 
 def test_wrong_width_is_refused(tmp_path, checker, pid_k):

@@ -170,6 +170,7 @@ def test_models_from_the_mlflow_registry_by_alias(runtime_toy_models, tmp_path, 
             model_registry.record_validation(t, name, onnx_path, {"auc": 0.5}, name == "acceptance")
     ref = resolve("acceptance", "models:/{name}@validated", cache=tmp_path / "cache")
     assert ref.features == toys.ACC_FEATURES and ref.origin == "models:/acceptance@validated"
+    assert ref.version == "1"  # the registry version behind the alias (recorded in simulate's provenance)
     assert ref.onnx.read_bytes() == (runtime_toy_models / "acceptance.onnx").read_bytes()
     # resolution failed its gates (no 'validated' alias) and efficiency was never registered: both skipped
     refs = available(["acceptance", "efficiency", "resolution"], "models:/{name}@validated")

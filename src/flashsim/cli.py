@@ -38,6 +38,8 @@ COMMANDS: dict[str, str] = {
     "summarize": "flashsim.mlops.summary",
     "simulate": "flashsim.runtime.simulate",
     "cabi": "flashsim.runtime.export_c",
+    "sqlamarr": "flashsim.runtime.sqlamarr",
+    "release": "flashsim.release",
     "ecal-report": "flashsim.validation.ecal_report",
     "physics-check": "flashsim.runtime.physics_check",
 }

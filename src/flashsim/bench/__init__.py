@@ -26,6 +26,7 @@ TARGETS: dict[str, str] = {
     "pid": "flashsim.bench.pid",
     "pid_train": "flashsim.bench.pid_train",
     "runtime": "flashsim.bench.runtime",
+    "sqlamarr": "flashsim.bench.sqlamarr",
     "tracking": "flashsim.bench.tracking",
 }
 

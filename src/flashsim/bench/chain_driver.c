@@ -6,7 +6,8 @@
  *   LIB.so SYMBOL N_IN N_OUT ROWS.f32 INDEX.i64
  * where ROWS.f32 holds the stage's input rows (float32, N_IN per row) and INDEX.i64 the (ascending) particle
  * index of each row: a particle goes through the stages whose index lists it, in plan order, one
- * `float* SYMBOL(float* out, const float* in)` call each. Prints one JSON line with the wall time.
+ * `float* SYMBOL(float* out, const float* in)` call each (`SYMBOL_packed`, the same with the noise appended to
+ * `in`, for flashsim's generators). Prints one JSON line with the wall time.
  */
 #include <dlfcn.h>
 #include <stdint.h>
@@ -49,7 +50,10 @@ int main(int argc, char **argv) {
   while (ns < 64 && fscanf(plan, "%4095s %255s %ld %ld %4095s %4095s", lib, sym, &n_in, &n_out, rows, idx) == 6) {
     void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
     if (!h) { fprintf(stderr, "dlopen: %s\n", dlerror()); return 1; }
-    st[ns].f = (abi_fn)dlsym(h, sym);
+    char packed[300];  /* generators (three-argument entry point) also export the packed two-argument form */
+    snprintf(packed, sizeof packed, "%s_packed", sym);
+    st[ns].f = (abi_fn)dlsym(h, packed);
+    if (!st[ns].f) st[ns].f = (abi_fn)dlsym(h, sym);
     if (!st[ns].f) { fprintf(stderr, "dlsym %s: %s\n", sym, dlerror()); return 1; }
     long b1, b2;
     st[ns].in = slurp(rows, &b1);

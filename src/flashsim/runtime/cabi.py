@@ -1,12 +1,16 @@
 """C-ABI deployment artifacts: one shared object per ONNX model with Lamarr's per-particle signature.
 
-Every shared object exports (``SYM`` is the model name)::
+Every shared object exports (``SYM`` is the model name) one of SQLamarr's two plugin signatures::
 
-    float* SYM(float* out, const float* in);          // one particle: in = [x..., noise...], out = y
-    void   SYM_batch(float* out, const float* in, long n);  // n particles, row-major
-    int    SYM_n_in(void);  int SYM_n_out(void);
+    float* SYM(float* out, const float* in);                      // deterministic models, classifiers (Plugin)
+    float* SYM(float* out, const float* in, const float* random);  // generators (GenerativePlugin): in = x,
+                                                                   // random = SYM_n_random() standard normals
 
-and nothing else (``-fvisibility=hidden``), so several models load into one process. Two compilers, both kept
+plus, for both, ``SYM_batch(float* out, const float* in, long n)`` over n packed rows ``[x..., noise...]``
+(row-major), ``int SYM_n_in(void)`` (packed width: features + noise), ``int SYM_n_out(void)``,
+``int SYM_n_random(void)`` (0 for deterministic models), and for generators ``float* SYM_packed(float* out,
+const float* in)`` (the packed two-argument form). Nothing else is exported (``-fvisibility=hidden``), so several
+models load into one process. Two compilers, both kept
 libraries from PyPI, chosen per graph:
 
 - tree ensembles (``ai.onnx.ml`` TreeEnsemble*): rebuilt as a treelite model from the ONNX attributes
@@ -55,9 +59,20 @@ class Artifact:
     n_out: int
     inputs: list[tuple[str, int]]  # ONNX input name and width, in the order they are packed into `in`
     cflags: list[str]
+    n_random: int = 0  # width of the noise input: > 0 makes the entry point SQLamarr's GenerativePlugin form
+
+    @property
+    def plugin(self) -> str:
+        """SQLamarr's transformer for this entry point: ``GenerativePlugin`` or ``Plugin``."""
+        return "GenerativePlugin" if self.n_random else "Plugin"
+
+    @property
+    def signature(self) -> str:
+        rnd = ", const float* random" if self.n_random else ""
+        return f"float* {self.symbol}(float* out, const float* in{rnd})"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "plugin": self.plugin, "signature": self.signature}
 
 
 def symbol_for(name: str) -> str:
@@ -67,7 +82,7 @@ def symbol_for(name: str) -> str:
 
 
 def io_layout(model: onnx.ModelProto) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """``(inputs, outputs)`` as (name, width) of a [N, F] graph; ``x`` is packed before ``noise``."""
+    """``(inputs, outputs)`` as (name, width) of a [N, F] graph; ``x`` is packed first, ``noise`` last."""
 
     def width(v: onnx.ValueInfoProto) -> int:
         dims = v.type.tensor_type.shape.dim
@@ -77,8 +92,8 @@ def io_layout(model: onnx.ModelProto) -> tuple[list[tuple[str, int]], list[tuple
 
     inits = {i.name for i in model.graph.initializer}
     ins = [(v.name, width(v)) for v in model.graph.input if v.name not in inits]
-    order = {"x": 0, "noise": 1}
-    ins.sort(key=lambda t: order.get(t[0], 2))
+    order = {"x": 0, "noise": 2}
+    ins.sort(key=lambda t: order.get(t[0], 1))
     outs = []
     for v in model.graph.output:
         if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
@@ -125,12 +140,14 @@ def build(onnx_path: str | Path, so_path: str | Path, *, name: str | None = None
     model = onnx.load(str(onnx_path))
     ins, outs = io_layout(model)
     n_in = sum(w for _, w in ins)
+    n_random = sum(w for n, w in ins if n == "noise")
     y_name, n_out = _primary_output(outs)
     use_trees = route == "tl2cgen" or (route == "auto" and trees.find_tree_node(model) is not None)
     if use_trees:
         if len(ins) != 1:
             raise ConfigError(f"{onnx_path}: a tree ensemble takes one input")
         spec, tl_model = trees.spec_and_model(model)
+        n_random = 0
         if spec.n_out != n_out:
             raise ConfigError(f"{onnx_path}: tree ensemble has {spec.n_out} columns, output '{y_name}' {n_out}")
         import tl2cgen
@@ -156,24 +173,30 @@ def build(onnx_path: str | Path, so_path: str | Path, *, name: str | None = None
     _run([cc, *cflags, "-shared", *include, "-o", str(tmp), *map(str, sources), "-lm"])
     tmp.replace(so_path)
     return Artifact(so=str(so_path), symbol=sym, route=route_name, compiler=compiler, n_in=n_in, n_out=n_out,
-                    inputs=ins, cflags=[*cflags])
+                    inputs=ins, cflags=[*cflags], n_random=n_random)
 
 
-def _common_exports(sym: str, n_in: int, n_out: int) -> str:
+def _common_exports(sym: str, n_in: int, n_out: int, n_random: int = 0) -> str:
+    one = f"{sym}_packed" if n_random else sym
     return f"""
 FS_EXPORT int {sym}_n_in(void) {{ return {n_in}; }}
 FS_EXPORT int {sym}_n_out(void) {{ return {n_out}; }}
+FS_EXPORT int {sym}_n_random(void) {{ return {n_random}; }}
 FS_EXPORT void {sym}_batch(float* out, const float* in, long n) {{
-  for (long i = 0; i < n; ++i) {sym}(out + i * {n_out}, in + i * {n_in});
+  for (long i = 0; i < n; ++i) {one}(out + i * {n_out}, in + i * {n_in});
 }}
 """
 
 
 def _net_wrapper(sym: str, impl: str, ins, outs, y_name: str, n_in: int, n_out: int) -> str:
+    """The entry point around ``SYM_impl``: three-argument (GenerativePlugin) when the graph has a ``noise``
+    input, which then comes from ``random``; two-argument (Plugin) otherwise."""
     args, decls, off = [], [], 0
-    for _name, w in ins:
-        args.append(f"(const float (*)[{w}])(in + {off})")
-        off += w
+    n_random = sum(w for n, w in ins if n == "noise")
+    for name, w in ins:
+        src = "random" if name == "noise" else f"in + {off}"
+        args.append(f"(const float (*)[{w}])({src})")
+        off += 0 if name == "noise" else w
     for i, (name, w) in enumerate(outs):
         if name == y_name:
             args.append(f"(float (*)[{w}])out")
@@ -181,10 +204,14 @@ def _net_wrapper(sym: str, impl: str, ins, outs, y_name: str, n_in: int, n_out: 
             ctype = "float" if w else "long long"
             decls.append(f"  {ctype} side{i}[1][{max(w, 1)}];")
             args.append(f"side{i}")
+    rnd = ", const float* random" if n_random else ""
+    packed = (f"FS_EXPORT float* {sym}_packed(float* out, const float* in) {{\n"
+              f"  return {sym}(out, in, in + {n_in - n_random});\n}}\n") if n_random else ""
     return (f"/* flashsim C-ABI wrapper around the emx-onnx-cgen output {impl}. */\n{_EXPORT}"
             f'#include "{impl}"\n\n'
-            f"FS_EXPORT float* {sym}(float* out, const float* in) {{\n" + "\n".join(decls) + "\n"
-            f"  {sym}_impl({', '.join(args)});\n  return out;\n}}\n" + _common_exports(sym, n_in, n_out))
+            f"FS_EXPORT float* {sym}(float* out, const float* in{rnd}) {{\n" + "\n".join(decls) + "\n"
+            f"  {sym}_impl({', '.join(args)});\n  return out;\n}}\n" + packed
+            + _common_exports(sym, n_in, n_out, n_random))
 
 
 def _tree_wrapper(sym: str, spec) -> str:

@@ -6,7 +6,7 @@
  * is called once per row, REPEAT times over the file (default 1; after an untimed warm-up on the first rows);
  * the outputs of the last pass go to OUT.f32.
  * N_IN / N_OUT default to SYMBOL_n_in() / SYMBOL_n_out() when the library exports them.
- * Prints one JSON line: rows, calls, seconds, ns_per_call.
+ * Prints one JSON line: n_random, rows, calls, seconds, ns_per_call.
  */
 #include <dlfcn.h>
 #include <stdio.h>
@@ -15,6 +15,7 @@
 #include <time.h>
 
 typedef float *(*abi_fn)(float *out, const float *in);
+typedef float *(*gen_fn)(float *out, const float *in, const float *random);
 typedef int (*size_fn)(void);
 
 static void *sym(void *lib, const char *base, const char *suffix) {
@@ -38,6 +39,10 @@ int main(int argc, char **argv) {
   long repeat = argc > 7 ? atol(argv[7]) : 1;
   if (n_in <= 0 || n_out <= 0) { fprintf(stderr, "unknown input/output width: pass N_IN N_OUT\n"); return 2; }
   if (fin && fin() != n_in) { fprintf(stderr, "N_IN %ld != %s_n_in() = %d\n", n_in, argv[2], fin()); return 2; }
+  size_fn frnd = (size_fn)sym(lib, argv[2], "_n_random");
+  long n_rnd = frnd ? frnd() : 0;
+  gen_fn g = (gen_fn)f;
+#define CALL(o, i) (n_rnd ? g((o), (i), (i) + n_in - n_rnd) : f((o), (i)))
 
   FILE *fp = fopen(argv[3], "rb");
   if (!fp) { perror(argv[3]); return 1; }
@@ -53,11 +58,11 @@ int main(int argc, char **argv) {
   }
   fclose(fp);
 
-  for (long i = 0; i < rows && i < 16; ++i) f(out + i * n_out, in + i * n_in);  /* warm-up: page in code, data */
+  for (long i = 0; i < rows && i < 16; ++i) CALL(out + i * n_out, in + i * n_in);  /* warm-up: page in code, data */
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (long r = 0; r < repeat; ++r)
-    for (long i = 0; i < rows; ++i) f(out + i * n_out, in + i * n_in);
+    for (long i = 0; i < rows; ++i) CALL(out + i * n_out, in + i * n_in);
   clock_gettime(CLOCK_MONOTONIC, &t1);
   double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
 
@@ -68,7 +73,7 @@ int main(int argc, char **argv) {
   }
   fclose(fo);
   long calls = rows * repeat;
-  printf("{\"rows\": %ld, \"calls\": %ld, \"seconds\": %.9f, \"ns_per_call\": %.3f}\n", rows, calls, s,
+  printf("{\"n_random\": %ld, \"rows\": %ld, \"calls\": %ld, \"seconds\": %.9f, \"ns_per_call\": %.3f}\n", n_rnd, rows, calls, s,
          calls ? 1e9 * s / (double)calls : 0.0);
   free(in);
   free(out);

@@ -48,6 +48,19 @@ class ChainSpec:
         return [self.acceptance, self.efficiency, self.resolution, self.covariance, *self.pid.values()]
 
 
+@dataclass
+class Replay:
+    """Random numbers to use instead of the chain's own draws (to reproduce another runtime, e.g. SQLamarr, on
+    the same particles): ``uniform`` [N, 3] (acceptance, track type, isMuon) and each generator's ``noise``
+    [N, Z] (rows where the model does not run are ignored), both for the N particles of a batch."""
+
+    uniform: torch.Tensor
+    noise: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def part(self, start: int, stop: int) -> Replay:
+        return Replay(self.uniform[start:stop], {k: v[start:stop] for k, v in self.noise.items()})
+
+
 class Chain:
     """The chained models on one device."""
 
@@ -74,11 +87,15 @@ class Chain:
         return [n for n in self.spec.names() if n in self.models]
 
     # --- one model on a subset of rows ---------------------------------------------------------------------------
-    def _run(self, name: str, batch: F.Batch, rows: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
+    def _run(self, name: str, batch: F.Batch, rows: torch.Tensor | None, gen: torch.Generator,
+             replay: Replay | None = None) -> torch.Tensor:
         ref = self.refs[name]
         x = batch.matrix(ref.features, rows)
         noise = None
-        if ref.noise:
+        if ref.noise and replay is not None:
+            full = replay.noise[name].to(self.device.torch, torch.float32)
+            noise = (full if rows is None else full[rows]).contiguous()
+        elif ref.noise:
             noise = torch.randn((x.shape[0], ref.noise), generator=gen, device=self.device.torch)
         if self.trace is not None:  # record every model call (benchmarks replay them per particle)
             self.trace.append((name, rows, x, noise))
@@ -97,12 +114,15 @@ class Chain:
             batch.set(name, full)
 
     # --- the chain ------------------------------------------------------------------------------------------------
-    def run(self, batch: F.Batch, gen: torch.Generator) -> F.Batch:
+    def run(self, batch: F.Batch, gen: torch.Generator, replay: Replay | None = None) -> F.Batch:
         """Add the simulated columns to ``batch`` (generator-level columns on this chain's device)."""
         s, dev, n = self.spec, self.device.torch, batch.n
-        u = torch.rand((n, 2), generator=gen, device=dev)  # acceptance and track-type draws
+        if replay is not None:
+            u = replay.uniform.to(dev, torch.float32)
+        else:
+            u = torch.rand((n, 2), generator=gen, device=dev)  # acceptance and track-type draws
         if s.acceptance in self.models:
-            prob = self._run(s.acceptance, batch, None, gen)[:, -1]
+            prob = self._run(s.acceptance, batch, None, gen, replay)[:, -1]
             accepted = u[:, 0] < prob
         else:
             accepted = torch.ones(n, dtype=torch.bool, device=dev)
@@ -111,7 +131,7 @@ class Chain:
         codes = torch.tensor(F.TYPE_CODES, dtype=torch.int32, device=dev)
         track_type = torch.zeros(n, dtype=torch.int32, device=dev)
         if s.efficiency in self.models:
-            probs = self._run(s.efficiency, batch, rows, gen)
+            probs = self._run(s.efficiency, batch, rows, gen, replay)
             cls = (torch.cumsum(probs, 1) < u[rows, 1:2]).sum(1).clamp(max=probs.shape[1] - 1)
             track_type[rows] = codes[cls]
         else:
@@ -120,14 +140,14 @@ class Chain:
         reco = (track_type > 0).nonzero().squeeze(1)
         for name in (s.resolution, s.covariance):
             if name in self.models:
-                self._store(batch, self.refs[name], self._run(name, batch, reco, gen), reco)
+                self._store(batch, self.refs[name], self._run(name, batch, reco, gen, replay), reco)
         pid_ok = torch.isin(track_type, torch.tensor(s.pid_types, dtype=torch.int32, device=dev))
         for species, name in s.pid.items():
             if name not in self.models:
                 continue
             sel = (pid_ok & F.species_rows(batch, species)).nonzero().squeeze(1)
-            self._store(batch, self.refs[name], self._run(name, batch, sel, gen), sel)
-        _finish(batch, gen)
+            self._store(batch, self.refs[name], self._run(name, batch, sel, gen, replay), sel)
+        _finish(batch, gen, None if replay is None else u[:, 2])
         return batch
 
     def output_columns(self) -> list[str]:
@@ -147,7 +167,7 @@ _RELATIVE = re.compile(r"^d(?P<col>\w+)_over_(?P=col)$")  # e.g. dp_over_p = p /
 RECO_COLUMNS = frozenset(c.name for c in TRACKING.columns if not c.name.startswith(("mc", "true_")))
 
 
-def _decode(out: str) -> tuple[str, str]:
+def decode_output(out: str) -> tuple[str, str]:
     """``(column, how)`` for a model output name; ``how`` is ``abs`` (truth + y), ``rel`` (truth * (1 + y)) or
     ``raw`` (the value itself)."""
     if m := _RELATIVE.match(out):
@@ -164,7 +184,7 @@ def _decode(out: str) -> tuple[str, str]:
 
 
 def _target_name(out: str) -> str:
-    return _decode(out)[0]
+    return decode_output(out)[0]
 
 
 def _truth_of(batch: F.Batch, col: str, rows: torch.Tensor | None) -> torch.Tensor:
@@ -177,7 +197,7 @@ def _truth_of(batch: F.Batch, col: str, rows: torch.Tensor | None) -> torch.Tens
 
 def _interpret(batch: F.Batch, out: str, y: torch.Tensor, rows: torch.Tensor | None) -> tuple[str, torch.Tensor]:
     """Map a model output to its analysis column (absolute values from residuals)."""
-    col, how = _decode(out)
+    col, how = decode_output(out)
     if how == "rel":
         return col, _truth_of(batch, col, rows) * (1.0 + y)
     if how == "abs":
@@ -185,14 +205,16 @@ def _interpret(batch: F.Batch, out: str, y: torch.Tensor, rows: torch.Tensor | N
     return col, y
 
 
-def _finish(batch: F.Batch, gen: torch.Generator) -> None:
+def _finish(batch: F.Batch, gen: torch.Generator, u_mu: torch.Tensor | None = None) -> None:
     """Post-processing shared by all stages: flags as integers (probabilities sampled), momentum from q/p."""
     if "isMuon" in batch.columns:
         v = batch.columns["isMuon"]
         ok = ~torch.isnan(v)
         frac = ((v > 0) & (v < 1)) & ok
         if bool(frac.any()):  # a probability: sample the flag
-            v = torch.where(frac, (torch.rand(v.shape, generator=gen, device=v.device) < v).float(), v)
+            if u_mu is None:
+                u_mu = torch.rand(v.shape, generator=gen, device=v.device)
+            v = torch.where(frac, (u_mu < v).float(), v)
         flag = torch.where(ok, (v > 0.5).float(), torch.zeros_like(v))
         batch.set("isMuon", flag.to(torch.int32))
         for c in ("MuonMuLL", "MuonBgLL"):

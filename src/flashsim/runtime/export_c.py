@@ -11,7 +11,8 @@ import numpy as np
 from flashsim.detector import RECONSTRUCTED_TYPES
 from flashsim.errors import ConfigError, GateError
 
-HELP = "compile models/NAME.onnx into a per-particle C shared object (Lamarr's float* f(float*, const float*))"
+HELP = ("compile models/NAME.onnx into a per-particle C shared object with SQLamarr's Plugin (float* f(float*, "
+        "const float*)) or, for generators, GenerativePlugin (+ const float* random) entry point")
 log = logging.getLogger(__name__)
 
 
@@ -70,7 +71,7 @@ def build_checked(name: str, models: str | Path = "models", output: str | Path |
     par = cabi.parity(art, ref.onnx, data)
     meta = {**art.to_dict(), "model": name, "onnx": str(ref.onnx), "features": ref.features, "noise": ref.noise,
             "outputs": ref.outputs, "parity": par, "tolerance": {"p999_scaled": tolerance, "max_scaled": max_tolerance},
-            "signature": f"float* {art.symbol}(float* out, const float* in)"}
+            "sqlamarr": {"plugin": art.plugin, "function": art.symbol, "n_random": art.n_random}}
     if not (par["p999_scaled"] <= tolerance and par["max_scaled"] <= max_tolerance) or par["nan_mismatch"]:
         output.unlink(missing_ok=True)
         raise GateError(f"{name}: C artifact deviates from onnxruntime: |diff| / output scale: 99.9% quantile "
@@ -99,4 +100,23 @@ def run(args: argparse.Namespace) -> int:
     for name in args.names:
         build_checked(name, args.models, args.output, rows=args.rows, seed=args.seed, tolerance=args.tolerance,
                       max_tolerance=args.max_tolerance)
+    if not args.output:
+        try:
+            write_sqlamarr_config(args.models)
+        except ConfigError as err:  # the shared objects are fine; only the SQLamarr pipeline cannot be written
+            log.warning("no SQLamarr pipeline written: %s", err)
     return 0
+
+
+def write_sqlamarr_config(models: str | Path) -> Path:
+    """``<models>/sqlamarr_pipeline.json``: the chain over the shared objects built so far (absent stages left
+    out, and named in the log)."""
+    from flashsim.runtime import sqlamarr
+    from flashsim.runtime.chain import ChainSpec
+    from flashsim.runtime.simulate import Settings
+
+    spec = ChainSpec(pid={s: f"pid_pipeline_{s}" for s in Settings().species})
+    path = sqlamarr.write_config(models, spec, skip=tuple(spec.names()))
+    absent = [n for n in spec.names() if sqlamarr.model_card(Path(models), n) is None]
+    log.info("SQLamarr pipeline -> %s%s", path, f" (without {', '.join(absent)})" if absent else "")
+    return path

@@ -27,10 +27,28 @@ LEPTONS = {11, 13}
 
 
 def charge_of(pdg: np.ndarray) -> np.ndarray:
-    """Charge of the contract's signed PDG ids (negative leptons have positive ids)."""
-    pdg = np.asarray(pdg)
-    lepton = np.isin(np.abs(pdg), list(LEPTONS))
-    return (np.sign(pdg) * np.where(lepton, -1, 1)).astype(np.int32)
+    """Electric charge (units of e) of PDG ids, from their quark content: 0 for neutral particles (photons,
+    neutrons, K0L, pi0, ...) and for ids it cannot decode; negative leptons have positive ids."""
+    pdg = np.asarray(pdg, np.int64)
+    a = np.abs(pdg)
+    q3 = np.zeros(a.shape, np.int64)  # thirds of e
+    for k, v in {11: -3, 13: -3, 15: -3, 17: -3, 24: 3, 37: 3}.items():
+        q3[a == k] = v
+    quark = np.array([0, -1, 2, -1, 2, -1, 2, -1, 2, 0])  # d u s c b t b' t'
+    n1, n2, n3 = (a // 1000) % 10, (a // 100) % 10, (a // 10) % 10
+    had = (a > 100) & (a < 10_000_000) & (n2 > 0) & (n3 > 0)
+    meson = had & (n1 == 0)
+    down_first = meson & ((n2 == 3) | (n2 == 5))  # s-sbar / b-bar ordering of the PDG scheme
+    q3 = np.where(meson & ~down_first, quark[n2] - quark[n3], q3)
+    q3 = np.where(down_first, quark[n3] - quark[n2], q3)
+    q3 = np.where(had & (n1 > 0), quark[n1] + quark[n2] + quark[n3], q3)
+    q3 = np.where((a >= 1) & (a <= 8), quark[np.minimum(a, 9)], q3)
+    return (np.sign(pdg) * np.sign(q3) * (np.abs(q3) // 3)).astype(np.int32)  # quarks (thirds) -> 0
+
+
+def is_track(pdg: np.ndarray) -> np.ndarray:
+    """Particles that become tracks: charged e, mu, pi, K, p (by |PDG id|)."""
+    return np.isin(np.abs(np.asarray(pdg)), list(SPECIES_PDG.values()))
 
 
 def _complete(cols: dict[str, np.ndarray], start: int) -> dict[str, np.ndarray]:

@@ -29,6 +29,7 @@ class ModelRef:
     noise: int = 0
     units: dict[str, str] = field(default_factory=dict)
     origin: str = ""
+    version: str = ""  # registry version (MLflow models), "" for files
 
     @property
     def n_in(self) -> int:
@@ -144,7 +145,27 @@ def _from_mlflow(name: str, uri: str, cache: Path) -> ModelRef:
         raise InputError(f"{uri}: no .onnx file among the downloaded artifacts", file=str(local))
     cards = [p for p in local.rglob("*.json") if p.stem in (name, "card", "model_card")]
     card = json.loads(cards[0].read_text()) if cards else {}
-    return parse_card(name, pick[0], card, origin=uri)
+    ref = parse_card(name, pick[0], card, origin=uri)
+    ref.version = _registry_version(uri, store.uri)
+    return ref
+
+
+def _registry_version(uri: str, tracking_uri: str) -> str:
+    """The version number behind ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` ("" otherwise)."""
+    if not uri.startswith("models:/"):
+        return ""
+    body = uri[len("models:/"):]
+    if "@" in body:
+        from mlflow import MlflowClient
+
+        name, alias = body.split("@", 1)
+        try:
+            return str(MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+                       .get_model_version_by_alias(name, alias).version)
+        except Exception:  # the download worked: a missing version number is not worth failing for
+            return ""
+    parts = body.split("/")
+    return parts[1] if len(parts) > 1 and parts[1].isdigit() else ""
 
 
 def available(names: list[str], source: str | Path) -> dict[str, ModelRef]:

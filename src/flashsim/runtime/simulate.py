@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -12,14 +13,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from flashsim.detector import RECONSTRUCTED_TYPES, SPECIES
+from flashsim.detector import RECONSTRUCTED_TYPES
 from flashsim.errors import ConfigError, InputError
 from flashsim.runtime.io import EXTRAS, GENERATOR
 
 if TYPE_CHECKING:  # torch and ONNX load in the functions, so that `flashsim --help` stays fast
     import torch
 
-    from flashsim.runtime.chain import Chain
+    from flashsim.runtime.chain import Chain, ChainSpec, Replay
     from flashsim.runtime.session import Device
 
 HELP = "run the chain of ONNX models on generator-level particles and write an analysis-level ntuple"
@@ -39,9 +40,10 @@ class Settings:
     cpu_batch_size: int = 10_000
     io: str = "binding"
     tree_backend: str = "auto"
-    species: tuple[str, ...] = SPECIES
+    species: tuple[str, ...] = ("mu", "pi", "K", "p")  # the trained PID pipelines (params.yaml)
     pid_types: tuple[int, ...] = RECONSTRUCTED_TYPES
     compression: str = "lz4"
+    skip: tuple[str, ...] = ()  # stages run without: roles (acceptance, ..., pid) or model names
 
     @classmethod
     def from_params(cls, params: dict) -> Settings:
@@ -49,7 +51,7 @@ class Settings:
 
         rt = resolve_scale(params.get("runtime", {}), params.get("scale", "demo"))
         known = {k: rt[k] for k in cls.__dataclass_fields__ if k in rt}
-        for k in ("species", "pid_types"):
+        for k in ("species", "pid_types", "skip"):
             if k in known:
                 known[k] = tuple(known[k])
         return cls(**known)
@@ -67,16 +69,39 @@ def batch_seed(seed: int, index: int) -> int:
     return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
+STAGES = ("acceptance", "efficiency", "resolution", "covariance", "pid")
+
+
+def stage_roles(spec: ChainSpec) -> dict[str, str]:
+    """Model name -> its stage (``acceptance`` ... ``pid``)."""
+    roles = {spec.acceptance: "acceptance", spec.efficiency: "efficiency", spec.resolution: "resolution",
+             spec.covariance: "covariance"}
+    return {**roles, **dict.fromkeys(spec.pid.values(), "pid")}
+
+
 def build_chain(settings: Settings, device: Device | None = None) -> Chain:
-    """Resolve the chain's models in ``settings.models`` and open their sessions."""
+    """Resolve the chain's models in ``settings.models`` and open their sessions.
+
+    Strict: a model that does not resolve is a ConfigError unless its stage or name is in ``settings.skip``.
+    """
     from flashsim.runtime.chain import Chain, ChainSpec
     from flashsim.runtime.models import available
     from flashsim.runtime.session import pick_device
 
     spec = ChainSpec(pid={s: f"pid_pipeline_{s}" for s in settings.species}, pid_types=settings.pid_types)
-    refs = available(spec.names(), settings.models)
+    roles = stage_roles(spec)
+    unknown = [k for k in settings.skip if k not in STAGES and k not in roles]
+    if unknown:
+        raise ConfigError(f"--skip / runtime.skip: unknown stage {', '.join(unknown)} (stages: {', '.join(STAGES)}; "
+                          f"or a model name: {', '.join(roles)})")
+    skipped = {n for n, r in roles.items() if r in settings.skip or n in settings.skip}
+    refs = available([n for n in spec.names() if n not in skipped], settings.models)
+    missing = [n for n in spec.names() if n not in refs and n not in skipped]
+    if missing:
+        raise ConfigError(f"chain: no model {', '.join(missing)} in {settings.models} (train/export it, or run "
+                          f"without it: --skip {' --skip '.join(sorted({roles[n] for n in missing}))})")
     if not refs:
-        raise ConfigError(f"no chain model found in {settings.models} (looked for {', '.join(spec.names())})")
+        raise ConfigError(f"no chain model left in {settings.models}: every stage is skipped")
     device = device or pick_device(settings.device)
     tree_libs = None
     if settings.tree_backend in ("auto", "c") and device.kind == "cpu":
@@ -109,6 +134,75 @@ def _tree_libs(refs: dict, required: bool) -> dict[str, tuple[str, str]]:
     return out
 
 
+PROVENANCE_KEY = "flashsim_provenance"
+CANDIDATE_INPUTS = frozenset(("evtNumber", "signal_role", "type", "p", "mcID", "mc_px", "mc_py", "mc_pz", "pv_x",
+                              "pv_y", "pv_z", "chi2PerDoF", "isMuon", "RichDLLk", "RichDLLp", "MuonMuLL", "PIDK",
+                              "PIDp", "PIDmu", "ProbNNk", "ProbNNp", "ProbNNpi", "ProbNNmu",
+                              *(f"{c}_ClosestToBeam" for c in ("x", "y", "z", "tx", "ty")),
+                              *(f"cov_ClosestToBeam_{i}_{j}" for i in range(5) for j in range(i, 5))))
+
+
+def write_candidates(file, parts: list[dict[str, np.ndarray]], track_types: tuple[int, ...]) -> int:
+    """Write the Lb0 -> Lc+ mu- candidate tree (:mod:`flashsim.runtime.candidates`) when the output holds signal
+    decays; returns the number of candidates (0: no tree)."""
+    from flashsim.runtime.candidates import TREE, candidate_tree
+
+    parts = [p for p in parts if len(p.get("signal_role", ()))]
+    if not parts:
+        return 0
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    tree = candidate_tree(cols, track_types)
+    if not tree or not len(tree["eventNumber"]):
+        return 0
+    file.mktree(TREE, {k: v.dtype for k, v in tree.items()})
+    file[TREE].extend(tree)
+    return len(tree["eventNumber"])
+
+
+
+def tracks_only(chunks: Iterable[dict[str, np.ndarray]], census) -> Iterator[dict[str, np.ndarray]]:
+    """The rows of ``chunks`` that become tracks (charged e, mu, pi, K, p); the others are counted in
+    ``census`` (photons apart: no ECAL stage in this chain) and dropped, never turned into tracks."""
+    from flashsim.runtime.io import is_track
+
+    for chunk in chunks:
+        pdg = np.asarray(chunk["mcID"])
+        keep = is_track(pdg)
+        if not keep.all():
+            census.photons += int(np.sum(np.abs(pdg) == 22))
+            for pid, k in zip(*np.unique(pdg[~keep & (np.abs(pdg) != 22)], return_counts=True), strict=True):
+                census.others[int(pid)] += int(k)
+            chunk = {k: np.asarray(v)[keep] for k, v in chunk.items()}
+        if len(chunk["mcID"]):
+            yield chunk
+
+
+def _report(census) -> None:
+    others = sum(census.others.values())
+    if census.photons or others:
+        top = ", ".join(f"{pid}: {k}" for pid, k in census.others.most_common(8))
+        log.warning("not simulated as tracks: %d photons (no ECAL stage in this chain), %d other final-state "
+                    "particles%s", census.photons, others, f" (PDG id: count {top})" if top else "")
+
+
+def provenance(chain: Chain, settings: Settings, seed: int, census, args: argparse.Namespace) -> dict:
+    """What made an output file: each model (name, origin: registry URI + version or file path, ONNX sha256),
+    the skipped stages, the seed, the input and the flashsim version."""
+    import hashlib
+
+    from flashsim import __version__
+
+    models = {}
+    for name, ref in chain.refs.items():
+        models[name] = {"stage": stage_roles(chain.spec).get(name, ""), "origin": ref.origin or str(ref.onnx),
+                        "registry_version": ref.version or None,
+                        "onnx_sha256": hashlib.sha256(Path(ref.onnx).read_bytes()).hexdigest()}
+    skipped = [n for n in chain.spec.names() if n not in chain.refs]
+    return {"flashsim_version": __version__, "seed": seed, "models": models, "skipped": skipped,
+            "device": str(chain.device), "input": args.input or args.gun or args.sample,
+            "particles": census.to_dict()}
+
+
 def to_device(cols: dict[str, np.ndarray], device: Device) -> dict[str, torch.Tensor]:
     import torch
 
@@ -121,14 +215,18 @@ def to_device(cols: dict[str, np.ndarray], device: Device) -> dict[str, torch.Te
 
 
 def run_chain(chain: Chain, chunks: Iterable[dict[str, np.ndarray]], *, seed: int, batch_size: int,
-              keep: tuple[str, ...] = GENERATOR + EXTRAS) -> Iterator[dict[str, np.ndarray]]:
-    """Simulate ``chunks`` batch by batch; yields output columns (kept input columns + simulated ones)."""
+              keep: tuple[str, ...] = GENERATOR + EXTRAS, replay: Replay | None = None
+              ) -> Iterator[dict[str, np.ndarray]]:
+    """Simulate ``chunks`` batch by batch; yields output columns (kept input columns + simulated ones).
+
+    ``replay``: draws for every input particle, in input order, used instead of the batches' own generators.
+    """
     import torch
 
     from flashsim.runtime import features as F
     from flashsim.runtime.chain import batch_to_numpy
 
-    index = 0
+    index, offset = 0, 0
     outputs = chain.output_columns()
     for chunk in chunks:
         n = len(chunk["mcID"])
@@ -137,8 +235,10 @@ def run_chain(chain: Chain, chunks: Iterable[dict[str, np.ndarray]], *, seed: in
             batch = F.Batch(to_device(part, chain.device))
             gen = torch.Generator(device=chain.device.torch)
             gen.manual_seed(batch_seed(seed, index))
+            part_replay = None if replay is None else replay.part(offset, offset + batch.n)
+            offset += batch.n
             try:
-                chain.run(batch, gen)
+                chain.run(batch, gen, part_replay)
             except KeyError as err:
                 raise InputError(f"a model needs column {err} which the input does not provide",
                                  branch=str(err).strip("'")) from err
@@ -164,6 +264,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tree ensembles: their tl2cgen .so on the CPU (c), ONNX Runtime's TreeEnsemble (onnx), the "
                         "GEMM tensor form (tensor), or c where built on the CPU and tensor on a GPU (auto)")
     p.add_argument("--seed", type=int, help="master seed (default: params.yaml seed)")
+    p.add_argument("--skip", action="append", metavar="STAGE", default=[],
+                   help="run without this stage (acceptance, efficiency, resolution, covariance, pid, or a model "
+                        "name); a missing model is otherwise an error")
     p.add_argument("--max-particles", type=int)
     p.add_argument("--params", help="params file (default: params.yaml)")
 
@@ -172,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
     from flashsim.config import load_params
     from flashsim.io.atomic import atomic_output
     from flashsim.progress import Progress
-    from flashsim.runtime import io
+    from flashsim.runtime import hepmc, io
 
     params = load_params(args.params)
     settings = Settings.from_params(params)
@@ -182,14 +285,21 @@ def run(args: argparse.Namespace) -> int:
             setattr(settings, k, v)
     if args.batch_size is not None:
         settings.cpu_batch_size = args.batch_size
+    if args.skip:
+        settings.skip = tuple(dict.fromkeys([*settings.skip, *args.skip]))
     seed = params["seed"] if args.seed is None else args.seed
+    census = hepmc.Census()
     step = params.get("prepare", {}).get("step_size", 200_000)
     if args.gun:
         cfg = io.load_gun(args.gun)
         if args.max_particles:
             cfg["n"] = min(int(cfg["n"]), args.max_particles)
         chunks, total = io.particle_gun(cfg, cfg.get("seed", seed), chunk=step), int(cfg["n"])
+    elif args.input and all(hepmc.is_hepmc(f) for f in args.input):
+        chunks, total = hepmc.read(args.input, step, args.max_particles, census), None
     elif args.input:
+        if any(hepmc.is_hepmc(f) for f in args.input):
+            raise ConfigError("--input: give either HepMC files or ROOT files, not both")
         chunks, total = io.read_root(args.input, args.tree, step_size=step, max_entries=args.max_particles), None
     else:
         chunks, total = io.read_sample(args.sample, params, step_size=step, max_entries=args.max_particles), None
@@ -198,12 +308,25 @@ def run(args: argparse.Namespace) -> int:
     t0, n = time.perf_counter(), 0
     with atomic_output(args.output) as tmp:
         writer = io.NtupleWriter(tmp, OUT_TREE, settings.compression)
+        signal_rows = []
         with Progress(total, "simulate", unit="particles") as bar:
-            for cols in run_chain(chain, chunks, seed=seed, batch_size=settings.chain_batch(chain.device)):
+            for cols in run_chain(chain, tracks_only(chunks, census), seed=seed,
+                                  batch_size=settings.chain_batch(chain.device)):
                 writer.write(cols)
                 n += len(cols["mcID"])
                 bar.update(len(cols["mcID"]))
+                if "signal_role" in cols:  # kept for the candidate tree (only the columns it reads)
+                    sel = np.asarray(cols["signal_role"]) > 0
+                    signal_rows.append({k: v[sel] for k, v in cols.items() if k in CANDIDATE_INPUTS})
+        if not writer.entries:
+            raise InputError("no track-like particle (charged e, mu, pi, K, p) in the input",
+                             file=", ".join(args.input or [args.gun or args.sample]))
+        n_cand = write_candidates(writer.file, signal_rows,
+                                  tuple(params.get("physics_check", {}).get("track_types", [3])))
+        prov = {**provenance(chain, settings, seed, census, args), "entries": writer.entries, "candidates": n_cand}
+        writer.file[PROVENANCE_KEY] = json.dumps(prov, sort_keys=True)
         writer.close()
+    _report(census)
     dt = time.perf_counter() - t0
     log.info("simulated %d particles in %.1f s (%.3g particles/s) -> %s", n, dt, n / max(dt, 1e-9), args.output)
     return 0
