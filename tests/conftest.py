@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from servers import mlflow_store_template, mlflow_tracking_server, s3, xrootd  # noqa: F401 - session fixtures
+from servers import mlflow_store_template, mlflow_tracking_server, s3, team_mlflow, xrootd  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,6 +12,8 @@ import logging
 import sys
 
 from flashsim.errors import FlashsimError
+from flashsim.io.atomic import Terminated, install_signal_handlers
+from flashsim.mlops.provenance import install_log_redaction, redact
 
 # subcommand -> module; adding a subcommand is one line here plus its module.
 COMMANDS: dict[str, str] = {
@@ -55,10 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(only).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
+    install_signal_handlers()
     try:
         return int(args.run_verb(args) or 0)
     except FlashsimError as err:
-        print(f"flashsim {args.command}: error: {err}", file=sys.stderr)
+        print(f"flashsim {args.command}: error: {redact(str(err))}", file=sys.stderr)
         return err.exit_code
+    except Terminated as err:
+        print(f"flashsim {args.command}: {err}; temporary files removed", file=sys.stderr)
+        return 128 + err.signum
     except KeyboardInterrupt:
         return 130

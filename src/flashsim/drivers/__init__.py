@@ -10,7 +10,7 @@ from pathlib import Path
 
 from flashsim.config import load_params
 from flashsim.errors import GateError, InputError
-from flashsim.io.atomic import atomic_outputs, write_json
+from flashsim.io.atomic import atomic_outputs, folder_lock, write_json
 from flashsim.mlops import model_registry, runs
 from flashsim.models import get_family, get_spec
 
@@ -33,7 +33,8 @@ def train_model(fam) -> dict:
     """Train, write ``results/train/<name>/trained.json`` (the rule's output) last."""
     spec = fam.spec
     t0 = time.perf_counter()
-    with runs.start_model_job(fam, "train") as run:  # local record in train_dir + the model's MLflow run
+    # one trainer per output folder (a second one refuses at once); local record in train_dir + the MLflow run
+    with folder_lock(spec.train_dir, f"`flashsim train {spec.name}`"), runs.start_model_job(fam, "train") as run:
         run.set_tags({"model": spec.name, "family": spec.family, "sample": spec.sample, "scale": spec.scale})
         run.log_params({"model": spec.cfg, "seed": spec.seed})
         summary = fam.fit(run)
