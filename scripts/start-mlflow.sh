@@ -13,6 +13,8 @@
 #   FLASHSIM_MLFLOW_USERS        optional file, one "USER PASSWORD" per line: one account per person or CI job,
 #                                created (or its password updated) once the server answers
 #   FLASHSIM_MLFLOW_DEFAULT_PERMISSION  what users may do on experiments they do not own (default READ)
+#   FLASHSIM_MLFLOW_AUTH_CACHE_SECONDS  how long a worker trusts a checked password (default 30; each check is a
+#                                slow PBKDF2 hash, per request; a changed password reaches other workers after this)
 set -euo pipefail
 
 : "${MLFLOW_AUTH_ADMIN_PASSWORD:?set MLFLOW_AUTH_ADMIN_PASSWORD (the admin password, >= 12 characters)}"
@@ -32,6 +34,7 @@ default_permission = ${FLASHSIM_MLFLOW_DEFAULT_PERMISSION:-READ}
 database_uri = sqlite:///$DIR/basic_auth.db
 admin_username = $ADMIN
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = ${FLASHSIM_MLFLOW_AUTH_CACHE_SECONDS:-30}
 INI
 # The Flask secret (CSRF of the sign-up page) must be the same in every worker and across restarts: kept in $DIR.
 [[ -s "$DIR/secret_key" ]] || python -c 'import secrets; print(secrets.token_hex(32))' > "$DIR/secret_key"

@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 
+from flashsim import retry
 from flashsim.errors import FlashsimError
 from flashsim.io.atomic import Terminated, install_signal_handlers
 from flashsim.mlops.provenance import install_log_redaction, redact
@@ -59,10 +60,16 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_redaction()
     install_signal_handlers()
+    if (done := retry.refused(argv)) is not None:  # a resubmitted attempt of a deterministic failure
+        print(f"flashsim {args.command}: error: {done[1]} (not retried: this failure is deterministic, exit "
+              f"{done[0]})", file=sys.stderr)
+        return done[0]
     try:
         return int(args.run_verb(args) or 0)
     except FlashsimError as err:
-        print(f"flashsim {args.command}: error: {redact(str(err))}", file=sys.stderr)
+        message = redact(str(err))
+        print(f"flashsim {args.command}: error: {message}", file=sys.stderr)
+        retry.record(argv, err.exit_code, message)
         return err.exit_code
     except Terminated as err:
         print(f"flashsim {args.command}: {err}; temporary files removed", file=sys.stderr)

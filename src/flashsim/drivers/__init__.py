@@ -13,6 +13,7 @@ from flashsim.errors import GateError, InputError
 from flashsim.io.atomic import atomic_outputs, folder_lock, write_json
 from flashsim.mlops import model_registry, runs
 from flashsim.models import get_family, get_spec
+from flashsim.models.schemas import check_config
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ def add_model_argument(p: argparse.ArgumentParser) -> None:
 
 def family_for(args: argparse.Namespace):
     params = load_params(args.params) if args.params else load_params()
+    check_config(params)  # every model, as the Snakefile does: the same one-line message for the same error
     fam = get_family(get_spec(args.name, params))
     fam.config = params  # the effective configuration (recorded for provenance by the MLflow run)
     return fam
