@@ -61,7 +61,7 @@ def test_git_state_lists_untracked_files_and_caps_the_patch(tmp_path):
     assert state["dirty"] and "params.yaml" in state["patch"]
 
 
-def test_planted_secrets_reach_no_store_log_or_record(tmp_path):
+def test_planted_secrets_reach_no_store_log_or_record(tmp_path, record_property):
     """A ``.env`` holding a password in the code checkout and credentials in MLFLOW_TRACKING_URI (a server that
     does not answer: the run falls back to the local store): mlruns/, mlflow.db, logs/ and the local record hold
     neither secret."""
@@ -79,7 +79,9 @@ def test_planted_secrets_reach_no_store_log_or_record(tmp_path):
     out = json.loads(text.strip().splitlines()[-1])
     assert out["fallback"] and "unreachable" in text and "***" in text  # the warning is there, redacted
     assert (root / "mlruns").is_dir() and (root / "mlflow.db").is_file()
-    assert leaks([root / "mlruns", root / "mlflow.db", root / "logs", root / "results"], SECRET) == []
+    found = leaks([root / "mlruns", root / "mlflow.db", root / "logs", root / "results"], SECRET)
+    record_property("secrets_found", found)  # the fault campaign's summary (tests/faults.py)
+    assert found == []
     from mlflow import MlflowClient
 
     run = MlflowClient(runs.local_uri(root)).get_run(out["run_id"])
