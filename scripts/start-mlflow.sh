@@ -13,6 +13,7 @@
 #   FLASHSIM_MLFLOW_USERS        optional file, one "USER PASSWORD" per line: one account per person or CI job,
 #                                created (or its password updated) once the server answers
 #   FLASHSIM_MLFLOW_DEFAULT_PERMISSION  what users may do on experiments they do not own (default READ)
+#   FLASHSIM_MLFLOW_SERVER_ARGS  extra `mlflow server` options (e.g. --allowed-hosts mlflow.example.cern.ch)
 #   FLASHSIM_MLFLOW_AUTH_CACHE_SECONDS  how long a worker trusts a checked password (default 30; each check is a
 #                                slow PBKDF2 hash, per request; a changed password reaches other workers after this)
 set -euo pipefail
@@ -44,7 +45,7 @@ URL="http://$HOST:$PORT"
 
 # `mlflow server` creates the schemas and the admin user once, before it starts the workers.
 mlflow server --app-name basic-auth --backend-store-uri "$BACKEND" --artifacts-destination "$DIR/artifacts" \
-  --host "$HOST" --port "$PORT" --workers "$WORKERS" &
+  --host "$HOST" --port "$PORT" --workers "$WORKERS" ${FLASHSIM_MLFLOW_SERVER_ARGS:-} &
 server=$!
 trap 'kill -TERM "$server" 2>/dev/null; wait "$server"; exit 143' TERM INT
 python -m flashsim.mlops.team_server wait "$URL"
