@@ -13,7 +13,7 @@ import sys
 
 from flashsim import retry
 from flashsim.errors import FlashsimError
-from flashsim.io.atomic import Terminated, install_signal_handlers
+from flashsim.io.atomic import Terminated, install_signal_handlers, restore_signal_handlers
 from flashsim.mlops.provenance import install_log_redaction, redact
 
 # subcommand -> module; adding a subcommand is one line here plus its module.
@@ -59,7 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_redaction()
-    install_signal_handlers()
+    previous = install_signal_handlers()
+    try:
+        return _run(args, argv)
+    finally:
+        restore_signal_handlers(previous)
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if (done := retry.refused(argv)) is not None:  # a resubmitted attempt of a deterministic failure
         print(f"flashsim {args.command}: error: {done[1]} (not retried: this failure is deterministic, exit "
               f"{done[0]})", file=sys.stderr)

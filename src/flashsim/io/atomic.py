@@ -124,11 +124,24 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated(signum)
 
 
-def install_signal_handlers() -> None:
-    """SIGTERM and SIGHUP raise :class:`Terminated`; SIGINT raises KeyboardInterrupt (Python's default)."""
+def install_signal_handlers() -> dict[int, Any]:
+    """SIGTERM and SIGHUP raise :class:`Terminated`; SIGINT raises KeyboardInterrupt (Python's default). Returns
+    the previous handlers (for :func:`restore_signal_handlers`); a no-op outside the main thread."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_terminated)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    return previous
+
+
+def restore_signal_handlers(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 class FolderBusyError(FlashsimError):
