@@ -1,6 +1,7 @@
 # Shared helpers for the rules: sample lists and the flashsim command line.
 import glob
 import shlex
+import shutil
 from pathlib import Path
 
 SCALE = config["scale"]
@@ -13,9 +14,16 @@ FLASHSIM = "flashsim"  # kept for rules written as `{FLASHSIM} verb`; new rules 
 # conda env from envs/ with --software-deployment-method conda, a Slurm job): src/ goes first on PYTHONPATH and
 # `flashsim` is a shell function around `python -m flashsim`, so no console script needs to be installed.
 _SRC = shlex.quote(str(Path(workflow.basedir) / "src")).replace("{", "{{").replace("}", "}}")
+FAILED_DIR = Path(".snakemake") / "flashsim-failed"  # markers of exit 2/3 failures in this run (flashsim.retry)
+_FAILED = shlex.quote(str(FAILED_DIR.resolve())).replace("{", "{{").replace("}", "}}")
+
+
+onstart:
+    shutil.rmtree(FAILED_DIR, ignore_errors=True)  # a new workflow run tries every job again
 shell.prefix(  # formatted per job like a shell command: literal braces are doubled
     "set -euo pipefail; "
     f"export PYTHONPATH={_SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    f"export FLASHSIM_FAILED_DIR={_FAILED}; "  # deterministic failures are not retried (flashsim.retry)
     'flashsim() {{ python -m flashsim "$@"; }}; '
 )
 

@@ -122,3 +122,19 @@ def write_prepared_calib(root: str | Path, sample: str, channel: str, n: int, se
     for split, sel in (("train", u < 0.6), ("val", (u >= 0.6) & (u < 0.8)), ("test", u >= 0.8)):
         pq.write_table(pa.table({k: v[sel] for k, v in cols.items()}), out / f"{split}.parquet")
     return out
+
+
+def workflow_copy(dest: str | Path) -> Path:
+    """The workflow files of this checkout in ``dest`` (src and the ``gpu`` profile link linked, not copied): a
+    workflow run or dry run there neither depends on nor changes the state of the checkout (``make demo``)."""
+    import shutil
+
+    root, dest = SCHEMA_DIR.parent, Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "params.yaml"):
+        shutil.copy2(root / name, dest / name)
+    for name in ("rules", "schemas", "profiles", "envs"):
+        shutil.copytree(root / name, dest / name, symlinks=True)
+    (dest / "src").symlink_to(root / "src")
+    (dest / "gpu").symlink_to("profiles/gpu")
+    return dest

@@ -1,13 +1,16 @@
 """A small training job for the MLflow concurrency test: logistic regression by gradient descent (numpy),
 per-epoch metrics, an ONNX export registered in the MLflow model_registry. Prints a JSON summary of what it logged.
 
-    python tests/mlflow_worker.py NAME SEED EPOCHS PROJECT_DIR
+    python tests/mlflow_worker.py NAME SEED EPOCHS PROJECT_DIR [GO_FILE]
+
+With GO_FILE the job waits (after its imports) until that file exists, so that jobs start together.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +32,9 @@ def onnx_model(w: np.ndarray, b: float) -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
-def main(name: str, seed: int, epochs: int, root: Path) -> None:
+def main(name: str, seed: int, epochs: int, root: Path, go: Path | None = None) -> None:
+    while go is not None and not go.exists():
+        time.sleep(0.05)
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(2000, 4))
     y = (x @ np.array([1.0, -2.0, 0.5, 0.0]) + rng.normal(size=2000) > 0).astype(float)
@@ -54,4 +59,5 @@ def main(name: str, seed: int, epochs: int, root: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]),
+         Path(sys.argv[5]) if len(sys.argv) > 5 else None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -225,6 +226,45 @@ def mlflow_server(workdir: Path | None = None, port: int | None = None,
             shutil.rmtree(work, ignore_errors=True)
 
 
+@dataclass
+class TeamMLflow:
+    """The team server of scripts/start-mlflow.sh: basic-auth, several workers; ``users``: name -> password."""
+
+    url: str
+    dir: Path
+    admin: tuple[str, str]
+    users: dict[str, str]
+    proc: subprocess.Popen
+
+    def uri_for(self, user: str) -> str:
+        """The tracking URI with ``user``'s credentials in it (``http://USER:PW@host:port``)."""
+        return self.url.replace("://", f"://{user}:{self.users[user]}@")
+
+
+@contextlib.contextmanager
+def team_mlflow_server(workers: int = 4) -> Iterator[TeamMLflow]:
+    """``scripts/start-mlflow.sh`` on loopback: MLflow's basic-auth app, ``workers`` workers, users alice, bob, ci."""
+    _program("mlflow")
+    work = Path(tempfile.mkdtemp(prefix="flashsim-team-mlflow-"))
+    port = free_port()
+    users = {u: f"{u}-{secrets.token_hex(8)}" for u in ("alice", "bob", "ci")}  # random: never in a source file
+    (work / "users").write_text("".join(f"{u} {p}\n" for u, p in users.items()))
+    admin = ("admin", f"admin-{secrets.token_hex(8)}")
+    env = {"MLFLOW_AUTH_ADMIN_PASSWORD": admin[1], "FLASHSIM_MLFLOW_DIR": str(work / "server"),
+           "FLASHSIM_MLFLOW_PORT": str(port), "FLASHSIM_MLFLOW_WORKERS": str(workers),
+           "FLASHSIM_MLFLOW_USERS": str(work / "users"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": f"{Path(__file__).resolve().parents[1] / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    log = work / "server.log"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "start-mlflow.sh"
+    proc = _spawn(["bash", str(script)], log, env=env, cwd=work)
+    try:
+        wait_until(lambda: b"start-mlflow: MLflow with authentication" in log.read_bytes(), 300, proc, log)
+        yield TeamMLflow(f"http://127.0.0.1:{port}", work / "server", admin, users, proc)
+    finally:
+        stop(proc, timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # ------------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
 def xrootd() -> Iterator[XRootD]:
@@ -241,6 +281,12 @@ def s3() -> Iterator[S3]:
 @pytest.fixture(scope="session")
 def mlflow_tracking_server(mlflow_store_template) -> Iterator[MLflow]:
     with mlflow_server(store_template=mlflow_store_template) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def team_mlflow() -> Iterator[TeamMLflow]:
+    with team_mlflow_server() as server:
         yield server
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import workflow_copy
 
 from flashsim.cluster import install_profiles, parse_dryrun, workflow_rules
 from flashsim.errors import ConfigError
@@ -81,9 +82,10 @@ def test_gpu_profile_is_a_slurm_profile():
     assert (ROOT / "gpu").resolve() == GPU_PROFILE.parent.resolve(), "`gpu` in the root must link to profiles/gpu"
 
 
-def test_dry_run_with_gpu_profile_shows_gpus_on_gpu_rules_only(set_resources):
-    # typed as a user would, in the repository root: the profile is found by name
-    out = snakemake("--profile", "gpu", "-n")
+def test_dry_run_with_gpu_profile_shows_gpus_on_gpu_rules_only(set_resources, tmp_path):
+    # typed as a user would, in the root of a copy of the workflow (the checkout may hold `make demo` outputs, which
+    # would leave nothing to plan): the profile is found by name
+    out = snakemake("--profile", "gpu", "-n", cwd=workflow_copy(tmp_path / "wf"))
     assert "Using profiles gpu and workflow specific profile profiles/default" in out
     jobs = parse_dryrun(out)
     assert jobs, out[-2000:]

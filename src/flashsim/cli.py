@@ -12,7 +12,10 @@ import logging
 import sys
 
 from flashsim import __version__
+from flashsim import retry
 from flashsim.errors import FlashsimError
+from flashsim.io.atomic import Terminated, install_signal_handlers, restore_signal_handlers
+from flashsim.mlops.provenance import install_log_redaction, redact
 
 EPILOG = """exit codes:
   0    success
@@ -68,10 +71,28 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(only).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
+    previous = install_signal_handlers()
+    try:
+        return _run(args, argv)
+    finally:
+        restore_signal_handlers(previous)
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    if (done := retry.refused(argv)) is not None:  # a resubmitted attempt of a deterministic failure
+        print(f"flashsim {args.command}: error: {done[1]} (not retried: this failure is deterministic, exit "
+              f"{done[0]})", file=sys.stderr)
+        return done[0]
     try:
         return int(args.run_verb(args) or 0)
     except FlashsimError as err:
-        print(f"flashsim {args.command}: error: {err}", file=sys.stderr)
+        message = redact(str(err))
+        print(f"flashsim {args.command}: error: {message}", file=sys.stderr)
+        retry.record(argv, err.exit_code, message)
         return err.exit_code
+    except Terminated as err:
+        print(f"flashsim {args.command}: {err}; temporary files removed", file=sys.stderr)
+        return 128 + err.signum
     except KeyboardInterrupt:
         return 130

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from flashsim.config import load_params
 from flashsim.errors import GateError, InputError
-from flashsim.io.atomic import atomic_outputs, write_json
+from flashsim.io.atomic import atomic_outputs, folder_lock, write_json
 from flashsim.mlops import model_registry, runs
 from flashsim.models import get_family, get_spec
+from flashsim.models.schemas import check_config
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ def add_model_argument(p: argparse.ArgumentParser) -> None:
 
 def family_for(args: argparse.Namespace):
     params = load_params(args.params) if args.params else load_params()
+    check_config(params)  # every model, as the Snakefile does: the same one-line message for the same error
     fam = get_family(get_spec(args.name, params))
     fam.config = params  # the effective configuration (recorded for provenance by the MLflow run)
     return fam
@@ -33,7 +35,8 @@ def train_model(fam) -> dict:
     """Train, write ``results/train/<name>/trained.json`` (the rule's output) last."""
     spec = fam.spec
     t0 = time.perf_counter()
-    with runs.start_model_job(fam, "train") as run:  # local record in train_dir + the model's MLflow run
+    # one trainer per output folder (a second one refuses at once); local record in train_dir + the MLflow run
+    with folder_lock(spec.train_dir, f"`flashsim train {spec.name}`"), runs.start_model_job(fam, "train") as run:
         run.set_tags({"model": spec.name, "family": spec.family, "sample": spec.sample, "scale": spec.scale})
         run.log_params({"model": spec.cfg, "seed": spec.seed})
         summary = fam.fit(run)

@@ -84,11 +84,25 @@ def register_export(run: Run, name: str, onnx: str | Path, card: str | Path | No
                                                        description=f"exported by run {run.run_id}")
                 version = mv.version
             store.client.set_registered_model_alias(name, CANDIDATE, version)
+            if not same:
+                point_to_newest(store, name, CANDIDATE)
     except Exception as err:
         _warn(f"could not register {name} in the MLflow registry ({err})")
         return None
     run.set_tags({"registry.version": version})
     return str(version)
+
+
+def point_to_newest(store: Store, name: str, alias: str, rounds: int = 20) -> None:
+    """Move ``alias`` to the newest version of ``name`` until no newer one appears: jobs exporting the same model at
+    once each set the alias after creating their version, so the last writer may hold an older version; every job
+    re-reads after its write and corrects, so the alias ends on the newest version whatever the order."""
+    for _ in range(rounds):
+        newest = max((int(v.version) for v in _versions(store, name)), default=0)
+        current = store.client.get_registered_model(name).aliases.get(alias)
+        if not newest or (current is not None and int(current) >= newest):
+            return
+        store.client.set_registered_model_alias(name, alias, str(newest))
 
 
 def _card_tags(card: str | Path | None) -> dict[str, str]:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -51,24 +53,36 @@ def git_commit(root: Path | None = None) -> str:
     return (git(root or code_root(), "rev-parse", "HEAD") or "").strip()
 
 
-def git_state(root: Path | None = None) -> dict[str, Any]:
-    """Commit, dirty flag and a patch (tracked changes + untracked files) that rebuilds the working tree."""
+PATCH_CAP = 1 << 20
+"""Largest ``git.patch`` recorded (bytes); a longer patch is cut there and the cut recorded (``patch_truncated``)."""
+UNTRACKED_CAP = 1000
+"""At most this many untracked files are listed (the rest are counted)."""
+
+
+def git_state(root: Path | None = None, cap: int = PATCH_CAP) -> dict[str, Any]:
+    """Commit, dirty flag, the patch of TRACKED changes (``git diff HEAD``, cut at ``cap`` bytes; the cut recorded in
+    ``patch_bytes``/``patch_truncated``) and the untracked, not ignored files by name, size and sha256: never their
+    content (a ``.env`` with a password, a Parquet file must not reach MLflow)."""
     root = root or code_root()
     sha = git_commit(root)
     if not sha:
-        return {"sha": "unknown", "dirty": True, "patch": ""}
+        return {"sha": "unknown", "dirty": True, "patch": "", "untracked": [], "patch_bytes": 0,
+                "patch_truncated": False}
     patch = git(root, "diff", "HEAD", "--binary") or ""
-    untracked = [f for f in (git(root, "ls-files", "--others", "--exclude-standard", "-z") or "").split("\0") if f]
-    for name in untracked:
+    size = len(patch.encode())
+    if size > cap:
+        patch = patch.encode()[:cap].decode(errors="ignore") + f"\n# flashsim: patch cut at {cap} of {size} bytes\n"
+    names = [f for f in (git(root, "ls-files", "--others", "--exclude-standard", "-z") or "").split("\0") if f]
+    untracked = []
+    for name in names[:UNTRACKED_CAP]:
         path = root / name
-        if path.is_file() and path.stat().st_size <= 1 << 20:
-            try:
-                out = subprocess.run(["git", "-C", str(root), "diff", "--no-index", "--binary", "/dev/null", name],
-                                     capture_output=True, timeout=30)
-                patch += out.stdout.decode(errors="replace")
-            except (OSError, subprocess.SubprocessError):
-                pass
-    return {"sha": sha, "dirty": bool(patch.strip() or untracked), "patch": patch, "untracked": untracked,
+        entry: dict[str, Any] = {"path": name}
+        with contextlib.suppress(OSError):
+            entry["size"] = path.stat().st_size
+            entry["sha256"] = file_sha256(path)
+        untracked.append(entry)
+    return {"sha": sha, "dirty": bool(patch.strip() or names), "patch": patch, "patch_bytes": size,
+            "patch_truncated": size > cap, "untracked": untracked, "untracked_count": len(names),
             "root": str(root)}
 
 
@@ -121,5 +135,52 @@ def job_tags(kind: str, device: str | None = None) -> dict[str, str]:
     if os.environ.get(ENV_RULE):
         tags["snakemake.rule"] = os.environ[ENV_RULE]
         tags["snakemake.wildcards"] = os.environ.get(ENV_WILDCARDS, "")
-    tags["command"] = " ".join(["flashsim", *sys.argv[1:]]) if sys.argv else f"flashsim {kind}"
+    tags["command"] = redact(" ".join(["flashsim", *sys.argv[1:]]) if sys.argv else f"flashsim {kind}")
     return tags
+
+
+# ------------------------------------------------------------------------------------------------ redaction
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
+_QUERY_SECRET = re.compile(r"(?P<key>[?&;](?:[A-Za-z0-9_.-]*(?:token|password|passwd|pwd|secret|key|auth|"
+                           r"signature|credential|sig))=)[^&#\s'\"]+", re.IGNORECASE)
+REDACTED = "***"
+
+
+def redact(text: str) -> str:
+    """``text`` with credentials in URIs replaced by ``***``: userinfo (``http://user:pw@host`` ->
+    ``http://***@host``) and secret-looking query parameters (``?token=``, ``&password=``, ``X-Amz-Signature=``...)."""
+    if "://" not in text and "=" not in text:
+        return text
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m['key']}{REDACTED}", text)
+
+
+def redact_tree(obj: Any) -> Any:
+    """:func:`redact` applied to every string in a nested dict/list (keys included)."""
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, dict):
+        return {redact(str(k)) if isinstance(k, str) else k: redact_tree(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [redact_tree(v) for v in obj]
+    return obj
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts credentials in URIs from every record it sees (install on handlers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with contextlib.suppress(Exception):
+            msg = record.getMessage()
+            clean = redact(msg)
+            if clean != msg:
+                record.msg, record.args = clean, None
+        return True
+
+
+def install_log_redaction() -> None:
+    """Redact credentials from the records of every handler of the root logger and of MLflow's logger."""
+    for name in (None, "mlflow"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(RedactingFilter())

@@ -40,7 +40,7 @@ from typing import Any
 
 from flashsim.config import flatten, repo_root
 from flashsim.io.atomic import atomic_output, write_json
-from flashsim.mlops.provenance import code_root, environment, file_sha256, git_state, job_tags
+from flashsim.mlops.provenance import code_root, environment, file_sha256, git_state, job_tags, redact, redact_tree
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ STATE_FILE = "results/train/{model}/mlflow.json"
 ENV_SWITCH = "FLASHSIM_MLFLOW"
 FALLBACK_TAG, INTENDED_TAG = "flashsim.mlflow.fallback", "flashsim.mlflow.intended_uri"
 INTENDED_RUN_TAG = "flashsim.mlflow.intended_run_id"
+NONFINITE_TAG = "flashsim.nonfinite"
+HOST_TAG, PID_TAG, STALE_TAG = "flashsim.host", "flashsim.pid", "flashsim.stale"
 _BATCH = 100  # MLflow's per-request limit on params and tags
 FLUSH_SECONDS = 2.0  # buffered metrics are sent at least this often
 
@@ -131,7 +133,7 @@ class Store:
 def open_store(root: Path | None = None, timeout: float = 5.0) -> tuple[Store, dict[str, str]]:
     """The store to record in, and fallback tags (empty unless the configured server is unreachable)."""
     root = root or repo_root()
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    uri = credentials_to_env(os.environ.get("MLFLOW_TRACKING_URI", "").strip())
     if not uri:
         return Store(local_uri(root), root), {}
     reason = server_reachable(uri, timeout)
@@ -140,10 +142,30 @@ def open_store(root: Path | None = None, timeout: float = 5.0) -> tuple[Store, d
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         return Store(uri, root), {}
     _warn_fallback(uri, reason, root)
-    return Store(local_uri(root), root), {FALLBACK_TAG: reason[:500], INTENDED_TAG: uri}
+    return Store(local_uri(root), root), {FALLBACK_TAG: redact(reason)[:500], INTENDED_TAG: redact(uri)}
+
+
+def credentials_to_env(uri: str) -> str:
+    """``uri`` without userinfo: ``http://USER:PW@host`` becomes ``http://host`` with ``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD`` set (unless already set), and ``MLFLOW_TRACKING_URI`` rewritten, so the credentials
+    never reach a log line, a tag or the local state file; MLflow's client sends them as HTTP basic auth."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if not parts.scheme.startswith("http") or "@" not in parts.netloc:
+        return uri
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    os.environ.setdefault("MLFLOW_TRACKING_USERNAME", unquote(user))
+    if password:
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(password))
+    clean = urlunsplit(parts._replace(netloc=host))
+    os.environ["MLFLOW_TRACKING_URI"] = clean
+    return clean
 
 
 def _warn_fallback(uri: str, reason: str, root: Path) -> None:
+    uri, reason = redact(uri), redact(reason)
     msg = (f"MLflow tracking server {uri} is unreachable ({reason}); recording this run in the local store "
            f"{local_uri(root)} instead (tagged {FALLBACK_TAG}).")
     log.warning(msg)
@@ -193,6 +215,7 @@ class Run:
         self._closed = False
         self._pending: list = []
         self._flushed = time.monotonic()
+        self._nonfinite: set[str] = set()
 
     # -- state
     @property
@@ -235,6 +258,7 @@ class Run:
         now = int(time.time() * 1000)
         self._pending.extend(Metric(_metric_key(k), v, now, step or 0) for k, v in sorted(values.items())
                              if math.isfinite(v))
+        self._flag_nonfinite(values, step, now)
         if len(self._pending) >= 500 or time.monotonic() - self._flushed > FLUSH_SECONDS:
             self.flush()
 
@@ -244,6 +268,21 @@ class Run:
         self._flushed = time.monotonic()
         for i in range(0, len(pending), 1000):
             self._do("log_batch", metrics=pending[i:i + 1000])
+
+    def _flag_nonfinite(self, values: Mapping[str, float], step: int | None, now: int) -> None:
+        """NaN/inf values are not charted by MLflow: record each as the metric ``<key>.nonfinite`` = 1 at its step
+        and the tag ``flashsim.nonfinite.<key>`` (the value and the first step), so a diverging loss is visible."""
+        from mlflow.entities import Metric
+
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if not bad:
+            return
+        self._pending.extend(Metric(_metric_key(f"{k}.nonfinite"), 1.0, now, step or 0) for k in sorted(bad))
+        new = {f"{NONFINITE_TAG}.{_metric_key(k)}": f"{v} at step {step or 0}" for k, v in bad.items()
+               if k not in self._nonfinite}
+        self._nonfinite.update(bad)
+        if new:
+            self._mlflow_tags(new)
 
     # -- MLflow only
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
@@ -258,7 +297,7 @@ class Run:
             self._do("log_artifacts", str(directory), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self._do("log_text", text, artifact_file)
+        self._do("log_text", redact(text), artifact_file)
 
     def log_dataset(self, label: str, path: str | Path, sha256: str | None = None) -> str | None:
         """Record an input file as an MLflow dataset (context = ``label``) plus ``data.<label>.*`` tags."""
@@ -281,7 +320,7 @@ class Run:
     def _local(self, name: str, values: Mapping[str, Any]) -> None:
         if self.outdir is not None and values:
             self.outdir.mkdir(parents=True, exist_ok=True)
-            _merge_json(self.outdir / name, values)
+            _merge_json(self.outdir / name, redact_tree(dict(values)))
 
     def _mlflow_params(self, flat: Mapping[str, Any], replay_only: bool = False) -> None:
         """``replay_only``: keep them for a fallback run only (a continued run already has its params)."""
@@ -289,7 +328,7 @@ class Run:
             return
         from mlflow.entities import Param
 
-        items = [Param(k, _param_value(v)[:6000]) for k, v in sorted(flat.items())]
+        items = [Param(k, redact(_param_value(v))[:6000]) for k, v in sorted(flat.items())]
         for i in range(0, len(items), _BATCH):
             self._do("log_batch", params=items[i:i + _BATCH], replay_only=replay_only)
 
@@ -298,7 +337,7 @@ class Run:
             return
         from mlflow.entities import RunTag
 
-        items = [RunTag(k, str(v)[:8000]) for k, v in sorted(tags.items())]
+        items = [RunTag(k, redact(str(v))[:8000]) for k, v in sorted(tags.items())]
         for i in range(0, len(items), _BATCH):
             self._do("log_batch", tags=items[i:i + _BATCH])
 
@@ -329,7 +368,7 @@ class Run:
         intended = self.store.uri
         reason = f"failed during the job: {type(err).__name__}: {err}"
         _warn_fallback(intended, reason, self.root)
-        self._extra_tags.update({FALLBACK_TAG: reason[:500], INTENDED_TAG: intended,
+        self._extra_tags.update({FALLBACK_TAG: redact(reason)[:500], INTENDED_TAG: redact(intended),
                                  INTENDED_RUN_TAG: self.run_id or ""})
         try:
             self.store = Store(local_uri(self.root), self.root)
@@ -502,6 +541,8 @@ def _start(kind: str, model: str, outdir: Path, params, config, inputs, device, 
                 if state.get("run_id"):
                     tags["flashsim.previous_run_id"] = state["run_id"]
                 run.run_id = store.client.create_run(exp, run_name=name, tags=tags).info.run_id
+            mark_owner(store, run.run_id)
+            fail_stale_runs(store, experiment, model, keep=run.run_id)
     except Exception as err:
         if store.local:
             log.warning("local MLflow store failed (%s): no MLflow run for this job", err)
@@ -549,3 +590,39 @@ def _log_start(run: Run, params, config, inputs, device, git: dict, resumed: boo
 
 def _plain(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
+
+
+# ------------------------------------------------------------------------------------------------ stale runs
+
+
+def mark_owner(store: Store, run_id: str) -> None:
+    """Tag the run with the host and pid of the job now writing it (see :func:`fail_stale_runs`)."""
+    import socket
+
+    store.client.set_tag(run_id, HOST_TAG, socket.gethostname())
+    store.client.set_tag(run_id, PID_TAG, str(os.getpid()))
+
+
+def fail_stale_runs(store: Store, experiment: str, model: str, keep: str | None = None) -> list[str]:
+    """End as FAILED (tag ``flashsim.stale``) the RUNNING runs of ``model`` whose job is gone: owned by a process
+    of this host that no longer exists (a SIGKILLed or crashed job). Runs of other hosts are left alone."""
+    import socket
+
+    from flashsim.io.atomic import pid_alive
+
+    exp = store.client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    host, failed = socket.gethostname(), []
+    for r in store.client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        tags = r.data.tags
+        if r.info.run_id == keep or tags.get("flashsim.model") != model or tags.get(HOST_TAG) != host:
+            continue
+        pid = tags.get(PID_TAG, "")
+        if pid.isdigit() and not pid_alive(int(pid)):
+            store.client.set_tag(r.info.run_id, STALE_TAG, f"job (pid {pid} on {host}) gone; ended by a rerun")
+            store.client.set_terminated(r.info.run_id, status="FAILED")
+            failed.append(r.info.run_id)
+    if failed:
+        log.warning("marked %d stale RUNNING run(s) of %s as FAILED: %s", len(failed), model, ", ".join(failed))
+    return failed

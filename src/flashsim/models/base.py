@@ -78,18 +78,10 @@ class Family:
     noise_dim: int = 0
 
     def __init__(self, spec: ModelSpec) -> None:
-        from flashsim.config import default_filling_validator
+        from flashsim.models.schemas import check_entry
 
         self.spec = spec
-        schema = {"type": "object", "properties": {**COMMON_SCHEMA, **self.SCHEMA},
-                  "required": list(self.REQUIRED), "additionalProperties": False}
-        cfg = json.loads(json.dumps(spec.cfg))
-        errors = sorted(default_filling_validator()(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
-        if errors:
-            e = errors[0]
-            where = "/".join(str(p) for p in e.absolute_path)
-            raise ConfigError(f"params.yaml: models/{spec.name}{'/' + where if where else ''}: {e.message}")
-        self.cfg = cfg
+        self.cfg = check_entry(spec.name, spec.cfg, {**COMMON_SCHEMA, **self.SCHEMA}, list(self.REQUIRED))
 
     # ------------------------------------------------------------ data
     def derive(self, df):
