@@ -11,8 +11,7 @@ import importlib
 import logging
 import sys
 
-from flashsim import __version__
-from flashsim import retry
+from flashsim import __version__, retry
 from flashsim.errors import FlashsimError
 from flashsim.io.atomic import Terminated, install_signal_handlers, restore_signal_handlers
 from flashsim.mlops.provenance import install_log_redaction, redact
