@@ -165,13 +165,13 @@ def is_url(path: str) -> bool:
     return "://" in path
 
 
-def expand_inputs(patterns: list[str] | tuple[str, ...], tree: str | None = None) -> list[str]:
+def expand_inputs(patterns: list[str] | tuple[str, ...], tree: str | None = None, timeout: float = 30.0) -> list[str]:
     """Expand paths, globs and ``root://`` URLs (globs allowed) into a sorted, de-duplicated file list."""
     out: list[str] = []
     for pattern in patterns:
         globbed = any(ch in pattern for ch in GLOB_CHARS)
         if is_url(pattern):
-            matches = _expand_url(pattern, globbed, tree)
+            matches = _expand_url(pattern, globbed, tree, timeout)
         elif globbed:
             matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
             if not matches:
@@ -188,14 +188,18 @@ def expand_inputs(patterns: list[str] | tuple[str, ...], tree: str | None = None
     return out
 
 
-def _expand_url(url: str, globbed: bool, tree: str | None) -> list[str]:
+def _expand_url(url: str, globbed: bool, tree: str | None, timeout: float) -> list[str]:
     if not globbed:
         return [url]
     import fsspec
 
+    xrootd_timeouts(timeout)
     try:
-        fs, _, paths = fsspec.core.get_fs_token_paths(url)
+        fs, _, paths = fsspec.core.get_fs_token_paths(url, storage_options={"timeout": max(1, int(timeout))})
     except Exception as err:  # fsspec/XRootD raise many types; all mean "cannot list"
+        if _no_answer(err):
+            raise InputError(f"the XRootD server did not answer within {timeout:g} s (prepare.xrootd_timeout): "
+                             f"{_short(err)}", file=url, tree=tree) from err
         raise InputError(f"cannot expand the glob: {err}", file=url, tree=tree) from err
     if not paths:
         raise InputError("no file matches this glob", file=url, tree=tree)
@@ -229,19 +233,19 @@ def xrootd_timeouts(seconds: float) -> None:
     attempt of that window (its defaults, 5 x 120 s, hang a job for ten minutes) and that request timeout."""
     t = max(1, int(round(seconds)))
     for key, value in (("CONNECTIONWINDOW", t), ("CONNECTIONRETRY", 1), ("REQUESTTIMEOUT", t),
-                       ("STREAMTIMEOUT", t)):
+                       ("STREAMTIMEOUT", t), ("TIMEOUTRESOLUTION", 1)):
         os.environ[f"XRD_{key}"] = str(value)
     with contextlib.suppress(Exception):
         from XRootD.client import EnvPutInt
 
         for key, value in (("ConnectionWindow", t), ("ConnectionRetry", 1), ("RequestTimeout", t),
-                           ("StreamTimeout", t)):
+                           ("StreamTimeout", t), ("TimeoutResolution", 1)):
             EnvPutInt(key, value)
 
 
 def _no_answer(err: Exception) -> bool:
     text = str(err).lower()
-    return any(w in text for w in ("timeout", "timed out", "connection refused", "unable to connect",
+    return any(w in text for w in ("timeout", "timed out", "expired", "connection error", "connection refused", "unable to connect",
                                    "couldn't connect", "no route", "connection reset", "[3005]", "[3006]",
                                    "operation expired"))
 
@@ -252,8 +256,8 @@ def _open_url(path: str, spec: SampleSpec) -> Any:
 
     xrootd_timeouts(spec.timeout)
     try:
-        return uproot.open(path, timeout=spec.timeout)
-    except Exception as err:
+        return uproot.open(path, timeout=max(1, int(round(spec.timeout))))
+    except OSError as err:
         if _no_answer(err):
             raise InputError(f"the XRootD server did not answer within {spec.timeout:g} s "
                              f"(prepare.xrootd_timeout): {_short(err)}", file=path, tree=spec.tree) from err
@@ -608,7 +612,7 @@ def validate_inputs(spec: SampleSpec) -> tuple[list[InputFile], list[Column]]:
     Returns the files and the columns to read (required ones plus optional ones that every file has).
     """
     files = []
-    for path in expand_inputs(spec.files, spec.tree):
+    for path in expand_inputs(spec.files, spec.tree, spec.timeout):
         ttree = open_tree(path, spec)
         files.append(InputFile(path, int(ttree.num_entries), check_schema(ttree, path, spec)))
         ttree.file.close()
