@@ -3,7 +3,8 @@
 Every file is opened and its schema checked before any data is read; the data are then streamed in chunks
 (``prepare.step_size`` entries), checked (non-finite fractions, weights) and written to temporary Parquet files
 that replace the outputs only when every file passed. LHCb's undefined-value sentinels become NaN
-(counts logged per branch), and out-of-range values beyond ``prepare.max_out_of_range_fraction`` stop it. Any error leaves no partial output and exits non-zero.
+(counts logged per branch), and out-of-range values beyond ``prepare.max_out_of_range_fraction`` stop it.
+Any error leaves no partial output and exits non-zero.
 
 The split is per event: entry -> hash(seed, file name, evtNumber) -> uniform u in [0, 1) -> train if
 u < f_train, val if u < f_train + f_val, else test. It depends neither on the chunking nor on where the file is

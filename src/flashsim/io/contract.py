@@ -157,8 +157,8 @@ PID_RESPONSE = [
           LOG_LIKELIHOOD, LHCB_SENTINELS),
     *_with(_cols("PIDe PIDmu PIDK PIDp", "float32", "1", "combined (GlobalPID) delta log-likelihood ({n})"), DLL,
           LHCB_SENTINELS),
-    *_with(_cols("ProbNNe ProbNNmu ProbNNpi ProbNNk ProbNNp", "float32", "1", "neural-network probability ({n}), [0, 1]"),
-          PROBABILITY, LHCB_SENTINELS),
+    *_with(_cols("ProbNNe ProbNNmu ProbNNpi ProbNNk ProbNNp", "float32", "1",
+                 "neural-network probability ({n}), [0, 1]"), PROBABILITY, LHCB_SENTINELS),
 ]
 
 TRACKING = Sample(

@@ -195,7 +195,7 @@ def _expand_url(url: str, globbed: bool, tree: str | None, timeout: float) -> li
 
     xrootd_timeouts(timeout)
     try:
-        fs, _, paths = fsspec.core.get_fs_token_paths(url, storage_options={"timeout": max(1, int(timeout))})
+        fs, _, paths = fsspec.core.get_fs_token_paths(url, storage_options=_fs_options(timeout))
     except Exception as err:  # fsspec/XRootD raise many types; all mean "cannot list"
         if _no_answer(err):
             raise InputError(f"the XRootD server did not answer within {timeout:g} s (prepare.xrootd_timeout): "
@@ -206,11 +206,17 @@ def _expand_url(url: str, globbed: bool, tree: str | None, timeout: float) -> li
     return sorted(fs.unstrip_protocol(p) for p in paths)
 
 
-def _forget_listings(url: str) -> None:
+def _fs_options(timeout: float) -> dict[str, Any]:
+    return {"timeout": max(1, round(timeout))}
+
+
+def _forget_listings(url: str, timeout: float) -> None:
     """Drop fsspec's cached directory listings for ``url``'s server: fsspec-xrootd answers size queries from
     them and fails on files created after the listing."""
     import fsspec
 
+    with contextlib.suppress(Exception):
+        fsspec.core.url_to_fs(url, **_fs_options(timeout))[0].invalidate_cache()
     with contextlib.suppress(Exception):
         fsspec.core.url_to_fs(url)[0].invalidate_cache()
 
@@ -231,7 +237,7 @@ def _root_header(path: str) -> tuple[int, int] | None:
 def xrootd_timeouts(seconds: float) -> None:
     """Make the XRootD client give up on a server that does not answer after about ``seconds``: one connection
     attempt of that window (its defaults, 5 x 120 s, hang a job for ten minutes) and that request timeout."""
-    t = max(1, int(round(seconds)))
+    t = max(1, round(seconds))
     for key, value in (("CONNECTIONWINDOW", t), ("CONNECTIONRETRY", 1), ("REQUESTTIMEOUT", t),
                        ("STREAMTIMEOUT", t), ("TIMEOUTRESOLUTION", 1)):
         os.environ[f"XRD_{key}"] = str(value)
@@ -245,9 +251,8 @@ def xrootd_timeouts(seconds: float) -> None:
 
 def _no_answer(err: Exception) -> bool:
     text = str(err).lower()
-    return any(w in text for w in ("timeout", "timed out", "expired", "connection error", "connection refused", "unable to connect",
-                                   "couldn't connect", "no route", "connection reset", "[3005]", "[3006]",
-                                   "operation expired"))
+    return any(w in text for w in ("timeout", "timed out", "expired", "connection error", "connection refused",
+                                   "unable to connect", "couldn't connect", "no route", "connection reset"))
 
 
 def _open_url(path: str, spec: SampleSpec) -> Any:
@@ -256,7 +261,7 @@ def _open_url(path: str, spec: SampleSpec) -> Any:
 
     xrootd_timeouts(spec.timeout)
     try:
-        return uproot.open(path, timeout=max(1, int(round(spec.timeout))))
+        return uproot.open(path, timeout=max(1, round(spec.timeout)))
     except OSError as err:
         if _no_answer(err):
             raise InputError(f"the XRootD server did not answer within {spec.timeout:g} s "
@@ -289,7 +294,7 @@ def open_tree(path: str, spec: SampleSpec) -> Any:
             raise InputError(f"truncated file: {size} bytes on disk, the ROOT header says {end}",
                              file=path, tree=tree)
     if is_url(path):
-        _forget_listings(path)
+        _forget_listings(path, spec.timeout)
     try:
         f = _open_url(path, spec) if is_url(path) else uproot.open(path)
     except InputError:
