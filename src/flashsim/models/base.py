@@ -128,9 +128,10 @@ class Family:
         return df
 
     def data_columns(self) -> list[str]:
-        """The columns the model reads: features, targets, label and weight (as configured)."""
+        """The columns the model reads, weight aside (any non-finite weight is an error, as in ``prepare``):
+        features, targets and label (as configured)."""
         cols = list(self.cfg.get("features") or []) + list(self.cfg.get("targets") or [])
-        cols += [self.cfg[k] for k in ("label", "weight") if self.cfg.get(k)]
+        cols += [self.cfg["label"]] if self.cfg.get("label") else []
         return list(dict.fromkeys(cols))
 
     def drop_undefined(self, df):
@@ -175,8 +176,8 @@ class Family:
     def _columns(self, df, names: list[str], what: str) -> np.ndarray:
         missing = [n for n in names if n not in df.columns]
         if missing:
-            raise InputError(f"{self.spec.name}: {what} column(s) missing from the prepared data",
-                             file=self.source(df), branch=", ".join(missing))
+            raise self.data_error(df, f"{self.spec.name}: {what} column(s) missing from the prepared data",
+                                  ", ".join(missing))
         return df[names].to_numpy(dtype=np.float32)
 
     @property
@@ -309,8 +310,7 @@ class ClassifierMixin:
     def labels(self, df) -> np.ndarray:
         col = self.cfg["label"]
         if col not in df.columns:
-            raise InputError(f"{self.spec.name}: label column missing", file=str(self.spec.prepared("train")),
-                             branch=col)
+            raise self.data_error(df, f"{self.spec.name}: label column missing", col)
         values = df[col].to_numpy()
         classes = np.asarray(self.cfg["classes"])
         idx = np.full(len(values), -1)
@@ -318,8 +318,8 @@ class ClassifierMixin:
             idx[values == c] = i
         if (idx < 0).any():
             bad = np.unique(values[idx < 0])[:5]
-            raise InputError(f"{self.spec.name}: label values {bad.tolist()} not in classes {classes.tolist()}",
-                             file=str(self.spec.prepared("train")), branch=col)
+            raise self.data_error(df, f"{self.spec.name}: label values {bad.tolist()} not in classes "
+                                  f"{classes.tolist()}", col)
         return idx
 
     @property
