@@ -49,7 +49,9 @@ def test_default_classifier_gates_of_params_need_no_truth():
             for scale in ("demo", "full"):
                 held_out = [m for m in entry["gates"][scale] if not needs_truth(m)]
                 assert held_out and set(held_out) <= set(CLASSIFIER_METRICS) | {"pid_eff.chi2_ndf"}, (name, scale)
-                assert {"calibration.chi2_ndf", "auc", "log_loss_skill", "brier_skill"} <= set(held_out), name
+                assert "calibration.chi2_ndf" in held_out, name
+                if entry["family"] != "pid_ismuon":  # isMuon is ~constant per species: sWeighted AUC is noise
+                    assert {"auc", "log_loss_skill", "brier_skill"} <= set(held_out), name
 
 
 @pytest.mark.parametrize("metric", ["logloss_gap", "auc_gap", "oracle.log_loss", "truth.signal_only_auc"])

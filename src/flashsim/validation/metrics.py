@@ -127,7 +127,8 @@ def class_rates(label: np.ndarray, n_classes: int, weight: np.ndarray | None = N
     """Weighted class fractions [C] of ``label`` (the constant-rate baseline classifier)."""
     y = np.asarray(label).astype(int)
     w = _w(y, weight)
-    return np.bincount(y, weights=w, minlength=n_classes)[:n_classes] / np.sum(w)
+    rates = np.clip(np.bincount(y, weights=w, minlength=n_classes)[:n_classes] / np.sum(w), 0.0, 1.0)
+    return rates / rates.sum()  # signed (s)weights may push a rare class's estimate below 0
 
 
 def brier(probs: np.ndarray, label: np.ndarray, weight: np.ndarray | None = None) -> float:
