@@ -53,7 +53,15 @@ def make_columns(kind: str, n: int, *, seed: int = 0, first_event: int = 0) -> C
         elif c.jagged:
             continue
         elif dtype.kind == "f":
-            cols[c.name] = rng.normal(10.0, 3.0, n).astype(dtype)
+            values = rng.normal(10.0, 3.0, n)
+            r = c.range  # stay inside the contract's physical range
+            if r is not None and r.hi - r.lo <= 100:
+                values = rng.uniform(r.lo, r.hi, n) if not r.lo_open else r.hi - rng.uniform(0, r.hi - r.lo, n)
+            elif r is not None and r.hi <= 0:
+                values = -np.abs(values)
+            elif r is not None and r.lo >= 0:
+                values = np.abs(values) + 1e-3
+            cols[c.name] = values.astype(dtype)
         else:
             cols[c.name] = _ints(c.name, n, rng).astype(dtype)
     for c in sample.columns:  # NaN where the contract says the value does not exist

@@ -16,7 +16,7 @@ from flashsim.models import get_family, get_spec
 from flashsim.models.ghost_mlp import GhostNet, roc_curve
 
 MODEL = {"family": "ghost_mlp", "sample": "ghost", "epochs": 6, "batch_size": 512, "threads": 1,
-         "validation_rows": 6000, "bins": {"p": "p", "eta": "eta", "n_p": 3, "n_eta": 2},
+         "validation_rows": 6000, "oracle": "ghost", "bins": {"p": "p", "eta": "eta", "n_p": 3, "n_eta": 2},
          "gates": {"demo": {"auc_gap": {"max": 0.03}, "calibration.chi2_ndf": {"max": 5.0},
                             "logloss_gap": {"max": 0.03}}}}
 

@@ -128,6 +128,7 @@ def test_classifier_gates_pass_the_oracle_and_fail_a_constant(in_repo, tmp_path,
     m_bad, _ = validate_default.classifier(fam, df, lambda x, n: np.tile(const, (len(x), 1)), tmp_path / "bad")
     failed = {r["metric"] for r in V.evaluate_gates(m_bad, gates) if not r["passed"]}
     assert {"calibration.chi2_ndf", "logloss_gap"} <= failed
+    assert {"auc", "log_loss_skill", "brier_skill"} <= failed  # the held-out gates alone catch it too
 
 
 def _resampled(fam, df):

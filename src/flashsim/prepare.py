@@ -2,7 +2,9 @@
 
 Every file is opened and its schema checked before any data is read; the data are then streamed in chunks
 (``prepare.step_size`` entries), checked (non-finite fractions, weights) and written to temporary Parquet files
-that replace the outputs only when every file passed. Any error leaves no partial output and exits non-zero.
+that replace the outputs only when every file passed. LHCb's undefined-value sentinels become NaN
+(counts logged per branch), and out-of-range values beyond ``prepare.max_out_of_range_fraction`` stop it.
+Any error leaves no partial output and exits non-zero.
 
 The split is per event: entry -> hash(seed, file name, evtNumber) -> uniform u in [0, 1) -> train if
 u < f_train, val if u < f_train + f_val, else test. It depends neither on the chunking nor on where the file is
@@ -138,7 +140,8 @@ def prepare(params: dict, sample: str, outdir: str | Path, *, progress: bool = T
             salts: dict[str, np.uint64] = {}
             with Progress(total, f"prepare {sample}", unit="entries", enabled=progress) as bar:
                 for f, chunk in iterate_sample(spec, files, columns, step_size=int(cfg["step_size"]),
-                                               max_nonfinite_fraction=float(cfg["max_nonfinite_fraction"])):
+                                               max_nonfinite_fraction=float(cfg["max_nonfinite_fraction"]),
+                                               max_out_of_range_fraction=float(cfg["max_out_of_range_fraction"])):
                     salt = salts.setdefault(f.path, file_salt(seed, f.path))
                     which = assign_split(chunk["evtNumber"], salt, bounds)
                     for i, w in enumerate(writers):

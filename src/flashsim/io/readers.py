@@ -3,7 +3,11 @@
 ``params.yaml`` says where a sample lives: ``inputs.<sample>.files`` (paths, globs, ``root://host//path`` URLs,
 globs included), ``inputs.<sample>.tree`` (default: the contract's tree for the sample's kind) and
 ``inputs.<sample>.branches`` (contract name -> branch name in the files). The kind comes from
-``inputs.<sample>.kind`` or ``detsim.samples.<sample>.kind``.
+``inputs.<sample>.kind`` or ``detsim.samples.<sample>.kind``. The tree may be a TTree or an RNTuple, and its
+name a path in the file (``Dir/DecayTree``). ``inputs.<sample>.sentinels`` (contract name -> values) overrides
+the contract's undefined-value sentinels of a branch (``[]``: none); they are mapped to NaN as the data are read
+and the counts logged per file and branch. ``root://`` URLs are opened with ``prepare.xrootd_timeout`` seconds
+for connecting and for each request.
 
 Every problem with the data raises ONE :class:`~flashsim.errors.InputError` naming the file, the tree and the
 (file's) branch:
@@ -19,7 +23,13 @@ Every problem with the data raises ONE :class:`~flashsim.errors.InputError` nami
   be defined (see :data:`DEFINED_WHERE`: reconstructed quantities only where ``type != 0``, muon LLs only where
   ``isMuon != 0``, everything else everywhere);
 * the weight branch (e.g. ``probe_sWeight``) has any non-finite value, is all zero, or sums to zero or less.
-  Negative weights are legal (sWeights).
+  Negative weights are legal (sWeights);
+* values outside the branch's physical range (:attr:`flashsim.io.contract.Column.range`) above
+  ``prepare.max_out_of_range_fraction`` of the branch's finite values (any, for the weight branch); the few
+  tolerated are reported and set to NaN (float branches);
+* values equal to an LHCb sentinel (-1000, -999, -9999) above that fraction in a float branch for which no
+  sentinel is configured;
+* the XRootD server does not answer within ``prepare.xrootd_timeout``.
 
 Optional (truth-only) contract branches are read when every file has them and dropped otherwise.
 """
@@ -39,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from flashsim.errors import ConfigError, InputError
-from flashsim.io.contract import PID_RESPONSE, SAMPLES, STATE, Column, Sample
+from flashsim.io.contract import LHCB_SENTINELS, PID_RESPONSE, SAMPLES, STATE, Column, Sample
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +88,8 @@ class SampleSpec:
     tree: str
     files: tuple[str, ...]  # as configured: paths, globs, root:// URLs
     mapping: dict[str, str] = field(default_factory=dict)  # contract name -> file branch name (only differing)
+    sentinel_overrides: dict[str, tuple[float, ...]] = field(default_factory=dict)  # contract name -> values
+    timeout: float = 30.0  # seconds, XRootD connect and request timeout
 
     @property
     def contract(self) -> Sample:
@@ -86,6 +98,10 @@ class SampleSpec:
     def branch(self, name: str) -> str:
         """The file's branch name for contract branch ``name``."""
         return self.mapping.get(name, name)
+
+    def sentinels(self, col: Column) -> tuple[float, ...]:
+        """The values of ``col`` that mean "undefined" in these files (override, else the contract's)."""
+        return self.sentinel_overrides.get(col.name, col.sentinels)
 
     def error(self, message: str, path: str, name: str | None = None) -> InputError:
         """An InputError naming ``path``, the tree and the file's branch for contract branch ``name``."""
@@ -129,7 +145,19 @@ def sample_spec(params: dict, sample: str) -> SampleSpec:
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise ConfigError(f"inputs.{sample}.branches: {name!r} is not a branch of the {kind} contract{hint}")
     mapping = {k: v for k, v in mapping.items() if k != v}
-    return SampleSpec(sample, kind, entry.get("tree") or contract.tree, tuple(entry["files"]), mapping)
+    sentinels = {}
+    for name, values in (entry.get("sentinels") or {}).items():
+        if name not in names:
+            near = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"inputs.{sample}.sentinels: {name!r} is not a branch of the {kind} contract{hint}")
+        if np.dtype(contract.column(name).base_dtype).kind != "f":
+            raise ConfigError(f"inputs.{sample}.sentinels: {name!r} is an integer branch (sentinels map to NaN, "
+                              "floats only)")
+        sentinels[name] = tuple(float(v) for v in values)
+    timeout = float((params.get("prepare") or {}).get("xrootd_timeout", 30.0))
+    return SampleSpec(sample, kind, entry.get("tree") or contract.tree, tuple(entry["files"]), mapping,
+                      sentinels, timeout)
 
 
 # ------------------------------------------------------------------------------------------------ file lists
@@ -137,13 +165,13 @@ def is_url(path: str) -> bool:
     return "://" in path
 
 
-def expand_inputs(patterns: list[str] | tuple[str, ...], tree: str | None = None) -> list[str]:
+def expand_inputs(patterns: list[str] | tuple[str, ...], tree: str | None = None, timeout: float = 30.0) -> list[str]:
     """Expand paths, globs and ``root://`` URLs (globs allowed) into a sorted, de-duplicated file list."""
     out: list[str] = []
     for pattern in patterns:
         globbed = any(ch in pattern for ch in GLOB_CHARS)
         if is_url(pattern):
-            matches = _expand_url(pattern, globbed, tree)
+            matches = _expand_url(pattern, globbed, tree, timeout)
         elif globbed:
             matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
             if not matches:
@@ -160,25 +188,35 @@ def expand_inputs(patterns: list[str] | tuple[str, ...], tree: str | None = None
     return out
 
 
-def _expand_url(url: str, globbed: bool, tree: str | None) -> list[str]:
+def _expand_url(url: str, globbed: bool, tree: str | None, timeout: float) -> list[str]:
     if not globbed:
         return [url]
     import fsspec
 
+    xrootd_timeouts(timeout)
     try:
-        fs, _, paths = fsspec.core.get_fs_token_paths(url)
+        fs, _, paths = fsspec.core.get_fs_token_paths(url, storage_options=_fs_options(timeout))
     except Exception as err:  # fsspec/XRootD raise many types; all mean "cannot list"
+        if _no_answer(err):
+            raise InputError(f"the XRootD server did not answer within {timeout:g} s (prepare.xrootd_timeout): "
+                             f"{_short(err)}", file=url, tree=tree) from err
         raise InputError(f"cannot expand the glob: {err}", file=url, tree=tree) from err
     if not paths:
         raise InputError("no file matches this glob", file=url, tree=tree)
     return sorted(fs.unstrip_protocol(p) for p in paths)
 
 
-def _forget_listings(url: str) -> None:
+def _fs_options(timeout: float) -> dict[str, Any]:
+    return {"timeout": max(1, round(timeout))}
+
+
+def _forget_listings(url: str, timeout: float) -> None:
     """Drop fsspec's cached directory listings for ``url``'s server: fsspec-xrootd answers size queries from
     them and fails on files created after the listing."""
     import fsspec
 
+    with contextlib.suppress(Exception):
+        fsspec.core.url_to_fs(url, **_fs_options(timeout))[0].invalidate_cache()
     with contextlib.suppress(Exception):
         fsspec.core.url_to_fs(url)[0].invalidate_cache()
 
@@ -196,8 +234,51 @@ def _root_header(path: str) -> tuple[int, int] | None:
     return end, size
 
 
+def xrootd_timeouts(seconds: float) -> None:
+    """Make the XRootD client give up on a server that does not answer after about ``seconds``: one connection
+    attempt of that window (its defaults, 5 x 120 s, hang a job for ten minutes) and that request timeout."""
+    t = max(1, round(seconds))
+    for key, value in (("CONNECTIONWINDOW", t), ("CONNECTIONRETRY", 1), ("REQUESTTIMEOUT", t),
+                       ("STREAMTIMEOUT", t), ("TIMEOUTRESOLUTION", 1)):
+        os.environ[f"XRD_{key}"] = str(value)
+    with contextlib.suppress(Exception):
+        from XRootD.client import EnvPutInt
+
+        for key, value in (("ConnectionWindow", t), ("ConnectionRetry", 1), ("RequestTimeout", t),
+                           ("StreamTimeout", t), ("TimeoutResolution", 1)):
+            EnvPutInt(key, value)
+
+
+def _no_answer(err: Exception) -> bool:
+    text = str(err).lower()
+    return any(w in text for w in ("timeout", "timed out", "expired", "connection error", "connection refused",
+                                   "unable to connect", "couldn't connect", "no route", "connection reset"))
+
+
+def _open_url(path: str, spec: SampleSpec) -> Any:
+    """``uproot.open`` of a ``root://`` URL with the configured timeouts; InputError if the server is silent."""
+    import uproot
+
+    xrootd_timeouts(spec.timeout)
+    try:
+        return uproot.open(path, timeout=max(1, round(spec.timeout)))
+    except OSError as err:
+        if _no_answer(err):
+            raise InputError(f"the XRootD server did not answer within {spec.timeout:g} s "
+                             f"(prepare.xrootd_timeout): {_short(err)}", file=path, tree=spec.tree) from err
+        raise
+
+
+def is_ntuple(obj: Any) -> bool:
+    """True for a TTree or an RNTuple (uproot's two columnar tree types)."""
+    import uproot
+
+    return isinstance(obj, (uproot.behaviors.TTree.TTree, uproot.behaviors.RNTuple.RNTuple))
+
+
 def open_tree(path: str, spec: SampleSpec) -> Any:
-    """Open ``path`` and return its TTree ``spec.tree``; checks the file is whole and the tree non-empty."""
+    """Open ``path`` and return its TTree or RNTuple ``spec.tree`` (a path such as ``Dir/Tree`` allowed); checks
+    the file is whole and the tree non-empty."""
     import uproot
 
     tree = spec.tree
@@ -213,9 +294,11 @@ def open_tree(path: str, spec: SampleSpec) -> Any:
             raise InputError(f"truncated file: {size} bytes on disk, the ROOT header says {end}",
                              file=path, tree=tree)
     if is_url(path):
-        _forget_listings(path)
+        _forget_listings(path, spec.timeout)
     try:
-        f = uproot.open(path)
+        f = _open_url(path, spec) if is_url(path) else uproot.open(path)
+    except InputError:
+        raise
     except FileNotFoundError as err:
         raise InputError("file does not exist", file=path, tree=tree) from err
     except Exception as err:  # uproot raises many types on a damaged file
@@ -234,13 +317,13 @@ def open_tree(path: str, spec: SampleSpec) -> Any:
     try:
         obj = f[tree]
     except uproot.KeyInFileError as err:
-        trees = [k.split(";")[0] for k, c in f.classnames().items() if c in ("TTree", "TNtuple")]
-        has = f"the file has {', '.join(repr(t) for t in trees)}" if trees else "the file has no TTree"
+        trees = [k.split(";")[0] for k, c in f.classnames().items() if c in ("TTree", "TNtuple", "ROOT::RNTuple")]
+        has = f"the file has {', '.join(repr(t) for t in trees)}" if trees else "the file has no TTree or RNTuple"
         raise InputError(f"no such tree ({has}); set inputs.{spec.name}.tree", file=path, tree=tree) from err
     except Exception as err:
         raise InputError(f"cannot read the tree (corrupt file?): {_short(err)}", file=path, tree=tree) from err
-    if not isinstance(obj, uproot.behaviors.TTree.TTree):
-        raise InputError(f"is a {type(obj).__name__}, not a TTree", file=path, tree=tree)
+    if not is_ntuple(obj):
+        raise InputError(f"is a {type(obj).__name__}, not a TTree or an RNTuple", file=path, tree=tree)
     if obj.num_entries == 0:
         raise InputError("the tree is empty (0 entries)", file=path, tree=tree)
     return obj
@@ -254,7 +337,12 @@ def _short(err: Exception) -> str:
 # ------------------------------------------------------------------------------------------------ schema
 def check_schema(ttree: Any, path: str, spec: SampleSpec) -> list[Column]:
     """Check required branches exist with castable types; return the contract columns to read from this file."""
-    present = set(ttree.keys(recursive=True, full_paths=True)) | set(ttree.keys())
+    import uproot
+
+    if isinstance(ttree, uproot.behaviors.RNTuple.RNTuple):
+        present = set(ttree.keys())
+    else:
+        present = set(ttree.keys(recursive=True, full_paths=True)) | set(ttree.keys())
     cols = []
     for col in spec.contract.columns:
         name = spec.branch(col.name)
@@ -271,24 +359,43 @@ def check_schema(ttree: Any, path: str, spec: SampleSpec) -> list[Column]:
     return cols
 
 
+def _field_dtype(field: Any, bad: Any) -> tuple[bool, np.dtype]:
+    """(jagged, dtype) of an RNTuple field: a number or a list of numbers."""
+    import awkward as ak
+
+    try:
+        form = field.to_akform()[0].contents[0]
+    except Exception as err:
+        raise bad(f"uproot cannot interpret it ({_short(err)})") from err
+    jagged = isinstance(form, ak.forms.ListOffsetForm)
+    inner = form.content if jagged else form
+    if not isinstance(inner, ak.forms.NumpyForm) or inner.inner_shape:
+        raise bad(f"stored as {field.typename}")
+    return jagged, np.dtype(inner.primitive if inner.primitive != "bool" else "bool")
+
+
 def _check_type(branch: Any, col: Column, path: str, spec: SampleSpec) -> None:
+    import uproot
     from uproot.interpretation.jagged import AsJagged
     from uproot.interpretation.numerical import AsDtype
 
     def bad(why: str) -> InputError:
         return spec.error(f"wrong dtype: {why}; the contract wants {col.dtype}", path, col.name)
 
-    try:
-        interp = branch.interpretation
-    except Exception as err:
-        raise bad(f"uproot cannot interpret it ({_short(err)})") from err
-    jagged = isinstance(interp, AsJagged)
-    inner = interp.content if jagged else interp
-    if not isinstance(inner, AsDtype):
-        raise bad(f"stored as {branch.typename or type(interp).__name__}")
-    src = inner.to_dtype
-    if src.shape:
-        raise bad(f"fixed-size array {branch.typename}")
+    if isinstance(branch, uproot.models.RNTuple.RField):
+        jagged, src = _field_dtype(branch, bad)
+    else:
+        try:
+            interp = branch.interpretation
+        except Exception as err:
+            raise bad(f"uproot cannot interpret it ({_short(err)})") from err
+        jagged = isinstance(interp, AsJagged)
+        inner = interp.content if jagged else interp
+        if not isinstance(inner, AsDtype):
+            raise bad(f"stored as {branch.typename or type(interp).__name__}")
+        src = inner.to_dtype
+        if src.shape:
+            raise bad(f"fixed-size array {branch.typename}")
     if jagged != col.jagged:
         raise bad(f"{'jagged (a list per entry)' if jagged else 'flat (one value per entry)'} {branch.typename}")
     dst = np.dtype(col.base_dtype)
@@ -302,6 +409,9 @@ class _FileChecks:
     """Per-file accumulators of the data checks (non-finite counts, weight sums)."""
 
     nonfinite: dict[str, list[int]] = field(default_factory=dict)  # branch -> [bad, where defined]
+    mapped: dict[str, int] = field(default_factory=dict)  # branch -> sentinels mapped to NaN
+    unmapped: dict[str, list[int]] = field(default_factory=dict)  # branch -> [LHCb sentinel values, entries]
+    out: dict[str, list[float]] = field(default_factory=dict)  # branch -> [outside, finite, lowest, highest]
     w_sum: float = 0.0
     w_abs: float = 0.0
     w_bad: int = 0
@@ -314,14 +424,53 @@ def _as_numpy(arr: Any) -> np.ndarray:
     return arr if isinstance(arr, np.ndarray) else ak.to_numpy(arr)
 
 
+def _conventions(chunk: dict[str, Any], name: str, col: Column, spec: SampleSpec, checks: _FileChecks) -> None:
+    """Map sentinels to NaN (flat float branches), count unconfigured LHCb sentinels and out-of-range values;
+    out-of-range float values become NaN (refused later above the tolerated fraction)."""
+    import awkward as ak
+
+    arr = chunk[name]
+    flat_float = not col.jagged and np.dtype(col.base_dtype).kind == "f"
+    if flat_float:
+        values = _as_numpy(arr)
+        sentinels = spec.sentinels(col)
+        if sentinels:
+            hit = np.isin(values, np.asarray(sentinels, dtype=values.dtype))
+            if hit.any():
+                values = np.where(hit, np.asarray(np.nan, dtype=values.dtype), values)
+                chunk[name] = values
+                checks.mapped[name] = checks.mapped.get(name, 0) + int(hit.sum())
+        elif name != spec.contract.weight:
+            acc = checks.unmapped.setdefault(name, [0, 0])
+            acc[0] += int(np.isin(values, np.asarray(LHCB_SENTINELS, dtype=values.dtype)).sum())
+            acc[1] += len(values)
+    else:
+        values = _as_numpy(ak.flatten(arr, axis=None) if col.jagged else arr)
+    rng = col.range
+    if rng is None or not len(values):
+        return
+    outside = rng.outside(values)
+    acc = checks.out.setdefault(name, [0, 0, np.inf, -np.inf])
+    acc[1] += int(np.count_nonzero(np.isfinite(values))) if values.dtype.kind == "f" else len(values)
+    n = int(outside.sum())
+    if n:
+        bad = values[outside].astype(np.float64)
+        acc[0] += n
+        acc[2], acc[3] = min(acc[2], float(bad.min())), max(acc[3], float(bad.max()))
+        if flat_float and name != spec.contract.weight:
+            chunk[name] = np.where(outside, np.asarray(np.nan, dtype=values.dtype), values)
+
+
 def _check_chunk(chunk: dict[str, Any], spec: SampleSpec, checks: _FileChecks, path: str) -> None:
     import awkward as ak
 
     rules = DEFINED_WHERE.get(spec.kind, {})
     weight = spec.contract.weight
     groups: dict[str, tuple[str, Any]] = {}
-    for name, arr in chunk.items():
+    for name in list(chunk):
         col = spec.contract.column(name)
+        _conventions(chunk, name, col, spec, checks)
+        arr = chunk[name]
         if col.jagged:
             counts = ak.num(arr, axis=1)
             group = name.split("_")[0]
@@ -351,7 +500,34 @@ def _check_chunk(chunk: dict[str, Any], spec: SampleSpec, checks: _FileChecks, p
         acc[1] += len(values)
 
 
-def _finish_checks(checks: _FileChecks, spec: SampleSpec, path: str, max_fraction: float) -> None:
+def _finish_conventions(checks: _FileChecks, spec: SampleSpec, path: str, max_out: float) -> None:
+    """Log the sentinels mapped; refuse unconfigured sentinels and out-of-range values above ``max_out``."""
+    for name, n in checks.mapped.items():
+        values = ", ".join(f"{v:g}" for v in spec.sentinels(spec.contract.column(name)))
+        log.info("%s: branch %s: %d undefined values (%s) mapped to NaN", path, spec.branch(name), n, values)
+    for name, (n, total) in checks.unmapped.items():
+        if n and n > max_out * total:
+            raise spec.error(f"{n} of {total} values equal an LHCb undefined-value sentinel "
+                             f"({', '.join(f'{v:g}' for v in LHCB_SENTINELS)}) but no sentinel is configured for "
+                             f"this branch: declare them with inputs.{spec.name}.sentinels", path, name)
+    for name, (n, total, lo, hi) in checks.out.items():
+        if not n:
+            continue
+        rng = spec.contract.column(name).range
+        limit = 0.0 if name == spec.contract.weight else max_out
+        what = (f"{int(n)} of {int(total)} values ({n / max(total, 1):.3%}) outside the physical range {rng} "
+                f"(seen from {lo:.6g} to {hi:.6g})")
+        if n > limit * total:
+            tol = ("weights must all lie in it" if name == spec.contract.weight
+                   else f"above prepare.max_out_of_range_fraction = {max_out:g}")
+            raise spec.error(f"{what}, {tol}: corrupt file, wrong unit or unmapped sentinel?", path, name)
+        log.warning("%s: branch %s: %s, within prepare.max_out_of_range_fraction: set to NaN", path,
+                    spec.branch(name), what)
+
+
+def _finish_checks(checks: _FileChecks, spec: SampleSpec, path: str, max_fraction: float,
+                   max_out: float = 0.001) -> None:
+    _finish_conventions(checks, spec, path, max_out)
     rules = DEFINED_WHERE.get(spec.kind, {})
     for name, (bad, n) in checks.nonfinite.items():
         if n and bad / n > max_fraction:
@@ -441,7 +617,7 @@ def validate_inputs(spec: SampleSpec) -> tuple[list[InputFile], list[Column]]:
     Returns the files and the columns to read (required ones plus optional ones that every file has).
     """
     files = []
-    for path in expand_inputs(spec.files, spec.tree):
+    for path in expand_inputs(spec.files, spec.tree, spec.timeout):
         ttree = open_tree(path, spec)
         files.append(InputFile(path, int(ttree.num_entries), check_schema(ttree, path, spec)))
         ttree.file.close()
@@ -453,7 +629,8 @@ def validate_inputs(spec: SampleSpec) -> tuple[list[InputFile], list[Column]]:
 
 
 def iterate_sample(spec: SampleSpec, files: list[InputFile], columns: list[Column], *, step_size: int,
-                   max_nonfinite_fraction: float) -> Iterator[tuple[InputFile, dict[str, Any]]]:
+                   max_nonfinite_fraction: float, max_out_of_range_fraction: float = 0.001
+                   ) -> Iterator[tuple[InputFile, dict[str, Any]]]:
     """Stream (file, chunk) pairs of a validated sample, checking the data as it goes.
 
     The per-file checks (non-finite fractions, weights) raise after a file's last chunk: a consumer must not
@@ -468,7 +645,7 @@ def iterate_sample(spec: SampleSpec, files: list[InputFile], columns: list[Colum
                 yield f, chunk
         finally:
             ttree.file.close()
-        _finish_checks(checks, spec, f.path, max_nonfinite_fraction)
+        _finish_checks(checks, spec, f.path, max_nonfinite_fraction, max_out_of_range_fraction)
 
 
 def read_sample(params: dict, sample: str) -> dict[str, Any]:
@@ -480,7 +657,8 @@ def read_sample(params: dict, sample: str) -> dict[str, Any]:
     prep = params.get("prepare", {})
     parts: dict[str, list] = {c.name: [] for c in columns}
     for _, chunk in iterate_sample(spec, files, columns, step_size=prep.get("step_size", 200000),
-                                   max_nonfinite_fraction=prep.get("max_nonfinite_fraction", 0.02)):
+                                   max_nonfinite_fraction=prep.get("max_nonfinite_fraction", 0.02),
+                                   max_out_of_range_fraction=prep.get("max_out_of_range_fraction", 0.001)):
         for k, v in chunk.items():
             parts[k].append(v)
     return {c.name: (ak.concatenate(parts[c.name]) if c.jagged else np.concatenate(parts[c.name]))

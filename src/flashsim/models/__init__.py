@@ -142,7 +142,25 @@ def expand(models: dict[str, dict], feature_sets: dict[str, list[str]] | None = 
     for name, entry in out.items():
         if "features" in entry:
             entry["features"] = resolve_features(entry["features"], feature_sets or {}, f"models/{name}/features")
+        check_gates(name, entry)
     return out
+
+
+def check_gates(name: str, entry: dict) -> None:
+    """A gate on a metric that the entry cannot produce is a ConfigError now, before any job runs: metrics of
+    a truth oracle (``logloss_gap``, ``auc_gap``, ``oracle.*``, ``truth.*``) need ``oracle:``, which real data
+    never has (the default held-out-label gates are in :data:`flashsim.validation.default.CLASSIFIER_METRICS`)."""
+    from flashsim.validation.gates import needs_truth
+
+    gates = entry.get("gates") or {}
+    sets = gates.items() if isinstance(gates, dict) and set(gates) <= {"demo", "full"} else [("", gates)]
+    for scale, gateset in sets:
+        for metric in gateset or {}:
+            if needs_truth(metric) and not entry.get("oracle"):
+                where = f"models/{name}/gates{'/' + scale if scale else ''}/{metric}"
+                raise ConfigError(f"params.yaml: {where}: '{metric}' needs a truth oracle (oracle: NAME), which "
+                                  "this model does not set (real data has none): gate held-out metrics instead "
+                                  "(calibration.chi2_ndf, log_loss_skill, brier_skill, auc) or remove this gate")
 
 
 def expand_params(params: dict) -> dict[str, dict]:

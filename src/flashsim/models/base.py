@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +27,8 @@ import numpy as np
 
 from flashsim.errors import ConfigError, InputError
 from flashsim.models import ModelSpec
+
+log = logging.getLogger(__name__)
 
 COMMON_SCHEMA: dict[str, Any] = {
     "species": {"type": "string", "description": "set by the species expansion"},
@@ -97,28 +100,76 @@ class Family:
         path = self.spec.prepared(split)
         if not path.exists():
             raise InputError(f"prepared data missing (run `flashsim prepare {self.spec.sample}`)", file=str(path))
-        df: pd.DataFrame = pq.read_table(path).to_pandas()
+        table = pq.read_table(path)
+        df: pd.DataFrame = table.to_pandas()
+        meta = json.loads((table.schema.metadata or {}).get(b"flashsim", b"{}"))
         df = self.derive(df)
         if sel := self.cfg.get("selection"):
             try:
                 df = df.query(sel)
             except Exception as err:
                 raise ConfigError(f"models/{self.spec.name}/selection {sel!r}: {err}") from err
+        df.attrs["source"] = str(path)  # named by the errors about its contents
+        df.attrs["root"] = {k: meta.get(k) for k in ("files", "tree", "branches")}
+        df = self.drop_undefined(df)
         if max_rows is not None and len(df) > max_rows:
             df = df.iloc[:max_rows]
+        attrs = dict(df.attrs)
         df = df.reset_index(drop=True)
-        df.attrs["source"] = str(path)  # named by the errors about its contents
+        df.attrs.update(attrs)
         return df
+
+    def data_columns(self) -> list[str]:
+        """The columns the model reads, weight aside (any non-finite weight is an error, as in ``prepare``):
+        features, targets and label (as configured)."""
+        cols = list(self.cfg.get("features") or []) + list(self.cfg.get("targets") or [])
+        cols += [self.cfg["label"]] if self.cfg.get("label") else []
+        return list(dict.fromkeys(cols))
+
+    def drop_undefined(self, df):
+        """Drop the rows where a column the model reads is NaN or inf (undefined, e.g. an LHCb sentinel mapped by
+        ``prepare``), under the same tolerance as ``prepare`` (``prepare.max_nonfinite_fraction``); above it, an
+        InputError naming the sample's ROOT sources."""
+        cols = [c for c in self.data_columns() if c in df.columns and np.issubdtype(df[c].dtype, np.number)]
+        if not cols or not len(df):
+            return df
+        values = df[cols].to_numpy(np.float64)
+        bad = ~np.isfinite(values)
+        rows = bad.any(axis=1)
+        n = int(rows.sum())
+        if not n:
+            return df
+        limit = float((self.spec.params.get("prepare") or {}).get("max_nonfinite_fraction", 0.02))
+        worst = int(np.argmax(bad.sum(axis=0)))
+        if n > limit * len(df):
+            raise self.data_error(df, f"{self.spec.name}: {n} of {len(df)} rows ({n / len(df):.2%}) have NaN or "
+                                  f"inf in the columns the model reads, above prepare.max_nonfinite_fraction = "
+                                  f"{limit:g}", cols[worst])
+        log.info("%s: %d of %d rows with NaN/inf in %s dropped (within prepare.max_nonfinite_fraction)",
+                 self.spec.name, n, len(df), ", ".join(c for c, b in zip(cols, bad.any(0), strict=True) if b))
+        return df[~rows]
 
     def source(self, df) -> str:
         """The prepared file ``df`` was read from (the training split where unknown)."""
         return str(df.attrs.get("source") or self.spec.prepared("train"))
 
+    def data_error(self, df, message: str, column: str | None = None) -> InputError:
+        """An InputError about the data of ``df`` naming the sample's ROOT sources, tree and file branch (the
+        prepared Parquet file in the message)."""
+        root = df.attrs.get("root") or {}
+        files = root.get("files") or []
+        branch = (root.get("branches") or {}).get(column, column) if column else None
+        if branch and branch != column:
+            message = f"{message} [column '{column}']"
+        where = ", ".join(files) if files else self.source(df)
+        return InputError(f"{message} (prepared data: {self.source(df)})", file=where, tree=root.get("tree"),
+                          branch=branch)
+
     def _columns(self, df, names: list[str], what: str) -> np.ndarray:
         missing = [n for n in names if n not in df.columns]
         if missing:
-            raise InputError(f"{self.spec.name}: {what} column(s) missing from the prepared data",
-                             file=self.source(df), branch=", ".join(missing))
+            raise self.data_error(df, f"{self.spec.name}: {what} column(s) missing from the prepared data",
+                                  ", ".join(missing))
         return df[names].to_numpy(dtype=np.float32)
 
     @property
@@ -130,8 +181,8 @@ class Family:
         bad = ~np.isfinite(x)
         if bad.any():
             j = int(np.argwhere(bad.any(0))[0, 0])
-            raise InputError(f"{self.spec.name}: {int(bad.sum())} non-finite feature values",
-                             file=self.source(df), branch=self.feature_names[j])
+            raise self.data_error(df, f"{self.spec.name}: {int(bad.sum())} non-finite feature values",
+                                  self.feature_names[j])
         return x
 
     def weights(self, df) -> np.ndarray | None:
@@ -142,11 +193,10 @@ class Family:
         values = self._columns(df, [w], "weight")[:, 0].astype(np.float64)
         bad = ~np.isfinite(values)
         if bad.any():
-            raise InputError(f"{int(bad.sum())} non-finite weights", file=self.source(df), branch=w)
+            raise self.data_error(df, f"{int(bad.sum())} non-finite weights", w)
         total = float(np.sum(values))
         if not total > 0 or abs(total) < 1e-9 * max(float(np.sum(np.abs(values))), 1e-300):
-            raise InputError(f"the weights sum to {total:.6g}: need a positive total (signal yield)",
-                             file=self.source(df), branch=w)
+            raise self.data_error(df, f"the weights sum to {total:.6g}: need a positive total (signal yield)", w)
         return values
 
     def training_weights(self, df, seen: list[np.ndarray]) -> np.ndarray | None:
@@ -259,8 +309,7 @@ class ClassifierMixin:
     def labels(self, df) -> np.ndarray:
         col = self.cfg["label"]
         if col not in df.columns:
-            raise InputError(f"{self.spec.name}: label column missing", file=str(self.spec.prepared("train")),
-                             branch=col)
+            raise self.data_error(df, f"{self.spec.name}: label column missing", col)
         values = df[col].to_numpy()
         classes = np.asarray(self.cfg["classes"])
         idx = np.full(len(values), -1)
@@ -268,8 +317,8 @@ class ClassifierMixin:
             idx[values == c] = i
         if (idx < 0).any():
             bad = np.unique(values[idx < 0])[:5]
-            raise InputError(f"{self.spec.name}: label values {bad.tolist()} not in classes {classes.tolist()}",
-                             file=str(self.spec.prepared("train")), branch=col)
+            raise self.data_error(df, f"{self.spec.name}: label values {bad.tolist()} not in classes "
+                                  f"{classes.tolist()}", col)
         return idx
 
     @property

@@ -20,8 +20,13 @@ def _pe(fam, df) -> tuple[np.ndarray, np.ndarray]:
     return df[b["p"]].to_numpy(np.float64), df[b["eta"]].to_numpy(np.float64)
 
 
+CLASSIFIER_METRICS = ("rows", "log_loss", "log_loss.baseline", "log_loss_skill", "brier", "brier.baseline",
+                      "brier_skill", "auc", "calibration.chi2_ndf", "calibration.ndf", "calibration.max_abs_diff")
+"""What :func:`classifier` computes from held-out labels alone: the default gates use only these."""
+
 def classifier(fam, df, predict, report_dir: Path) -> tuple[dict, list[Path]]:
-    """Log-loss, AUC, calibration chi2/ndf in (p, eta) bins, log-loss gap to the oracle; plots."""
+    """From held-out labels: log-loss and Brier score with their constant-rate baselines and skills, ROC AUC,
+    calibration chi2/ndf in (p, eta) bins; with an oracle also the gaps to the true probabilities; plots."""
     x = fam.features(df)
     y = fam.labels(df)
     w = fam.weights(df)
@@ -31,7 +36,7 @@ def classifier(fam, df, predict, report_dir: Path) -> tuple[dict, list[Path]]:
     b = fam.cfg["bins"]
     pe, ee = V.bin_edges(p, b["n_p"], log=True), V.bin_edges(eta, b["n_eta"])
     bins = V.bin_index(p, eta, pe, ee)
-    m: dict[str, float] = {"rows": len(df), "log_loss": V.log_loss(probs, y, w)}
+    m: dict[str, float] = {"rows": len(df), **V.baseline_scores(probs, y, w)}
     if n_cls == 2:
         m["auc"] = V.weighted_auc(probs[:, 1], y == 1, w)
     else:

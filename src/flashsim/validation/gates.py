@@ -6,6 +6,15 @@ import math
 
 from flashsim.errors import ConfigError, GateError
 
+ORACLE_METRICS = ("oracle.", "truth.", "logloss_gap", "auc_gap")
+"""Metric names (or prefixes, ending in '.') that need the reference simulation's truth (``oracle:``); the
+default gates use only held-out labels (:data:`flashsim.validation.default.CLASSIFIER_METRICS`)."""
+
+
+def needs_truth(metric: str) -> bool:
+    """True for a metric only a truth oracle can give (see :data:`ORACLE_METRICS`)."""
+    return any(metric.startswith(m) if m.endswith(".") else metric == m for m in ORACLE_METRICS)
+
 
 def evaluate_gates(metrics: dict[str, float], gates: dict[str, dict]) -> list[dict]:
     """One result row per gate: ``{metric, value, max|min, passed}``.

@@ -123,6 +123,37 @@ def log_loss(probs: np.ndarray, label: np.ndarray, weight: np.ndarray | None = N
     return float(np.sum(w * ll) / np.sum(w))
 
 
+def class_rates(label: np.ndarray, n_classes: int, weight: np.ndarray | None = None) -> np.ndarray:
+    """Weighted class fractions [C] of ``label`` (the constant-rate baseline classifier)."""
+    y = np.asarray(label).astype(int)
+    w = _w(y, weight)
+    rates = np.clip(np.bincount(y, weights=w, minlength=n_classes)[:n_classes] / np.sum(w), 0.0, 1.0)
+    return rates / rates.sum()  # signed (s)weights may push a rare class's estimate below 0
+
+
+def brier(probs: np.ndarray, label: np.ndarray, weight: np.ndarray | None = None) -> float:
+    """Weighted Brier score: mean over rows of sum_c (p_c - [y == c])^2 (0 perfect; ``probs`` [N] or [N, C])."""
+    p = _as_probs(probs)
+    y = np.asarray(label).astype(int)
+    w = _w(y, weight)
+    onehot = np.zeros_like(p)
+    onehot[np.arange(len(y)), y] = 1.0
+    return float(np.sum(w * np.sum((p - onehot) ** 2, axis=1)) / np.sum(w))
+
+
+def baseline_scores(probs: np.ndarray, label: np.ndarray, weight: np.ndarray | None = None) -> dict[str, float]:
+    """Log-loss and Brier score of ``probs`` and of the constant-rate baseline (the held-out class fractions),
+    and the skills ``1 - score / baseline`` (> 0: better than predicting the rates; 1: perfect). Labels only."""
+    p = _as_probs(probs)
+    rates = class_rates(label, p.shape[1], weight)
+    base = np.tile(rates, (len(p), 1))
+    out = {"log_loss": log_loss(p, label, weight), "log_loss.baseline": log_loss(base, label, weight),
+           "brier": brier(p, label, weight), "brier.baseline": brier(base, label, weight)}
+    for k in ("log_loss", "brier"):
+        out[f"{k}_skill"] = 1.0 - out[k] / out[f"{k}.baseline"] if out[f"{k}.baseline"] > 0 else float("nan")
+    return out
+
+
 def log_loss_gap(probs: np.ndarray, oracle: np.ndarray, label: np.ndarray,
                  weight: np.ndarray | None = None) -> float:
     """Log-loss of the model minus that of the oracle (the reference simulation's true probabilities); >= ~0."""
