@@ -55,10 +55,26 @@ CASES: dict[str, tuple[str, int]] = {
     "tests/test_prepare.py::test_failure_keeps_previous_outputs_intact": ("failure keeps previous outputs", 14),
     "tests/test_prepare.py::test_mapping_of_unknown_contract_branch_is_a_config_error":
         ("mapping of an unknown branch", 14),
-    "tests/test_prepare.py::test_sentinel": ("sentinel values", 14),
-    "tests/test_prepare.py::test_range": ("out-of-range values", 14),
-    "tests/test_prepare.py::test_rntuple": ("RNTuple input", 14),
-    "tests/test_prepare.py::test_xrootd_timeout": ("unreachable XRootD server", 14),
+    "tests/test_ntuple_conventions.py::test_sentinels_become_nan_and_are_counted":
+        ("LHCb sentinels -> NaN, counted", 14),
+    "tests/test_ntuple_conventions.py::test_sentinel_in_a_branch_without_sentinels_is_refused":
+        ("sentinel in a branch that defines none", 14),
+    "tests/test_ntuple_conventions.py::test_sentinels_of_an_integer_branch_are_a_config_error":
+        ("sentinels configured on an integer branch", 14),
+    "tests/test_ntuple_conventions.py::test_out_of_range_values_are_refused_with_the_range_and_count":
+        ("out-of-range values", 14),
+    "tests/test_ntuple_conventions.py::test_out_of_range_weights_are_refused": ("out-of-range sWeights", 14),
+    "tests/test_ntuple_conventions.py::test_random_bytes_in_an_uncompressed_file_are_refused":
+        ("4 KiB of random bytes in an uncompressed file", 14),
+    "tests/test_ntuple_conventions.py::test_rntuple_missing_field_and_wrong_type":
+        ("RNTuple: missing field, wrong type", 14),
+    "tests/test_ntuple_conventions.py::test_xrootd_port_where_nothing_listens": ("XRootD: nothing listens", 14),
+    "tests/test_ntuple_conventions.py::test_xrootd_server_that_accepts_but_never_answers":
+        ("XRootD: server accepts but never answers", 14),
+    "tests/test_heldout_gates.py::test_truth_gate_without_oracle_is_a_config_error_at_load":
+        ("truth gate without an oracle: config error at load", 14),
+    "tests/test_heldout_gates.py::test_train_drops_nan_rows_within_prepare_tolerance_and_names_root_files":
+        ("NaN rows in training: one tolerance, ROOT sources named", 14),
 }
 
 
