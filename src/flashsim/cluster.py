@@ -102,7 +102,14 @@ def workflow_rules(root: Path) -> list[RuleInfo]:
     with SnakemakeApi(OutputSettings()) as api:
         wf = api.workflow(resource_settings=ResourceSettings(), snakefile=root / "Snakefile", workdir=root)
         return [RuleInfo(r.name, not r.norun, None if r.conda_env is None else str(r.conda_env), str(r.snakefile),
-                         r.shellcmd) for r in wf._workflow.rules]
+                         _with_verb(r.shellcmd, getattr(r.params, "verb", None))) for r in wf._workflow.rules]
+
+
+def _with_verb(shellcmd: str | None, verb: object) -> str | None:
+    """The shell command with a plain ``params.verb`` (the generic model rules' flashsim verb) filled in."""
+    if shellcmd and isinstance(verb, str):
+        return shellcmd.replace("{params.verb}", verb)
+    return shellcmd
 
 
 @dataclass
