@@ -20,9 +20,9 @@ GPU_BATCHES = (100_000, 1_000_000)
 
 
 def _pipelines(params: dict) -> list[str]:
-    from flashsim.models import expand
+    from flashsim.models import expand_params
 
-    return [n for n, e in expand(params.get("models", {})).items() if e.get("family") == "pid_pipeline"]
+    return [n for n, e in expand_params(params).items() if e.get("family") == "pid_pipeline"]
 
 
 def _inputs(fam, n: int) -> np.ndarray:
