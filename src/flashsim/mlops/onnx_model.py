@@ -43,8 +43,8 @@ def signature(model):
 
 def input_example(model, given: Mapping[str, np.ndarray] | None = None, rows: int = EXAMPLE_ROWS,
                   seed: int = 0) -> dict[str, np.ndarray]:
-    """One array per graph input: ``given[name]`` (first ``rows`` rows) where supplied, else standard normal
-    values of the input's shape (batch axis = ``rows``)."""
+    """One array per graph input: ``given[name]`` (first ``rows`` rows) where supplied, else of the input's shape
+    (dynamic axes = ``rows``): standard normal for float inputs (``noise``), zeros for integer and bool ones."""
     from onnx import helper
 
     rng = np.random.default_rng(seed)
@@ -56,7 +56,8 @@ def input_example(model, given: Mapping[str, np.ndarray] | None = None, rows: in
             out[vi.name] = np.ascontiguousarray(np.asarray(given[vi.name])[:rows], dtype=dtype)
             continue
         shape = [d.dim_value if d.HasField("dim_value") else rows for d in t.shape.dim]
-        out[vi.name] = rng.standard_normal(shape).astype(dtype)
+        floating = np.issubdtype(dtype, np.floating)
+        out[vi.name] = rng.standard_normal(shape).astype(dtype) if floating else np.zeros(shape, dtype)
     return out
 
 
