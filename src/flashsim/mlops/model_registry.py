@@ -85,7 +85,7 @@ def register_export(run: Run, name: str, onnx: str | Path, card: str | Path | No
             else:
                 tags = {SHA_TAG: sha, "onnx_file": onnx.name, "gates": "pending"}
                 tags.update(_card_tags(card))
-                model_id = _log_mlflow_model(run, name, onnx, example, sha)
+                model_id = _log_mlflow_model(run, name, onnx, example, sha, card)
                 source = f"models:/{model_id}" if model_id else f"runs:/{run.run_id}/{ARTIFACT_DIR}"
                 tags["mlflow_model"] = "onnx" if model_id else "none (plain ONNX artifact)"
                 mv = store.client.create_model_version(name, source=source, run_id=run.run_id, tags=tags,
@@ -100,13 +100,14 @@ def register_export(run: Run, name: str, onnx: str | Path, card: str | Path | No
     return str(version)
 
 
-def _log_mlflow_model(run: Run, name: str, onnx: Path, example: Mapping[str, Any] | None, sha: str) -> str | None:
+def _log_mlflow_model(run: Run, name: str, onnx: Path, example: Mapping[str, Any] | None, sha: str,
+                      card: str | Path | None) -> str | None:
     """The logged MLflow ONNX model's id; None (after a warning) when the file cannot be logged as one, e.g. it is
     not a loadable ONNX graph: the version then points at the plain ``model/`` artifacts."""
     assert run.store is not None and run.run_id is not None
     try:
         return onnx_model.log_onnx_model(run.store.client, run.store.uri, run.run_id, name, onnx, example,
-                                         tags={SHA_TAG: sha})
+                                         tags={SHA_TAG: sha}, card=card)
     except Exception as err:
         _warn(f"could not log {onnx} as an MLflow ONNX model ({type(err).__name__}: {err}); registering the plain "
               f"ONNX artifact (not loadable with mlflow.pyfunc)")

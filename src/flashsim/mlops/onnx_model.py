@@ -97,10 +97,12 @@ def _fluent_uri(uri: str) -> Iterator[None]:
 
 
 def log_onnx_model(client, uri: str, run_id: str, name: str, onnx_path: str | Path,
-                   example: Mapping[str, np.ndarray] | None = None, tags: Mapping[str, str] | None = None) -> str:
+                   example: Mapping[str, np.ndarray] | None = None, tags: Mapping[str, str] | None = None,
+                   card: str | Path | None = None) -> str:
     """Log ``onnx_path`` as an MLflow ONNX model of run ``run_id`` (its experiment); returns the logged model id.
 
-    The ONNX bytes are stored as one file (``model.onnx``, no external data), so its sha256 is the file's."""
+    The ONNX bytes are stored as one file (``model.onnx``, no external data), so its sha256 is the file's; the
+    model ``card`` goes along as ``extra_files/<NAME>.json`` (read by ``flashsim simulate --models models:/...``)."""
     import mlflow.onnx
     import onnx
 
@@ -112,5 +114,6 @@ def log_onnx_model(client, uri: str, run_id: str, name: str, onnx_path: str | Pa
         mlflow.onnx.log_model(model, name=name, model_id=logged.model_id, run_id=run_id,
                               signature=signature(model), input_example=input_example(model, example),
                               pip_requirements=requirements(), save_as_external_data=False,
-                              onnx_execution_providers=["CPUExecutionProvider"])
+                              onnx_execution_providers=["CPUExecutionProvider"],
+                              extra_files=[str(card)] if card is not None and Path(card).is_file() else None)
     return logged.model_id
