@@ -183,6 +183,7 @@ def test_lint_test_and_retrain_jobs_run_green(tmp_path, mlflow_tracking_server, 
         "CI_PROJECT_ID": "42", "FLASHSIM_PUSH_URL": str(published),
     }
     args = [a for k, v in variables.items() for a in ("--variable", f"{k}={v}")]
+    main_has_lock = (repo / "dvc.lock").exists()  # before the run: dvc.lock comes back as a retrain artifact
     proc = gcl(repo, "--force-shell-executor", "--shell-isolation", *args,  # a fresh copy of the clone per job
                "lint", "test", "retrain", timeout=1500)
     log = proc.stdout + proc.stderr
@@ -195,7 +196,7 @@ def test_lint_test_and_retrain_jobs_run_green(tmp_path, mlflow_tracking_server, 
     assert any(p.is_file() for p in store.rglob("*")), "dvc push wrote nothing to the remote"
     assert "flashsim retrain: metrics against `origin/main`" in log
     # without a dvc.lock on main the diff says so (the published branch, once merged, gives main its baseline)
-    assert ("No dvc.lock on `origin/main` yet" in log) == (not (repo / "dvc.lock").exists())
+    assert ("No dvc.lock on `origin/main` yet" in log) == (not main_has_lock)
     # dvc.lock (+ the overridden params.yaml) published on a retrain/ branch: what was pushed is reachable
     (branch,) = git(published, "for-each-ref", "--format=%(refname:short)", "refs/heads/").split()
     assert branch.startswith("retrain/"), branch
