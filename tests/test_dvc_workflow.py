@@ -1,7 +1,10 @@
 """`dvc repro` (the wrapper stage around snakemake) and `snakemake` agree, on a copy of this project reduced to one
 small sample and two models (and without the flash-simulation pipeline, which would compile and run the chain):
 after editing one model's params DVC reports the stage stale and Snakemake reruns only that model's jobs;
-`dvc exp run -S` runs an experiment."""
+the experiment loop of docs/operations.md: `dvc exp run -S models.NAME.KEY=VALUE` reruns only that model's jobs
+(one MLflow parent run named after the experiment, the model's run its child), `dvc exp show --only-changed`
+shows the changed key and that model's validation metrics, `dvc exp apply` + a commit of dvc.lock land it, and
+`dvc metrics diff` against the previous commit has its baseline."""
 
 from __future__ import annotations
 
@@ -72,7 +75,7 @@ def mtimes(root: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in sorted((root / "models").glob("*.onnx"))}
 
 
-def test_dvc_repro_and_snakemake_agree(tmp_path):
+def test_dvc_repro_and_snakemake_agree(tmp_path, mlflow_store_template):
     proj = copy_project(tmp_path / "proj")
     reduce_params(proj / "params.yaml")
     drop_pipeline(proj / "Snakefile")
@@ -110,12 +113,49 @@ def test_dvc_repro_and_snakemake_agree(tmp_path):
     assert "up to date" in run(["dvc", "status"], proj, env)
     assert "Nothing to be done" in run(["snakemake", "-n", "--cores", "1"], proj, env)
 
-    # 4. an experiment with a changed hyperparameter
+    # 4. an experiment with a changed hyperparameter (dvc.lock committed: the baseline), recorded in MLflow
     run([*git, "add", "-A"], proj, env)
     run([*git, "commit", "-qm", "efficiency lr"], proj, env)
-    run(["dvc", "exp", "run", "-q", "-n", "leaves4", "-S", "models.acceptance.num_leaves=4"], proj, env)
+    assert "workflow" in run(["git", "show", "HEAD:dvc.lock"], proj, env)
+    before = {**mtimes(proj), "efficiency.report": (proj / "reports/efficiency/metrics.json").stat().st_mtime_ns}
+    shutil.copy(mlflow_store_template, proj / "mlflow.db")  # git-ignored, like mlruns/
+    mlflow_env = {**env, "FLASHSIM_MLFLOW": "on"}
+    run(["dvc", "exp", "run", "-q", "-n", "leaves4", "-S", "models.acceptance.num_leaves=4"], proj, mlflow_env)
+    after = {**mtimes(proj), "efficiency.report": (proj / "reports/efficiency/metrics.json").stat().st_mtime_ns}
+    assert after["acceptance.onnx"] != before["acceptance.onnx"]  # only that model's jobs reran
+    assert after["efficiency.onnx"] == before["efficiency.onnx"]
+    assert after["efficiency.report"] == before["efficiency.report"]
     shown = json.loads(run(["dvc", "exp", "show", "--json"], proj, env))
     exp = next(e for rev in shown for e in (rev.get("experiments") or []) if e.get("name") == "leaves4")
     data = exp["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["models"]["acceptance"]["num_leaves"] == 4
     assert set(data["metrics"]["reports/metrics.json"]["data"]) == set(MODELS)
+    changed = run(["dvc", "exp", "show", "--only-changed", "--csv"], proj, env).splitlines()
+    header = changed[0].split(",")
+    assert "models.acceptance.num_leaves" in header, header
+    assert any(h.startswith("acceptance.") for h in header), header  # its validation metrics
+    assert not any(h.startswith(("models.efficiency.", "efficiency.")) for h in header), header
+    assert len(header) < 40, header  # not the whole params.yaml
+
+    # MLflow: the invocation is a parent run named after the experiment; only the rerun model is its child
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{proj / 'mlflow.db'}")
+    (parent,) = client.search_runs([client.get_experiment_by_name("flashsim/workflow").experiment_id])
+    assert parent.info.run_name == "workflow leaves4" and parent.info.status == "FINISHED"
+    assert parent.data.metrics["acceptance.passed"] == 1.0
+    children = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert [c.info.run_name for c in children] == ["acceptance leaves4"]
+
+    # 5. land it: apply, commit params.yaml + dvc.lock; metrics diff against the previous commit
+    run(["dvc", "exp", "apply", "leaves4"], proj, env)
+    run([*git, "add", "params.yaml", "dvc.lock"], proj, env)
+    run([*git, "commit", "-qm", "acceptance: num_leaves 4 (experiment leaves4)"], proj, env)
+    landed = yaml.safe_load(run(["git", "show", "HEAD:params.yaml"], proj, env))
+    assert landed["models"]["acceptance"]["num_leaves"] == 4
+    assert run(["git", "status", "--porcelain"], proj, env).strip() == ""
+    assert "up to date" in run(["dvc", "status"], proj, env)
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "--json"], proj, env))["reports/metrics.json"]
+    assert any(k.startswith("acceptance.") and v.get("old") is not None for k, v in diff.items()), diff
+    assert not any(k.startswith("efficiency.") for k in diff), diff  # unchanged model: no difference

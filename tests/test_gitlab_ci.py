@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 GCL = ROOT / "node_modules" / ".bin" / "gitlab-ci-local"
@@ -107,6 +108,8 @@ def test_scheduled_and_manual_pipelines_retrain_and_promote_is_manual(clone):
     assert jobs(clone, "FLASHSIM_RETRAIN=1")["retrain"] == "on_success"
     assert jobs(clone, "CI_COMMIT_BRANCH=main")["promote"] == "manual"
     assert "promote" not in jobs(clone)  # not offered on feature branches
+    # the branch a retrain published (its dvc.lock) does not retrain again
+    assert "retrain" not in jobs(clone, "CI_PIPELINE_SOURCE=web", "CI_COMMIT_BRANCH=retrain/0abc123-7")
 
 
 # --- the jobs for real ---------------------------------------------------------------------------------------
@@ -167,6 +170,8 @@ def test_lint_test_and_retrain_jobs_run_green(tmp_path, mlflow_tracking_server, 
     venv = provisioned_venv(tmp_path / "venv", repo)
     store = tmp_path / "dvc-store"
     store.mkdir()
+    published = tmp_path / "published.git"  # stands in for the GitLab project the retrain branch is pushed to
+    git(tmp_path, "init", "-q", "--bare", str(published))
     tiny = " ".join(_tiny_overrides(repo))
     selection = "-m 'not slow' tests/test_config.py"  # small: the suite runs elsewhere, this shows the job works
     variables = {
@@ -176,9 +181,10 @@ def test_lint_test_and_retrain_jobs_run_green(tmp_path, mlflow_tracking_server, 
         "DVC_REMOTE_URL": str(store), "MLFLOW_TRACKING_URI": mlflow_tracking_server.url,
         # as in a merge-request pipeline with a token: the metrics diff becomes a note
         "FLASHSIM_GITLAB_TOKEN": "glpat-test", "CI_MERGE_REQUEST_IID": "7", "CI_API_V4_URL": gitlab_api,
-        "CI_PROJECT_ID": "42",
+        "CI_PROJECT_ID": "42", "FLASHSIM_PUSH_URL": str(published),
     }
     args = [a for k, v in variables.items() for a in ("--variable", f"{k}={v}")]
+    main_has_lock = (repo / "dvc.lock").exists()  # before the run: dvc.lock comes back as a retrain artifact
     proc = gcl(repo, "--force-shell-executor", "--shell-isolation", *args,  # a fresh copy of the clone per job
                "lint", "test", "retrain", timeout=1500)
     log = proc.stdout + proc.stderr
@@ -190,6 +196,14 @@ def test_lint_test_and_retrain_jobs_run_green(tmp_path, mlflow_tracking_server, 
     # retrain: pushed to the DVC remote, printed the metrics diff, posted it, kept reports as artifacts
     assert any(p.is_file() for p in store.rglob("*")), "dvc push wrote nothing to the remote"
     assert "flashsim retrain: metrics against `origin/main`" in log
+    # without a dvc.lock on main the diff says so (the published branch, once merged, gives main its baseline)
+    assert ("No dvc.lock on `origin/main` yet" in log) == (not main_has_lock)
+    # dvc.lock (+ the overridden params.yaml) published on a retrain/ branch: what was pushed is reachable
+    (branch,) = git(published, "for-each-ref", "--format=%(refname:short)", "refs/heads/").split()
+    assert branch.startswith("retrain/"), branch
+    lock = yaml.safe_load(git(published, "show", f"{branch}:dvc.lock"))
+    assert "workflow" in lock["stages"] and any(o["path"] == "models" for o in lock["stages"]["workflow"]["outs"])
+    assert "retrain: dvc.lock" in git(published, "log", "-1", "--format=%s", branch)
     (note,) = _NoteCatcher.posted
     assert note["path"] == "/api/v4/projects/42/merge_requests/7/notes" and note["token"] == "glpat-test"
     assert note["body"].startswith("### flashsim retrain: metrics against `origin/main`")

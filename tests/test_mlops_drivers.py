@@ -26,20 +26,23 @@ MODELS = {
     "clf_mlp": {**COMMON, "family": "mlp_classifier", "epochs": 3, "width": 16, "depth": 2, "batch_size": 256,
                 "gates": {"demo": {"calibration.chi2_ndf": {"max": 60.0}, "logloss_gap": {"max": 0.2}}}},
 }
+GENERATOR = {"gen_gan": {**{k: v for k, v in COMMON.items() if k not in ("label", "oracle", "gates")},
+                         "family": "generator", "targets": ["y1", "y2"], "method": "gan", "epochs": 2, "width": 16,
+                         "depth": 2, "batch_size": 256, "noise_dim": 3}}  # no gates: validated after 2 epochs
 SYNTH = {"n": 6000, "seed": 3}
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, mlflow_store_template):
     """A scratch project where both models went through train -> export -> validate with MLflow on."""
-    root = scratch_repo(tmp_path_factory.mktemp("recorded"), MODELS)
+    root = scratch_repo(tmp_path_factory.mktemp("recorded"), {**MODELS, **GENERATOR})
     write_synthetic(root, "synth", **SYNTH)
     shutil.copy(mlflow_store_template, root / runs.LOCAL_DB)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("FLASHSIM_MLFLOW", "on")
         mp.setenv(provenance.ENV_RULE, "train_model")
-        for name in MODELS:
+        for name in [*MODELS, *GENERATOR]:
             mp.setenv(provenance.ENV_WILDCARDS, f"model={name}")
             for verb in ("train", "export", "validate"):
                 assert flashsim([verb, name]) == 0, f"flashsim {verb} {name}"
@@ -82,8 +85,8 @@ def test_compare_lists_every_model_with_metrics_and_aliases(built, monkeypatch, 
     capsys.readouterr()
     assert flashsim(["compare", "--json"]) == 0
     table = json.loads(capsys.readouterr().out)
-    assert sorted(table) == sorted(MODELS)
-    for versions in table.values():
+    assert sorted(table) == sorted([*MODELS, *GENERATOR])
+    for versions in (table[name] for name in MODELS):
         (v,) = versions
         assert v["aliases"] == ["candidate", "validated"] and v["gates"] == "passed"
         assert {"validation.logloss_gap", "validation.calibration.chi2_ndf"} <= set(v["metrics"])
@@ -114,7 +117,7 @@ def test_provenance_rebuilds_the_onnx_bit_for_bit(built, tmp_path, monkeypatch, 
     info = model_registry.provenance(store(built), f"{name}@validated")
     registered = Path(mlflow.artifacts.download_artifacts(
         f"models:/{name}@validated", dst_path=str(tmp_path / "registered"), tracking_uri=runs.local_uri(built)))
-    registered_onnx = registered / f"{name}.onnx"
+    registered_onnx = registered / "model.onnx"  # the MLflow ONNX model (MLmodel + model.onnx)
     assert provenance.file_sha256(registered_onnx) == info["onnx_sha256"]
 
     # 1. the code: the recorded commit (+ patch when the tree was dirty)
@@ -136,3 +139,32 @@ def test_provenance_rebuilds_the_onnx_bit_for_bit(built, tmp_path, monkeypatch, 
     out = subprocess.run([sys.executable, "-c", script], cwd=rebuild, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (rebuild / "models" / f"{name}.onnx").read_bytes() == registered_onnx.read_bytes()
+
+
+@pytest.mark.parametrize("name", ["clf_gbdt", "gen_gan"])
+def test_registered_model_loads_with_pyfunc_and_predicts_as_onnxruntime(built, monkeypatch, name):
+    """`models:/NAME@validated` is an MLflow ONNX model: tensor signature, input example, pyfunc predictions equal
+    to onnxruntime's on the exported file (a classifier with `x`; a generator with `x` and `noise`)."""
+    import mlflow.pyfunc
+    import numpy as np
+    import onnxruntime
+
+    uri = runs.local_uri(built)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    model = mlflow.pyfunc.load_model(f"models:/{name}@validated")
+    inputs = {s.name: s.shape for s in model.metadata.get_input_schema().inputs}
+    assert list(inputs) == (["x", "noise"] if name == "gen_gan" else ["x"])
+    assert inputs["x"] == (-1, 3) and inputs.get("noise", (-1, 3)) == (-1, 3)
+    assert [s.name for s in model.metadata.get_output_schema().inputs] == ["y"]
+    assert model.metadata.saved_input_example_info is not None
+    rng = np.random.default_rng(5)
+    feed = {k: rng.normal(size=(64, shape[1])).astype(np.float32) for k, shape in inputs.items()}
+    feed["x"][:, 0] = rng.uniform(2e3, 5e4, 64)  # p in MeV/c
+    feed["x"][:, 1] = rng.uniform(2.0, 5.0, 64)  # eta
+    got = model.predict(feed)
+    sess = onnxruntime.InferenceSession(str(built / "models" / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+    (want,) = sess.run(["y"], feed)
+    assert np.array_equal(np.asarray(got["y"]), want) and np.isfinite(want).all()
+    mv = store(built).client.get_model_version_by_alias(name, "validated")
+    assert mv.source.startswith("models:/m-") and mv.tags["mlflow_model"] == "onnx"

@@ -291,3 +291,48 @@ def test_eight_concurrent_jobs_lose_nothing(tmp_path, mlflow_tracking_server):
         mv = client.get_model_version_by_alias(r["name"], "candidate")
         assert str(mv.version) == r["version"] == "1" and mv.run_id == r["run_id"]
         assert mv.tags["onnx_sha256"] == r["onnx_sha256"]
+
+
+def test_experiment_kind_variant_run_names_and_the_invocation_parent_run(tracked, monkeypatch):
+    """Experiments open on runs (kind tag) and say what they hold; two hyperparameter variants at one commit get
+    different run names (params hash), `dvc exp run` names them after the experiment; one invocation's parent run
+    (flashsim.mlops.workflow, as rules/mlops.smk calls it) holds every run its jobs created or continued."""
+    from flashsim.mlops import workflow
+
+    for key in (runs.PARENT_RUN_ENV, runs.PARENT_URI_ENV, workflow.OWNER_ENV, "DVC_EXP_NAME"):
+        monkeypatch.setenv(key, "")  # restored (removed) after the test
+        monkeypatch.delenv(key)
+    parent = workflow.start_parent(tracked, argv=["snakemake", "--cores", "2"])
+    assert parent and os.environ[runs.PARENT_URI_ENV] == runs.local_uri(tracked)
+    assert workflow.start_parent(tracked) is None  # a nested invocation keeps the outer parent
+    try:
+        with runs.start_job("train", "variant", params={"lr": 1e-3}, root=tracked) as a:
+            pass
+        with runs.start_job("export", "variant", root=tracked) as b:  # continues a
+            pass
+        with runs.start_job("train", "variant", params={"lr": 1e-2}, root=tracked) as c:
+            pass
+        monkeypatch.setenv("DVC_EXP_NAME", "lucky-lark")
+        with runs.start_job("train", "variant", params={"lr": 1e-2}, root=tracked) as d:
+            pass
+        (tracked / "reports").mkdir(exist_ok=True)
+        (tracked / "reports" / "metrics.json").write_text(json.dumps({"variant": {"auc": 0.7, "passed": True}}))
+    finally:
+        workflow.finish_parent("FINISHED", tracked)
+    assert runs.PARENT_RUN_ENV not in os.environ
+    client = runs.Store(runs.local_uri(tracked), tracked).client
+    assert b.run_id == a.run_id
+    exp = client.get_experiment_by_name("flashsim/variant")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "variant" in exp.tags["mlflow.note.content"]
+    names = [client.get_run(r.run_id).info.run_name for r in (a, c, d)]
+    assert names[0] != names[1] and names[0].startswith("variant ") and " p" in names[0]
+    assert names[2] == "variant lucky-lark"
+    children = client.search_runs([exp.experiment_id, client.get_experiment_by_name("flashsim/workflow").experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    assert {r.info.run_id for r in children} == {a.run_id, c.run_id, d.run_id}
+    assert client.get_run(a.run_id).data.tags["export.workflow_run_id"] == parent
+    top = client.get_run(parent)
+    assert top.info.status == "FINISHED" and top.data.tags["snakemake.argv"] == "snakemake --cores 2"
+    assert top.data.metrics == {"variant.auc": 0.7, "variant.passed": 1.0}
+    assert client.get_experiment(top.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"

@@ -71,10 +71,26 @@ def export_model(fam) -> dict:
     with runs.start_model_job(fam, "export") as run:
         run.log_metrics({"export.parity_max_abs_deviation": parity["max_abs_deviation"]})
         # MLflow: ONNX + card as run artifacts, a new registered version with alias `candidate`
-        model_registry.register_export(run, spec.name, spec.onnx_path, spec.card_path)
+        model_registry.register_export(run, spec.name, spec.onnx_path, spec.card_path, example=onnx_example(fam))
     log.info("%s exported: parity max |dev| %.3g on %d rows", spec.name, parity["max_abs_deviation"],
              parity["rows"])
     return card
+
+
+def onnx_example(fam, rows: int = 5) -> dict | None:
+    """Input example of the MLflow model: the first test rows as ``x`` (+ seeded ``noise``); None for families
+    whose inputs are not feature rows (the example is then drawn from the graph's shapes)."""
+    import numpy as np
+
+    try:
+        x = np.asarray(fam.features(fam.frame("test", rows)), dtype=np.float32)
+    except Exception as err:  # e.g. families fed whole events
+        log.debug("%s: no row input example (%s)", fam.spec.name, err)
+        return None
+    example = {"x": x}
+    if fam.noise_dim:
+        example["noise"] = np.random.default_rng(fam.spec.seed).standard_normal((len(x), fam.noise_dim))
+    return example
 
 
 def onnx_predictor(path: Path):

@@ -1,8 +1,11 @@
 """MLflow model registry: one registered model per exported model, aliases ``candidate`` -> ``validated`` ->
 ``production``.
 
-* export: the ONNX file and its model card are logged under the run's ``model/`` artifacts and registered as a new
-  version (unless this run already registered the same bytes); alias ``candidate``.
+* export: the ONNX file is logged as an MLflow ONNX model (``mlflow.onnx``: signature of its tensors ``x``, ``noise``
+  -> ``y``, an input example; :mod:`flashsim.mlops.onnx_model`) and registered as a new version of the model's name
+  (unless this run already registered the same bytes), alias ``candidate``; so
+  ``mlflow.pyfunc.load_model("models:/NAME@validated")`` loads it. The ONNX file and its model card are also kept
+  under the run's ``model/`` artifacts.
 * validate: the version holding the validated ONNX bytes gets the validation metrics as tags
   (``validation.<metric>``), ``gates`` = passed/failed, and alias ``validated`` when the gates pass.
 * ``flashsim promote NAME VERSION``: alias ``production`` (refused unless the gates passed, ``--force`` overrides).
@@ -22,6 +25,7 @@ from typing import Any
 
 from flashsim.config import flatten
 from flashsim.errors import ConfigError, GateError
+from flashsim.mlops import onnx_model
 from flashsim.mlops.provenance import file_sha256
 from flashsim.mlops.runs import FALLBACK_TAG, INTENDED_TAG, Run, Store, open_store
 
@@ -52,8 +56,10 @@ def _versions(store: Store, name: str) -> list:
         return []
 
 
-def register_export(run: Run, name: str, onnx: str | Path, card: str | Path | None = None) -> str | None:
-    """Log ``onnx`` (+ card) under the run's ``model/`` artifacts, register a version, alias it ``candidate``.
+def register_export(run: Run, name: str, onnx: str | Path, card: str | Path | None = None,
+                    example: Mapping[str, Any] | None = None) -> str | None:
+    """Log ``onnx`` (+ card) under the run's ``model/`` artifacts and as an MLflow ONNX model (``example``: input
+    name -> rows for its input example), register that model as a version, alias it ``candidate``.
 
     Returns the version (None when MLflow is off or failed). Re-exporting identical bytes within the same run
     reuses that version.
@@ -79,8 +85,11 @@ def register_export(run: Run, name: str, onnx: str | Path, card: str | Path | No
             else:
                 tags = {SHA_TAG: sha, "onnx_file": onnx.name, "gates": "pending"}
                 tags.update(_card_tags(card))
-                mv = store.client.create_model_version(name, source=f"runs:/{run.run_id}/{ARTIFACT_DIR}",
-                                                       run_id=run.run_id, tags=tags,
+                model_id = _log_mlflow_model(run, name, onnx, example, sha, card)
+                source = f"models:/{model_id}" if model_id else f"runs:/{run.run_id}/{ARTIFACT_DIR}"
+                tags["mlflow_model"] = "onnx" if model_id else "none (plain ONNX artifact)"
+                mv = store.client.create_model_version(name, source=source, run_id=run.run_id, tags=tags,
+                                                       model_id=model_id,
                                                        description=f"exported by run {run.run_id}")
                 version = mv.version
             store.client.set_registered_model_alias(name, CANDIDATE, version)
@@ -103,6 +112,20 @@ def point_to_newest(store: Store, name: str, alias: str, rounds: int = 20) -> No
         if not newest or (current is not None and int(current) >= newest):
             return
         store.client.set_registered_model_alias(name, alias, str(newest))
+
+
+def _log_mlflow_model(run: Run, name: str, onnx: Path, example: Mapping[str, Any] | None, sha: str,
+                      card: str | Path | None) -> str | None:
+    """The logged MLflow ONNX model's id; None (after a warning) when the file cannot be logged as one, e.g. it is
+    not a loadable ONNX graph: the version then points at the plain ``model/`` artifacts."""
+    assert run.store is not None and run.run_id is not None
+    try:
+        return onnx_model.log_onnx_model(run.store.client, run.store.uri, run.run_id, name, onnx, example,
+                                         tags={SHA_TAG: sha}, card=card)
+    except Exception as err:
+        _warn(f"could not log {onnx} as an MLflow ONNX model ({type(err).__name__}: {err}); registering the plain "
+              f"ONNX artifact (not loadable with mlflow.pyfunc)")
+        return None
 
 
 def _card_tags(card: str | Path | None) -> dict[str, str]:

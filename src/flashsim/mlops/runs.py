@@ -20,6 +20,11 @@ printed and the run is recorded in the local store (everything logged so far is 
 ``flashsim.mlflow.fallback`` (the reason), ``flashsim.mlflow.intended_uri`` and, when the server run existed,
 ``flashsim.mlflow.intended_run_id``. Snakemake rules name the job with ``FLASHSIM_SMK_RULE`` /
 ``FLASHSIM_SMK_WILDCARDS`` (``rules/common.smk``).
+
+Names: experiments ``flashsim/<model>`` carry a description and ``mlflow.experimentKind`` (the UI opens on runs);
+a run is named ``<model> <git sha8> p<params hash>``, or ``<model> <DVC_EXP_NAME>`` inside ``dvc exp run``. Under
+Snakemake each model run is a child (``mlflow.parentRunId``) of the invocation's run in ``flashsim/workflow``
+(:mod:`flashsim.mlops.workflow`).
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ INTENDED_RUN_TAG = "flashsim.mlflow.intended_run_id"
 NONFINITE_TAG = "flashsim.nonfinite"
 HOST_TAG, PID_TAG, STALE_TAG = "flashsim.host", "flashsim.pid", "flashsim.stale"
 _BATCH = 100  # MLflow's per-request limit on params and tags
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+DESCRIPTION_TAG = "mlflow.note.content"
+PARENT_RUN_ENV, PARENT_URI_ENV = "FLASHSIM_PARENT_RUN", "FLASHSIM_PARENT_URI"  # set by flashsim.mlops.workflow
 FLUSH_SECONDS = 2.0  # buffered metrics are sent at least this often
 
 
@@ -119,15 +127,56 @@ class Store:
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
+            for key, value in experiment_tags(name).items():
+                if key not in exp.tags:  # an experiment made before these tags existed
+                    self.client.set_experiment_tag(exp.experiment_id, key, value)
             return exp.experiment_id
         location = (self.root / LOCAL_ARTIFACTS).as_uri() if self.local else None
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location, tags=experiment_tags(name))
         except MlflowException:  # created concurrently by another job
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
                 raise
             return exp.experiment_id
+
+
+def experiment_tags(name: str) -> dict[str, str]:
+    """The experiment kind (MLflow 3 opens an experiment without it on the GenAI traces page) and a description."""
+    what = name.split("/", 1)[-1]
+    if what == "workflow":
+        text = ("One run per Snakemake invocation (`snakemake`, `dvc exp run`): its children are the model runs it "
+                "touched, in the experiments `flashsim/<model>` (search `tags.mlflow.parentRunId = '<run id>'`).")
+    else:
+        text = (f"Builds of the flashsim model `{what}`: one run per train -> export -> validate, holding the "
+                "params, per-epoch and validation metrics, the ONNX model (registered as `" + what + "`, aliases "
+                "candidate / validated / production) and the report. Run names: `<model> <git sha8> p<params "
+                "hash>`, or the DVC experiment name.")
+    return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, DESCRIPTION_TAG: text}
+
+
+def params_hash(params: Any) -> str:
+    """8 hex digits of the canonical JSON of ``params``: tells hyperparameter variants at one commit apart."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def run_name(model: str, git: Mapping[str, Any], phash: str) -> str:
+    """``<model> <DVC_EXP_NAME>`` inside ``dvc exp run``, else ``<model> <sha8>[+dirty] p<params hash>``."""
+    exp = os.environ.get("DVC_EXP_NAME", "").strip()
+    if exp:
+        return f"{model} {exp}"
+    return f"{model} {git['sha'][:8]}{'+dirty' if git['dirty'] else ''} p{phash}"
+
+
+def parent_tags(uri: str, kind: str) -> dict[str, str]:
+    """Tags making the run a child of the Snakemake invocation's run (``FLASHSIM_PARENT_RUN``, same store only).
+    A run continued by a later invocation moves to that invocation; ``<kind>.workflow_run_id`` keeps each job's."""
+    parent = os.environ.get(PARENT_RUN_ENV, "").strip()
+    if not parent or os.environ.get(PARENT_URI_ENV, "").strip() != uri:
+        return {}
+    return {"mlflow.parentRunId": parent, f"{kind}.workflow_run_id": parent}
 
 
 def open_store(root: Path | None = None, timeout: float = 5.0) -> tuple[Store, dict[str, str]]:
@@ -483,21 +532,22 @@ def _resumable(store: Store, state: Mapping[str, str]) -> bool:
 def start_job(kind: str, model: str, *, params: Mapping[str, Any] | None = None,
               config: Mapping[str, Any] | None = None, inputs: Mapping[str, str | Path] | None = None,
               device: str | None = None, root: Path | None = None, new_run: bool | None = None,
-              outdir: str | Path | None = None) -> Run:
+              outdir: str | Path | None = None, phash: str | None = None) -> Run:
     """Start one ``kind`` job (train/export/validate) of ``model``; end it with ``run.close()`` (or use ``with``).
 
     ``params``: the model's hyperparameters (MLflow params); ``config``: the whole effective configuration (saved as
     ``provenance/<kind>/params.yaml``); ``inputs``: label -> input file (hashed, logged as datasets and
     ``data.<label>.sha256`` tags). ``new_run`` defaults to True for train, else the job continues the model's last
     MLflow run (``results/train/<model>/mlflow.json``). ``outdir``: the local record (default:
-    ``results/train/<model>/``).
+    ``results/train/<model>/``). ``phash``: the params hash in the run name (default: of ``params`` or ``config``).
     """
     root = (root or repo_root()).resolve()
     outdir = Path(outdir) if outdir is not None else state_path(model, root).parent
     if not enabled():
         return Run(model, kind, outdir, root=root)
+    phash = phash or params_hash(params if params is not None else config)
     return _start(kind, model, outdir, params, config, inputs, device, root,
-                  kind == "train" if new_run is None else new_run)
+                  kind == "train" if new_run is None else new_run, phash)
 
 
 def start_model_job(fam: Any, kind: str) -> Run:
@@ -513,10 +563,12 @@ def start_model_job(fam: Any, kind: str) -> Run:
             path = spec.root / f
             if "://" not in f and path.is_file():
                 inputs[f"raw.{path.name}"] = path
-    return start_job(kind, spec.name, config=config, inputs=inputs, root=spec.root, outdir=spec.train_dir)
+    return start_job(kind, spec.name, config=config, inputs=inputs, root=spec.root, outdir=spec.train_dir,
+                     phash=params_hash({"model": spec.cfg, "seed": spec.seed, "scale": spec.scale}))
 
 
-def _start(kind: str, model: str, outdir: Path, params, config, inputs, device, root: Path, new_run: bool) -> Run:
+def _start(kind: str, model: str, outdir: Path, params, config, inputs, device, root: Path, new_run: bool,
+           phash: str = "") -> Run:
     try:
         store, extra = open_store(root)
     except Exception as err:
@@ -526,6 +578,7 @@ def _start(kind: str, model: str, outdir: Path, params, config, inputs, device, 
         return Run(model, kind, outdir, root=root)
     state = {} if new_run else _read_state(model, root)
     experiment = EXPERIMENT.format(model=model)
+    extra = {**extra, **parent_tags(store.uri, kind)}
     run = Run(model, kind, outdir, root=root, store=store, experiment=experiment, extra_tags=extra)
     git = git_state(code_root(root))
     try:
@@ -536,8 +589,11 @@ def _start(kind: str, model: str, outdir: Path, params, config, inputs, device, 
                 store.client.update_run(run.run_id, status="RUNNING")
             else:
                 exp = store.experiment_id(experiment)
-                name = f"{model} {git['sha'][:8]}{'+dirty' if git['dirty'] else ''}"
-                tags = {"mlflow.runName": name, "flashsim.model": model, "flashsim.first_job": kind, **extra}
+                name = run_name(model, git, phash)
+                tags = {"mlflow.runName": name, "flashsim.model": model, "flashsim.first_job": kind,
+                        "flashsim.params_hash": phash, **extra}
+                if os.environ.get("DVC_EXP_NAME"):
+                    tags["flashsim.dvc_exp"] = os.environ["DVC_EXP_NAME"]
                 if state.get("run_id"):
                     tags["flashsim.previous_run_id"] = state["run_id"]
                 run.run_id = store.client.create_run(exp, run_name=name, tags=tags).info.run_id
