@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "cabi": "flashsim.runtime.export_c",
     "ecal-report": "flashsim.validation.ecal_report",
     "physics-check": "flashsim.runtime.physics_check",
+    "tune": "flashsim.tune.cli",
 }
 
 
