@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 ENV = "FLASHSIM_TUNE_STORAGE"
-HEARTBEAT_INTERVAL = 10  # seconds between heartbeats of a running trial
-GRACE_PERIOD = 30  # a trial whose last heartbeat is older is failed (and retried)
+HEARTBEAT_ENV = "FLASHSIM_TUNE_HEARTBEAT"  # seconds between heartbeats (the grace period is 3 of them)
+HEARTBEAT_INTERVAL = int(os.environ.get(HEARTBEAT_ENV, "10"))
+GRACE_PERIOD = 3 * HEARTBEAT_INTERVAL  # a trial whose last heartbeat is older is failed (and retried)
 MAX_RETRY = 2
 
 
