@@ -225,3 +225,34 @@ def test_pruner_stops_training_early(tmp_path):
     for t in rep["trials"]:
         epochs = (root / f"results/tune/gen/trials/{t['number']:04d}/metrics.jsonl").read_text().splitlines()
         assert len(epochs) == 1
+
+
+def test_dashboard_script_serves_the_study(tmp_path):
+    """scripts/start-optuna-dashboard.sh NAME serves the journal file of results/tune/NAME on loopback."""
+    import os
+    import signal
+    import time
+    import urllib.request
+
+    import optuna
+    from servers import free_port
+
+    from flashsim.tune import storage as S
+
+    study = optuna.create_study(study_name="gen", storage=S.open_storage(S.default_url(tmp_path, "gen")))
+    study.enqueue_trial({"lr": 0.01})
+    port = free_port()
+    proc = subprocess.Popen([str(ROOT / "scripts/start-optuna-dashboard.sh"), "gen", str(port)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    try:
+        body, deadline = None, time.monotonic() + 60
+        while body is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5).read()
+            except OSError:
+                time.sleep(0.5)
+        assert body is not None and json.loads(body)["study_summaries"][0]["study_name"] == "gen"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
