@@ -138,15 +138,15 @@ def test_demo_study_on_a_generator(tmp_path, monkeypatch):
     children = [r for r in found if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(children) == 5
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
-    by_trial = {int(r.data.tags["flashsim.tune.trial"]): r for r in children}
+    by_trial = {int(r.data.tags["tune.trial"]): r for r in children}
     for t in trials:
         run = by_trial[t["number"]]
         assert run.data.tags["optuna.state"] == t["state"]
         assert run.info.status == {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}[t["state"]]
         assert float(run.data.params["lr"]) == pytest.approx(t["params"]["lr"])
         assert len(client.get_metric_history(run.info.run_id, "val_loss")) >= 1  # intermediate values
-    assert by_trial[best["number"]].data.tags["flashsim.tune.best"] == "true"
-    assert parents[0].data.tags["flashsim.tune.best_trial"] == str(best["number"])
+    assert by_trial[best["number"]].data.tags["tune.best"] == "true"
+    assert parents[0].data.tags["tune.best_trial"] == str(best["number"])
     assert "final.two_sample_auc" in by_trial[best["number"]].data.metrics
     # the study in the journal file agrees
     study = optuna.load_study(study_name="gen", storage=optuna.storages.JournalStorage(

@@ -27,6 +27,7 @@ TARGETS: dict[str, str] = {
     "pid_train": "flashsim.bench.pid_train",
     "runtime": "flashsim.bench.runtime",
     "tracking": "flashsim.bench.tracking",
+    "tune": "flashsim.bench.tune",
 }
 
 

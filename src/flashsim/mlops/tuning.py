@@ -3,7 +3,7 @@
 The parent run is created once, when the study is created (its id is kept in the study's user attributes, so
 every worker, on any node, nests its trials under it). A trial run holds the trial's params, its intermediate
 metrics (step = epoch), its final metrics and its state (tag ``optuna.state``: COMPLETE, PRUNED, FAIL; MLflow
-status FINISHED, KILLED, FAILED). The best trial's run is tagged ``flashsim.tune.best=true`` and the parent records
+status FINISHED, KILLED, FAILED). The best trial's run is tagged ``tune.best=true`` and the parent records
 the best trial. ``FLASHSIM_MLFLOW=off``: nothing is recorded. Storage URLs are logged redacted.
 """
 
@@ -41,7 +41,7 @@ def start_study_run(model: str, study_name: str, root: Path, tags: Mapping[str, 
     with store.locked():
         exp = store.experiment_id(EXPERIMENT.format(model=model))
         run = store.client.create_run(exp, run_name=f"study {study_name}",
-                                      tags={"flashsim.model": model, "flashsim.tune.study": study_name,
+                                      tags={"flashsim.model": model, "tune.study": study_name,
                                             **{k: str(v) for k, v in tags.items()}})
     return run.info.run_id
 
@@ -58,7 +58,7 @@ def trial_run(model: str, parent_id: str | None, root: Path, number: int, params
                 run.run_id = store.client.create_run(
                     exp, run_name=f"trial {number}",
                     tags={"mlflow.parentRunId": parent_id, "flashsim.model": model,
-                          "flashsim.tune.trial": str(number)}).info.run_id
+                          "tune.trial": str(number)}).info.run_id
         except Exception as err:
             log.warning("cannot create the MLflow run of trial %d (%s)", number, err)
             run.store = None
@@ -75,7 +75,7 @@ def end_trial(run: runs.Run, state: str, metrics: Mapping[str, float] | None = N
 
 
 def tag_best(root: Path, parent_id: str | None, best: Mapping[str, Any]) -> None:
-    """Tag the best trial's run ``flashsim.tune.best`` and record the best trial on the parent run."""
+    """Tag the best trial's run ``tune.best`` and record the best trial on the parent run."""
     store = _store(root) if parent_id else None
     if store is None:
         return
@@ -84,10 +84,10 @@ def tag_best(root: Path, parent_id: str | None, best: Mapping[str, Any]) -> None
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000)
     with store.locked():
         for child in children:
-            is_best = child.data.tags.get("flashsim.tune.trial") == str(best.get("trial"))
-            if is_best or child.data.tags.get("flashsim.tune.best") == "true":
-                client.set_tag(child.info.run_id, "flashsim.tune.best", str(is_best).lower())
-        client.set_tag(parent_id, "flashsim.tune.best_trial", str(best.get("trial")))
+            is_best = child.data.tags.get("tune.trial") == str(best.get("trial"))
+            if is_best or child.data.tags.get("tune.best") == "true":
+                client.set_tag(child.info.run_id, "tune.best", str(is_best).lower())
+        client.set_tag(parent_id, "tune.best_trial", str(best.get("trial")))
         for k, v in (best.get("values") or {}).items():
             client.log_metric(parent_id, f"best.{k}", float(v))
 

@@ -10,7 +10,8 @@
   (:func:`redact`).
 
 RDB storages run heartbeats (``heartbeat_interval``): a trial whose worker died (SIGKILL, pre-emption) is failed
-when another worker starts its next trial and re-queued with the same parameters (``RetryFailedTrialCallback``).
+when another worker starts its next trial and re-queued with the same parameters
+(``RetryHeartbeatStaleTrialCallback``).
 The journal file has no heartbeat in Optuna 5: use an RDB storage where workers can be killed.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,7 @@ def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_p
                  max_retry: int = MAX_RETRY) -> Any:
     """An Optuna storage for ``url`` (see the module docstring)."""
     import optuna
-    from optuna.storages import RetryFailedTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
@@ -70,9 +72,12 @@ def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_p
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     if is_rdb(url):
         kwargs: dict[str, Any] = {"pool_pre_ping": True} if url.startswith("postgresql") else {}
+        with warnings.catch_warnings():  # the retry callback is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
         return optuna.storages.RDBStorage(
             url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=max_retry))
+            heartbeat_stale_trial_callback=retry)
     from flashsim.errors import ConfigError
 
     raise ConfigError(f"tune storage {redact(url)!r}: expected journal:PATH, sqlite:///PATH or "

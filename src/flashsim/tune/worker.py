@@ -51,8 +51,8 @@ def create_study(tc: TuneConfig, spec: ModelSpec, url: str, study_name: str) -> 
     study.set_user_attr("model", tc.model)
     study.set_user_attr("metrics", tc.metric_names)
     parent = tuning.start_study_run(tc.model, study_name, spec.root,
-                                    {"flashsim.tune.storage": S.redact(url), "flashsim.tune.objective":
-                                     ",".join(tc.metric_names), "flashsim.tune.directions": ",".join(tc.directions)})
+                                    {"tune.storage": S.redact(url), "tune.objective":
+                                     ",".join(tc.metric_names), "tune.directions": ",".join(tc.directions)})
     if parent:
         study.set_user_attr(tuning.PARENT_ATTR, parent)
     from flashsim.models import family_class
@@ -75,13 +75,13 @@ def _objective(tc: TuneConfig, spec: ModelSpec, study_name: str, parent: str | N
         frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retried = optuna.storages.RetryFailedTrialCallback.retried_trial_number(frozen)
+            retried = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
         trial_dir = tune_dir(spec.root, study_name) / "trials" / f"{trial.number:04d}"
         if trial_dir.exists():
             shutil.rmtree(trial_dir)
         run = tuning.trial_run(tc.model, parent, spec.root, trial.number, values, trial_dir)
         if retried is not None:
-            run.set_tags({"flashsim.tune.retry_of": retried})
+            run.set_tags({"tune.retry_of": retried})
         trial.set_user_attr("worker", os.environ.get(WORKER_ENV, "0"))
         trial.set_user_attr("pid", os.getpid())
 
