@@ -22,7 +22,8 @@ def test_tune_workers_through_slurm(slurm, tmp_path):  # noqa: F811
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["detsim"]["samples"]["tracking"]["size"] = 3000
     tune = params["models"]["resolution"]["tune"]
-    tune.update({"n_trials": 2, "workers": 2, "pruner": {"name": "none"},
+    tune.pop("n_trials")  # a 1 s budget: each worker runs one trial (the one fake GPU serialises the jobs)
+    tune.update({"timeout": 1, "workers": 2, "pruner": {"name": "none"},
                  "fixed": {"epochs": 1, "max_rows": 1000, "validation_rows": 300}})
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     profile = yaml.safe_load((repo / "profiles/default/config.yaml").read_text())

@@ -30,7 +30,7 @@ HELP = "Optuna storages: ask/tell ops/s with 1/8/32 workers (journal file vs Pos
 WORKERS = (1, 8, 32)
 
 
-def _ask_tell(url: str, study_name: str, seconds: float, start: float, out: mp.Queue) -> None:
+def _ask_tell(url: str, study_name: str, seconds: float, ready: mp.Queue, go, out: mp.Queue) -> None:
     import optuna
 
     from flashsim.tune.storage import open_storage
@@ -38,9 +38,10 @@ def _ask_tell(url: str, study_name: str, seconds: float, start: float, out: mp.Q
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=study_name, storage=open_storage(url),
                               sampler=optuna.samplers.RandomSampler())
-    while time.time() < start:
-        time.sleep(0.001)
-    n, stop = 0, start + seconds
+    study.get_trials(deepcopy=False)  # connected and warm
+    ready.put(1)
+    go.wait()
+    n, stop = 0, time.time() + seconds
     while time.time() < stop:
         trial = study.ask()
         x = trial.suggest_float("x", -1.0, 1.0)
@@ -58,10 +59,14 @@ def ops_per_second(url: str, workers: int, seconds: float) -> dict:
     optuna.create_study(study_name=name, storage=open_storage(url))
     ctx = mp.get_context("fork")
     out: mp.Queue = ctx.Queue()
-    start = time.time() + 2.0 + 0.05 * workers  # every worker connected before the clock starts
-    procs = [ctx.Process(target=_ask_tell, args=(url, name, seconds, start, out)) for _ in range(workers)]
+    ready: mp.Queue = ctx.Queue()
+    go = ctx.Event()
+    procs = [ctx.Process(target=_ask_tell, args=(url, name, seconds, ready, go, out)) for _ in range(workers)]
     for p in procs:
         p.start()
+    for _ in procs:  # every worker connected before the clock starts
+        ready.get(timeout=300)
+    go.set()
     counts = [out.get(timeout=seconds + 120) for _ in procs]
     for p in procs:
         p.join()
@@ -203,7 +208,9 @@ def _tracking_sample(out: Path, n: int, seed: int) -> None:
 
 
 def run(quick: bool, params: dict) -> dict:
-    return {"storages": storages(quick), "demo_study": demo_study(params, quick)}
+    load = os.getloadavg()  # shared machines: the figures are only as clean as the load they ran under
+    out = {"storages": storages(quick), "demo_study": demo_study(params, quick)}
+    return {**out, "load_average_before": load, "load_average_after": os.getloadavg(), "cpus": os.cpu_count()}
 
 
 def summary(result: dict) -> str:

@@ -16,7 +16,7 @@ import shutil
 import signal
 from pathlib import Path
 
-from flashsim.errors import ConfigError, FlashsimError
+from flashsim.errors import ConfigError, FlashsimError, InputError
 
 HELP = "hyperparameter study of a model's tune: block (Optuna; local or PostgreSQL storage, workers, pruning)"
 log = logging.getLogger(__name__)
@@ -63,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
     spec = get_spec(args.name, params, root)
+    missing = [p for p in (spec.prepared("train"), spec.prepared("val")) if not p.exists()]
+    if missing and not args.report:
+        raise InputError(f"prepared data missing (run `flashsim prepare {spec.sample}` or snakemake "
+                         f"{missing[0].relative_to(root)})", file=str(missing[0]))
     url = S.resolve_url(args.storage, root, study_name)
     try:
         return _run(args, params, tc, spec, url, study_name, root)
