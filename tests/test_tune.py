@@ -256,3 +256,27 @@ def test_dashboard_script_serves_the_study(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_cost_of_an_exported_graph(tmp_path):
+    """FLOPs per particle count each MatMul/Gemm against a weight (2 x K x N); latency is measured with ORT."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from flashsim.tune.cost import flops_per_particle, latency_per_particle
+
+    w1 = numpy_helper.from_array(np.ones((3, 8), np.float32), "w1")
+    w2 = numpy_helper.from_array(np.ones((8, 2), np.float32), "w2")
+    b2 = numpy_helper.from_array(np.zeros(2, np.float32), "b2")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("Gemm", ["r", "w2", "b2"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], [w1, w2, b2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    assert flops_per_particle(tmp_path / "m.onnx") == 2 * 3 * 8 + 2 * 8 * 2
+    latency = latency_per_particle(tmp_path / "m.onnx", np.ones((1000, 3), np.float32), 0)
+    assert 0 < latency < 1e-3
