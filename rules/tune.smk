@@ -21,6 +21,8 @@ rule tune_study:
         name=one_of(TUNED),
     log:
         "logs/tune/{name}/study.log",
+    conda:
+        "../envs/train.yaml"
     shell:
         "flashsim tune {wildcards.name} --create-only > {log} 2>&1 && touch {output}"
 
@@ -36,6 +38,8 @@ rule train_tune_torch:
     threads: model_threads
     log:
         "logs/tune/{name}/worker_{worker}.log",
+    conda:
+        "../envs/train.yaml"
     shell:
         "export FLASHSIM_TUNE_WORKER={wildcards.worker} FLASHSIM_THREADS={threads}; "
         "flashsim tune {wildcards.name} --worker > {log} 2>&1 && touch {output}"
@@ -56,5 +60,7 @@ rule tune_report:
         name=one_of(TUNED),
     log:
         "logs/tune/{name}/report.log",
+    conda:
+        "../envs/train.yaml"
     shell:
         "flashsim tune {wildcards.name} --report > {log} 2>&1"
