@@ -30,6 +30,7 @@ include: "rules/ecal.smk"
 include: "rules/mlops.smk"
 include: "rules/models.smk"
 include: "rules/runtime.smk"
+include: "rules/tune.smk"
 
 
 rule all:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # System packages that the tests' real servers need (Debian/Ubuntu): XRootD (root:// and WebDAV),
-# Slurm + munge, rsync, Node.js for gitlab-ci-local and chromium (the report screenshot test). Idempotent; uses sudo when not root.
+# Slurm + munge, PostgreSQL (Optuna studies), rsync, Node.js for gitlab-ci-local and chromium (the report
+# screenshot test). Idempotent; uses sudo when not root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(xrootd-server xrootd-client slurm-wlm munge rsync chromium)
+pkgs=(xrootd-server xrootd-client slurm-wlm munge postgresql rsync chromium)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # Node.js may come from another source that bundles npm: only ask Debian for it when npm is missing.

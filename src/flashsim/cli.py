@@ -44,6 +44,7 @@ COMMANDS: dict[str, str] = {
     "release": "flashsim.release",
     "ecal-report": "flashsim.validation.ecal_report",
     "physics-check": "flashsim.runtime.physics_check",
+    "tune": "flashsim.tune.cli",
 }
 
 

@@ -28,6 +28,7 @@ TARGETS: dict[str, str] = {
     "runtime": "flashsim.bench.runtime",
     "sqlamarr": "flashsim.bench.sqlamarr",
     "tracking": "flashsim.bench.tracking",
+    "tune": "flashsim.bench.tune",
 }
 
 

@@ -163,9 +163,13 @@ def check_gates(name: str, entry: dict) -> None:
                                   "(calibration.chi2_ndf, log_loss_skill, brier_skill, auc) or remove this gate")
 
 
-def expand_params(params: dict) -> dict[str, dict]:
-    """:func:`expand` of a whole params dict's ``models`` (with its ``feature_sets``)."""
-    return expand(params.get("models") or {}, params.get("feature_sets") or {})
+def expand_params(params: dict, root: Path | None = None) -> dict[str, dict]:
+    """:func:`expand` of a whole params dict's ``models`` (with its ``feature_sets``), reviewed tuned overrides
+    (``tuned/NAME.yaml`` of the repository, :mod:`flashsim.tune.override`) merged over their models' entries."""
+    from flashsim.tune.override import apply_overrides
+
+    return apply_overrides(expand(params.get("models") or {}, params.get("feature_sets") or {}),
+                           root if root is not None else repo_root())
 
 
 def by_training(models: dict[str, dict]) -> dict[str, list[str]]:
@@ -187,6 +191,7 @@ def stage_params(entry: dict, stage: str, seed: int, scale: str, detector: dict 
     scale, as canonical JSON: the workflow's params rerun trigger (``model_params`` in rules/common.smk), so a
     change reruns exactly the jobs of the model whose entry changed. Training ignores validation-only keys; export
     also reads ``parity``. ``detector``: the configured geometry, for families whose graphs bake it in."""
+    entry = {k: v for k, v in entry.items() if k != "tune"}  # the search space never reruns the model's jobs
     if stage == "train":
         entry = {k: v for k, v in entry.items() if k not in VALIDATION_ONLY}
     elif stage == "export":
@@ -207,11 +212,12 @@ def model_names(params: dict | None = None) -> list[str]:
 def get_spec(name: str, params: dict | None = None, root: Path | None = None) -> ModelSpec:
     """The resolved spec of model ``name``; ConfigError when unknown."""
     params = params if params is not None else load_params()
-    models = expand_params(params)
+    models = expand_params(params, root)
     if name not in models:
         raise ConfigError(f"unknown model {name!r}; params.yaml models: {', '.join(sorted(models)) or 'none'}")
     scale = params["scale"]
     entry = dict(models[name])
+    entry.pop("tune", None)  # flashsim.tune reads it
     gates = entry.pop("gates", {}) or {}
     gates = gates.get(scale, {}) if isinstance(gates, dict) and set(gates) <= {"demo", "full"} else gates
     cfg = resolve_scale(entry, scale)
