@@ -73,6 +73,8 @@ CASES: dict[str, tuple[str, int]] = {
         ("XRootD: server accepts but never answers", 14),
     "tests/test_heldout_gates.py::test_truth_gate_without_oracle_is_a_config_error_at_load":
         ("truth gate without an oracle: config error at load", 14),
+    "tests/test_heldout_gates.py::test_gate_on_a_metric_the_family_never_writes_is_a_config_error_at_load":
+        ("gate on a metric the family never writes: config error at load", 14),
     "tests/test_heldout_gates.py::test_train_drops_nan_rows_within_prepare_tolerance_and_names_root_files":
         ("NaN rows in training: one tolerance, ROOT sources named", 14),
 }

@@ -4,6 +4,7 @@ a configuration error at load time without it; the train-side NaN tolerance is p
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -16,9 +17,9 @@ from flashsim import cli
 from flashsim import validation as V
 from flashsim.config import load_params
 from flashsim.errors import ConfigError
-from flashsim.models import expand_params, get_family
+from flashsim.models import FAMILIES, expand_params, get_family
 from flashsim.validation.default import CLASSIFIER_METRICS
-from flashsim.validation.gates import needs_truth
+from flashsim.validation.gates import known_metric, needs_truth
 
 COMMON = {"sample": "synth", "features": ["p", "eta", "x1"], "bins": {"p": "p", "eta": "eta", "n_p": 3, "n_eta": 2},
           "validation_rows": 3000, "threads": 1, "family": "lgbm_classifier", "label": "label", "n_estimators": 40}
@@ -63,6 +64,27 @@ def test_truth_gate_without_oracle_is_a_config_error_at_load(tmp_path, monkeypat
     assert cli.main(["train", "clf"]) == 2  # before anything runs
     assert "needs a truth oracle" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(("family", "metric"), [("lgbm_classifier", "calibration_chi2"),
+                                                ("lgbm_classifier", "two_sample_auc"),
+                                                ("generator", "calibration.chi2_ndf"), ("generator", "two_sample_AUC")])
+def test_gate_on_a_metric_the_family_never_writes_is_a_config_error_at_load(tmp_path, monkeypatch, capsys,
+                                                                           family, metric):
+    """A misspelt metric, or one of another kind of model, could never pass: refused before any job runs."""
+    entry = {**COMMON, "family": family, "gates": {"demo": {metric: {"max": 1.0}}}}
+    if family == "generator":
+        entry = {k: v for k, v in entry.items() if k not in ("label", "n_estimators")} | {"targets": ["x1"],
+                                                                                       "features": ["p", "eta"]}
+    scratch_repo(tmp_path, {"m": entry})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=f"models/m/gates/demo/{re.escape(metric)}: family {family} never writes"):
+        expand_params(load_params())
+    assert cli.main(["train", "m"]) == 2
+    assert "never writes" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+    assert known_metric("pid_eff.RichDLLk_gt_0.max_abs_diff", FAMILIES["pid_generator"].metrics)
+    assert not known_metric("pid_eff.chi2_ndf", FAMILIES["generator"].metrics)
 
 
 def test_classifier_without_oracle_passes_held_out_gates_and_fails_them_when_blind(tmp_path, monkeypatch):

@@ -29,26 +29,29 @@ class FamilyEntry(NamedTuple):
     ``trains`` selects the workflow's training rule (rules/models.smk): ``torch`` (``train_torch``, the only rule
     that may ask for a GPU), ``cpu`` (``fit_cpu``, e.g. LightGBM) or ``assemble`` (``assemble``: built from the
     trained outputs of the models named in the entry's ``stages``). Plain strings, so the Snakefile reads this
-    table without importing torch or any family module. ``detector``: the family's models bake the configured
-    detector geometry (params.yaml ``detector``) into their graphs, so a geometry change reruns their jobs."""
+    table without importing torch or any family module. ``metrics``: the kinds of validation metrics its models
+    write (keys of :data:`flashsim.validation.gates.METRICS`): a gate on any other metric is a configuration
+    error at load. ``detector``: the family's models bake the configured detector geometry (params.yaml
+    ``detector``) into their graphs, so a geometry change reruns their jobs."""
 
     module: str
     trains: str
+    metrics: tuple[str, ...]
     detector: bool = False
 
 
 # family name (params.yaml `family:`) -> its module and how it trains; adding a family is one line here.
 FAMILIES: dict[str, FamilyEntry] = {
-    "lgbm_classifier": FamilyEntry("flashsim.models.lgbm_classifier", "cpu"),
-    "mlp_classifier": FamilyEntry("flashsim.models.mlp_classifier", "torch"),
-    "generator": FamilyEntry("flashsim.models.generator", "torch"),
-    "covariance": FamilyEntry("flashsim.models.covariance", "torch"),
-    "ghost_mlp": FamilyEntry("flashsim.models.ghost_mlp", "torch"),
-    "pid_ismuon": FamilyEntry("flashsim.models.pid.ismuon", "torch"),
-    "pid_generator": FamilyEntry("flashsim.models.pid.generator", "torch"),
-    "pid_pipeline": FamilyEntry("flashsim.models.pid.pipeline", "assemble"),
-    "ecal_gnn": FamilyEntry("flashsim.models.ecal.gnn", "torch", detector=True),
-    "ecal_transformer": FamilyEntry("flashsim.models.ecal.transformer", "torch", detector=True),
+    "lgbm_classifier": FamilyEntry("flashsim.models.lgbm_classifier", "cpu", ("classifier",)),
+    "mlp_classifier": FamilyEntry("flashsim.models.mlp_classifier", "torch", ("classifier",)),
+    "generator": FamilyEntry("flashsim.models.generator", "torch", ("generator",)),
+    "covariance": FamilyEntry("flashsim.models.covariance", "torch", ("generator",)),
+    "ghost_mlp": FamilyEntry("flashsim.models.ghost_mlp", "torch", ("classifier",)),
+    "pid_ismuon": FamilyEntry("flashsim.models.pid.ismuon", "torch", ("classifier", "pid")),
+    "pid_generator": FamilyEntry("flashsim.models.pid.generator", "torch", ("generator", "pid")),
+    "pid_pipeline": FamilyEntry("flashsim.models.pid.pipeline", "assemble", ("generator", "pid", "pid_pipeline")),
+    "ecal_gnn": FamilyEntry("flashsim.models.ecal.gnn", "torch", ("ecal",), detector=True),
+    "ecal_transformer": FamilyEntry("flashsim.models.ecal.transformer", "torch", ("ecal",), detector=True),
 }
 
 
@@ -147,20 +150,27 @@ def expand(models: dict[str, dict], feature_sets: dict[str, list[str]] | None = 
 
 
 def check_gates(name: str, entry: dict) -> None:
-    """A gate on a metric that the entry cannot produce is a ConfigError now, before any job runs: metrics of
-    a truth oracle (``logloss_gap``, ``auc_gap``, ``oracle.*``, ``truth.*``) need ``oracle:``, which real data
-    never has (the default held-out-label gates are in :data:`flashsim.validation.default.CLASSIFIER_METRICS`)."""
-    from flashsim.validation.gates import needs_truth
+    """A gate on a metric that the entry cannot produce is a ConfigError now, before any job runs: a metric its
+    family's validation never writes (:data:`FAMILIES` ``metrics``, e.g. a misspelt name), and metrics of a truth
+    oracle (``logloss_gap``, ``auc_gap``, ``oracle.*``, ``truth.*``) without ``oracle:``, which real data never
+    has (the default held-out-label gates are in :data:`flashsim.validation.default.CLASSIFIER_METRICS`)."""
+    from flashsim.validation.gates import METRICS, known_metric, needs_truth
+
+    family = FAMILIES.get(entry.get("family", ""))
 
     gates = entry.get("gates") or {}
     sets = gates.items() if isinstance(gates, dict) and set(gates) <= {"demo", "full"} else [("", gates)]
     for scale, gateset in sets:
         for metric in gateset or {}:
+            where = f"models/{name}/gates{'/' + scale if scale else ''}/{metric}"
             if needs_truth(metric) and not entry.get("oracle"):
-                where = f"models/{name}/gates{'/' + scale if scale else ''}/{metric}"
                 raise ConfigError(f"params.yaml: {where}: '{metric}' needs a truth oracle (oracle: NAME), which "
                                   "this model does not set (real data has none): gate held-out metrics instead "
                                   "(calibration.chi2_ndf, log_loss_skill, brier_skill, auc) or remove this gate")
+            if family is not None and not known_metric(metric, family.metrics):
+                names = ", ".join(p for kind in (*family.metrics, "common") for p in METRICS[kind])
+                raise ConfigError(f"params.yaml: {where}: family {entry['family']} never writes a metric "
+                                  f"'{metric}'; its metrics: {names}")
 
 
 def expand_params(params: dict, root: Path | None = None) -> dict[str, dict]:
@@ -199,7 +209,7 @@ def stage_params(entry: dict, stage: str, seed: int, scale: str, detector: dict 
     elif stage != "validate":
         raise ValueError(f"unknown stage {stage!r}")
     out = {"model": entry, "seed": seed, "scale": scale}
-    if FAMILIES.get(entry.get("family", ""), FamilyEntry("", "")).detector:
+    if FAMILIES.get(entry.get("family", ""), FamilyEntry("", "", ())).detector:
         out["detector"] = detector
     return json.dumps(out, sort_keys=True)
 

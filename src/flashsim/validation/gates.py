@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fnmatch import fnmatchcase
 
 from flashsim.errors import ConfigError, GateError
 
@@ -14,6 +15,26 @@ default gates use only held-out labels (:data:`flashsim.validation.default.CLASS
 def needs_truth(metric: str) -> bool:
     """True for a metric only a truth oracle can give (see :data:`ORACLE_METRICS`)."""
     return any(metric.startswith(m) if m.endswith(".") else metric == m for m in ORACLE_METRICS)
+
+
+METRICS: dict[str, tuple[str, ...]] = {
+    "classifier": ("auc", "log_loss", "log_loss.baseline", "log_loss_skill", "brier", "brier.baseline",
+                   "brier_skill", "calibration.*", "oracle.*", "logloss_gap", "auc_gap"),
+    "generator": ("two_sample_auc", "ks_max", "ks.*", "wasserstein_max", "wasserstein.*", "binned.*", "truth.*"),
+    "pid": ("pid_eff.*",),
+    "pid_pipeline": ("muon_nan_convention_violations",),
+    "ecal": ("two_sample_auc", "multiplicity.*", "unmatched.*", "residual.*", "residual_w.*", "energy_scale.*",
+             "energy_resolution.*", "events", "photons"),
+    "common": ("rows", "validate_seconds"),
+}
+"""Metric names (glob patterns) that each kind of validation writes to ``reports/NAME/metrics.json``; a family
+gives the kinds of its models (:data:`flashsim.models.FAMILIES` ``metrics``). A gate on any other name can never be
+met, so it is a configuration error when params.yaml loads."""
+
+
+def known_metric(metric: str, kinds: tuple[str, ...]) -> bool:
+    """True when validation of the given kinds (keys of :data:`METRICS`) writes ``metric``."""
+    return any(fnmatchcase(metric, pattern) for kind in (*kinds, "common") for pattern in METRICS[kind])
 
 
 def evaluate_gates(metrics: dict[str, float], gates: dict[str, dict]) -> list[dict]:
