@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,16 @@ def flatten(tree: dict, prefix: str = "", sep: str = ".") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def check_entry(name: str, cfg: dict[str, Any], properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """Validate a model's resolved entry (``ModelSpec.cfg``) against its family's schema (unknown keys are errors);
+    return a copy with the defaults filled; ConfigError ``params.yaml: models/NAME/KEY: message``."""
+    schema = {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
+    cfg = json.loads(json.dumps(cfg))
+    errors = sorted(default_filling_validator()(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        where = "/".join(str(p) for p in e.absolute_path)
+        raise ConfigError(f"params.yaml: models/{name}{'/' + where if where else ''}: {e.message}")
+    return cfg

@@ -175,8 +175,8 @@ def check_gates(name: str, entry: dict) -> None:
 
 def expand_params(params: dict, root: Path | None = None) -> dict[str, dict]:
     """:func:`expand` of a whole params dict's ``models`` (with its ``feature_sets``), reviewed tuned overrides
-    (``tuned/NAME.yaml`` of the repository, :mod:`flashsim.tune.override`) merged over their models' entries."""
-    from flashsim.tune.override import apply_overrides
+    (``tuned/NAME.yaml`` of the repository, :mod:`flashsim.tuned`) merged over their models' entries."""
+    from flashsim.tuned import apply_overrides
 
     return apply_overrides(expand(params.get("models") or {}, params.get("feature_sets") or {}),
                            root if root is not None else repo_root())

@@ -81,7 +81,7 @@ class Family:
     noise_dim: int = 0
 
     def __init__(self, spec: ModelSpec) -> None:
-        from flashsim.models.schemas import check_entry
+        from flashsim.config import check_entry
 
         self.spec = spec
         self.cfg = check_entry(spec.name, spec.cfg, {**COMMON_SCHEMA, **self.SCHEMA}, list(self.REQUIRED))

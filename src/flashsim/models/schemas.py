@@ -5,8 +5,9 @@ The JSON is generated from the ``Family`` classes (``COMMON_SCHEMA`` + ``SCHEMA`
 
     python -m flashsim.models.schemas --write
 
-and ``tests/test_config.py`` fails when it differs from the classes. :func:`check_entry` is the one check, used by
-``Family.__init__`` (the CLI) and by :func:`check_config` (the Snakefile), so both give the same one-line message.
+and ``tests/test_config.py`` fails when it differs from the classes. :func:`flashsim.config.check_entry` is the
+one check, used by ``Family.__init__`` (the CLI) and by :func:`check_config` (the Snakefile), so both give the same
+one-line message.
 """
 
 from __future__ import annotations
@@ -16,24 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flashsim.config import check_entry
 from flashsim.errors import ConfigError
 
 SCHEMAS_FILE = Path(__file__).with_name("family_schemas.json")
-
-
-def check_entry(name: str, cfg: dict[str, Any], properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    """Validate a model's resolved entry (``ModelSpec.cfg``) against its family's schema (unknown keys are errors);
-    return a copy with the defaults filled; ConfigError ``params.yaml: models/NAME/KEY: message``."""
-    from flashsim.config import default_filling_validator
-
-    schema = {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
-    cfg = json.loads(json.dumps(cfg))
-    errors = sorted(default_filling_validator()(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
-    if errors:
-        e = errors[0]
-        where = "/".join(str(p) for p in e.absolute_path)
-        raise ConfigError(f"params.yaml: models/{name}{'/' + where if where else ''}: {e.message}")
-    return cfg
 
 
 def build() -> dict[str, dict[str, Any]]:

@@ -42,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from flashsim.config import load_params, repo_root
     from flashsim.models import get_spec
     from flashsim.tune import storage as S
-    from flashsim.tune.override import override_path, read_override
     from flashsim.tune.space import load_tune
     from flashsim.tune.worker import tune_dir
+    from flashsim.tuned import override_path, read_override
 
     root = repo_root()
     study_name = args.study or args.name

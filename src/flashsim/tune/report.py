@@ -10,9 +10,9 @@ from typing import Any
 
 from flashsim.io.atomic import atomic_output, write_json
 from flashsim.tune import storage as S
-from flashsim.tune.override import write_proposal
 from flashsim.tune.space import TuneConfig
 from flashsim.tune.worker import BASELINE_ATTR, tune_dir
+from flashsim.tuned import write_proposal
 
 
 def _trial_row(t: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Tuned overrides: the best parameters of a study as a reviewed, versioned file ``tuned/NAME.yaml``.
+"""Tuned overrides: the best parameters of a study (`flashsim tune`) as a reviewed, versioned file ``tuned/NAME.yaml``.
 
 ``flashsim tune NAME`` writes a proposal to ``results/tune/NAME/override.yaml``; ``flashsim tune NAME --accept``
 (after review) copies it to ``tuned/NAME.yaml``, which is committed with the code. Every reader of the models
