@@ -152,3 +152,47 @@ def test_missing_ecal_model_is_an_error_unless_skipped(events, runtime_toy_model
     tracks, calo, prov = _read(out)
     assert calo is None and "ecal_gnn" in prov["skipped"] and prov["particles"]["photons"] == n_photons
     assert io.is_track(tracks["mcID"]).all()
+
+
+@pytest.mark.parametrize("kind", ["gnn", "transformer"])
+def test_stage_feeds_the_real_nets_as_their_families_export_them(kind, tmp_path):
+    """The stage's inputs (GNN edges, Transformer padding/mask, noise layout) match the torch nets' own: the
+    exported graph through EcalModel.run equals the torch module on the same photons and noise."""
+    import torch
+
+    from flashsim.detsim import ecal as detsim_ecal
+    from flashsim.io import ecal as D
+    from flashsim.models.ecal import core as C
+    from flashsim.models.ecal.gnn_net import EcalGNN
+    from flashsim.models.ecal.transformer_net import EcalTransformer
+
+    torch.manual_seed(0)
+    ev = Events.from_columns(next(detsim_ecal.chunks(40, 40, lambda i: np.random.default_rng(3), {})))
+    ev = ev.select(np.flatnonzero(ev.n_photons > 0))
+    net = (EcalGNN(16, 2, NOISE) if kind == "gnn" else EcalTransformer(16, 2, 1, 1, NOISE)).eval()
+    if kind == "gnn":
+        args = (torch.as_tensor(ev.photons, dtype=torch.float32), torch.zeros(len(ev.photons), NOISE),
+                torch.as_tensor(D.radius_edges(ev)))
+        names, axes = ["x", "noise", "edge_index"], {"x": {0: "N"}, "noise": {0: "N"}, "edge_index": {1: "E"},
+                                                      "y": {0: "N"}}
+    else:
+        x, mask = C.pad_events(ev)
+        args = (torch.as_tensor(x), torch.as_tensor(mask), torch.zeros(*mask.shape, NOISE))
+        names, axes = ["x", "mask", "noise"], {n: {0: "B", 1: "L"} for n in ("x", "mask", "noise", "y")}
+    path = tmp_path / f"{kind}.onnx"
+    with torch.no_grad():
+        torch.onnx.export(net, args, str(path), input_names=names, output_names=["y"], dynamic_axes=axes,
+                          opset_version=17, dynamo=False)
+    model = ecal.EcalModel(path, LHCB_ECAL, threads=1)
+    assert model.kind == kind and model.noise_dim == NOISE
+    got = model.run(ev.n_photons, ev.photons, np.random.default_rng(7))
+    noise = np.random.default_rng(7).standard_normal((len(ev.photons), NOISE)).astype(np.float32)
+    with torch.no_grad():
+        if kind == "gnn":
+            want = net(args[0], torch.as_tensor(noise), args[2]).numpy()
+        else:
+            nz = np.zeros((*mask.shape, NOISE), np.float32)
+            nz[mask] = noise
+            want = net(args[0], args[1], torch.as_tensor(nz)).numpy()[mask]
+    assert got.shape == (len(ev.photons), 5) and 0 < got[:, 0].sum() < len(got)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
