@@ -196,3 +196,16 @@ def test_stage_feeds_the_real_nets_as_their_families_export_them(kind, tmp_path)
             want = net(args[0], args[1], torch.as_tensor(nz)).numpy()[mask]
     assert got.shape == (len(ev.photons), 5) and 0 < got[:, 0].sum() < len(got)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
+def test_model_of_another_ecal_geometry_is_an_error(events, models, tmp_path, capsys):
+    path, _ = events
+    d = tmp_path / "models"
+    shutil.copytree(models, d)
+    for z, rc in ((9000.0, 2), (LHCB_ECAL.z, 0)):
+        geo = {**LHCB_ECAL.to_dict(), "z": z}
+        (d / "ecal_gnn.json").write_text(json.dumps({
+            "inputs": [{"name": "x", "columns": [{"name": n} for n in PHOTON_FEATURES], "detector": {"ecal": geo}}],
+            "outputs": {"y": ["on", "cluster_x", "cluster_y", "cluster_E", "p_on"]}}))
+        assert _simulate(path, d, tmp_path / f"out_{rc}.root", "--ecal", "ecal_gnn") == rc
+    assert "geometry" in capsys.readouterr().err and not (tmp_path / "out_2.root").exists()

@@ -112,6 +112,22 @@ def resolve_model(name: str, source: str, skip: tuple[str, ...]):
     return refs[name]
 
 
+def card_geometry(ref, configured: EcalGeometry) -> EcalGeometry:
+    """The geometry the model was trained in (its card's ``x`` input ``detector.ecal``), which must be the
+    configured one: a ConfigError otherwise. Cards without it (hand-made models) take the configured one."""
+    inputs = ref.card.get("inputs") if isinstance(ref.card, dict) else None
+    x = next((e for e in inputs if isinstance(e, dict) and e.get("name") == "x"), {}) \
+        if isinstance(inputs, list) else {}
+    baked = (x.get("detector") or {}).get("ecal")
+    if baked is None:
+        return configured
+    geo = EcalGeometry.from_dict(baked, where=f"{ref.name} model card detector.ecal")
+    if geo != configured:
+        raise ConfigError(f"runtime.ecal: {ref.name} was trained for another ECAL geometry than detector.ecal "
+                          f"(card {geo.to_dict()} vs {configured.to_dict()}); retrain it or fix detector.ecal")
+    return geo
+
+
 def simulate(model: EcalModel, photons: list, seed: int, census: EcalCensus) -> dict[str, np.ndarray]:
     """The ``Calo`` tree of the ``photons`` (rows of ``PHOTON_COLUMNS``) in the data contract's ``ecal`` layout:
     one entry per event with photons in acceptance, photons on the face by decreasing energy, the clusters (slots

@@ -86,13 +86,12 @@ def build_chain(settings: Settings, device: Device | None = None) -> Chain:
     Strict: a model that does not resolve is a ConfigError unless its stage or name is in ``settings.skip``.
     """
     from flashsim.runtime.chain import Chain, ChainSpec
+    from flashsim.runtime.ecal import ECAL_MODELS
     from flashsim.runtime.models import available
     from flashsim.runtime.session import pick_device
 
     spec = ChainSpec(pid={s: f"pid_pipeline_{s}" for s in settings.species}, pid_types=settings.pid_types)
     roles = stage_roles(spec)
-    from flashsim.runtime.ecal import ECAL_MODELS
-
     unknown = [k for k in settings.skip if k not in STAGES and k not in roles and k != "ecal"
                and k not in ECAL_MODELS]
     if unknown:
@@ -350,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
         prov = {**provenance(chain, settings, seed, census, args, ecal_ref), "entries": writer.entries,
                 "candidates": n_cand}
         if ecal_ref is not None:
-            model = E.EcalModel(ecal_ref.onnx, ecal_geometry(params), settings.threads)
+            model = E.EcalModel(ecal_ref.onnx, E.card_geometry(ecal_ref, ecal_geometry(params)), settings.threads)
             clusters = E.simulate(model, photons, seed, ecal_census)
             E.write(writer.file, clusters)
             prov["ecal"] = ecal_census.to_dict()
