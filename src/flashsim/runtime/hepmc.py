@@ -78,8 +78,11 @@ def _pv(ev) -> tuple[float, float, float]:
 
 
 def read(files: list[str] | str, step_size: int = 200_000, max_entries: int | None = None,
-         census: Census | None = None) -> Iterator[dict[str, np.ndarray]]:
-    """Chunks of contract-named generator-level columns (tracks only) from HepMC files; fills ``census``."""
+         census: Census | None = None, photons: list | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Chunks of contract-named generator-level columns (tracks only) from HepMC files; fills ``census``.
+
+    ``photons``: a list that receives each final-state photon as ``(evtNumber, x, y, z, px, py, pz, E)`` (its
+    origin vertex, mm, and momentum, MeV) for the ECAL stage (:mod:`flashsim.runtime.ecal`)."""
     import pyhepmc
 
     census = census if census is not None else Census()
@@ -117,6 +120,11 @@ def read(files: list[str] | str, step_size: int = 200_000, max_entries: int | No
                             tracks.append(p)
                         elif a == PHOTON:
                             census.photons += 1
+                            if photons is not None:
+                                v = p.production_vertex
+                                pos = (v.position.x, v.position.y, v.position.z) if v is not None else _pv(ev)
+                                m = p.momentum
+                                photons.append((ev.event_number, *pos, m.px, m.py, m.pz, m.e))
                         else:
                             census.others[p.pid] += 1
                     if max_entries is not None:

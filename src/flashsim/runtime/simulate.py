@@ -43,7 +43,8 @@ class Settings:
     species: tuple[str, ...] = ("mu", "pi", "K", "p")  # the trained PID pipelines (params.yaml)
     pid_types: tuple[int, ...] = RECONSTRUCTED_TYPES
     compression: str = "lz4"
-    skip: tuple[str, ...] = ()  # stages run without: roles (acceptance, ..., pid) or model names
+    skip: tuple[str, ...] = ()  # stages run without: roles (acceptance, ..., pid, ecal) or model names
+    ecal: str = "none"  # the ECAL model of photons (ecal_gnn | ecal_transformer | none)
 
     @classmethod
     def from_params(cls, params: dict) -> Settings:
@@ -85,15 +86,17 @@ def build_chain(settings: Settings, device: Device | None = None) -> Chain:
     Strict: a model that does not resolve is a ConfigError unless its stage or name is in ``settings.skip``.
     """
     from flashsim.runtime.chain import Chain, ChainSpec
+    from flashsim.runtime.ecal import ECAL_MODELS
     from flashsim.runtime.models import available
     from flashsim.runtime.session import pick_device
 
     spec = ChainSpec(pid={s: f"pid_pipeline_{s}" for s in settings.species}, pid_types=settings.pid_types)
     roles = stage_roles(spec)
-    unknown = [k for k in settings.skip if k not in STAGES and k not in roles]
+    unknown = [k for k in settings.skip if k not in STAGES and k not in roles and k != "ecal"
+               and k not in ECAL_MODELS]
     if unknown:
-        raise ConfigError(f"--skip / runtime.skip: unknown stage {', '.join(unknown)} (stages: {', '.join(STAGES)}; "
-                          f"or a model name: {', '.join(roles)})")
+        raise ConfigError(f"--skip / runtime.skip: unknown stage {', '.join(unknown)} (stages: "
+                          f"{', '.join(STAGES)}, ecal; or a model name: {', '.join(roles)})")
     skipped = {n for n, r in roles.items() if r in settings.skip or n in settings.skip}
     refs = available([n for n in spec.names() if n not in skipped], settings.models)
     missing = [n for n in spec.names() if n not in refs and n not in skipped]
@@ -162,7 +165,8 @@ def write_candidates(file, parts: list[dict[str, np.ndarray]], track_types: tupl
 
 def tracks_only(chunks: Iterable[dict[str, np.ndarray]], census) -> Iterator[dict[str, np.ndarray]]:
     """The rows of ``chunks`` that become tracks (charged e, mu, pi, K, p); the others are counted in
-    ``census`` (photons apart: no ECAL stage in this chain) and dropped, never turned into tracks."""
+    ``census`` (photons apart: they go to the ECAL stage where one is configured) and dropped, never turned
+    into tracks."""
     from flashsim.runtime.io import is_track
 
     for chunk in chunks:
@@ -177,15 +181,22 @@ def tracks_only(chunks: Iterable[dict[str, np.ndarray]], census) -> Iterator[dic
             yield chunk
 
 
-def _report(census) -> None:
+def _report(census, ecal_census=None) -> None:
     others = sum(census.others.values())
-    if census.photons or others:
+    lost = census.photons - (ecal_census.photons if ecal_census is not None else 0)  # photons no ECAL stage saw
+    if ecal_census is not None:
+        e = ecal_census.to_dict()
+        log.info("ECAL: %d photons, %d in acceptance (%d dropped), %d clusters", e["photons"], e["in_acceptance"],
+                 e["out_of_acceptance"], e["clusters"])
+    if lost or others:
         top = ", ".join(f"{pid}: {k}" for pid, k in census.others.most_common(8))
-        log.warning("not simulated as tracks: %d photons (no ECAL stage in this chain), %d other final-state "
-                    "particles%s", census.photons, others, f" (PDG id: count {top})" if top else "")
+        why = "no ECAL stage in this chain" if ecal_census is None else "not from HepMC input"
+        log.warning("not simulated: %d photons (%s), %d other final-state particles%s", lost, why, others,
+                    f" (PDG id: count {top})" if top else "")
 
 
-def provenance(chain: Chain, settings: Settings, seed: int, census, args: argparse.Namespace) -> dict:
+def provenance(chain: Chain, settings: Settings, seed: int, census, args: argparse.Namespace,
+               ecal_ref=None) -> dict:
     """What made an output file: each model (name, origin: registry URI + version or file path, ONNX sha256),
     the skipped stages, the seed, the input and the flashsim version."""
     import hashlib
@@ -193,11 +204,16 @@ def provenance(chain: Chain, settings: Settings, seed: int, census, args: argpar
     from flashsim import __version__
 
     models = {}
-    for name, ref in chain.refs.items():
-        models[name] = {"stage": stage_roles(chain.spec).get(name, ""), "origin": ref.origin or str(ref.onnx),
+    roles = stage_roles(chain.spec)
+    if ecal_ref is not None:
+        roles[ecal_ref.name] = "ecal"
+    for name, ref in [*chain.refs.items(), *([(ecal_ref.name, ecal_ref)] if ecal_ref is not None else [])]:
+        models[name] = {"stage": roles.get(name, ""), "origin": ref.origin or str(ref.onnx),
                         "registry_version": ref.version or None,
                         "onnx_sha256": hashlib.sha256(Path(ref.onnx).read_bytes()).hexdigest()}
     skipped = [n for n in chain.spec.names() if n not in chain.refs]
+    if ecal_ref is None and settings.ecal != "none":
+        skipped.append(settings.ecal)
     return {"flashsim_version": __version__, "seed": seed, "models": models, "skipped": skipped,
             "device": str(chain.device), "input": args.input or args.gun or args.sample,
             "particles": census.to_dict()}
@@ -265,21 +281,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "GEMM tensor form (tensor), or c where built on the CPU and tensor on a GPU (auto)")
     p.add_argument("--seed", type=int, help="master seed (default: params.yaml seed)")
     p.add_argument("--skip", action="append", metavar="STAGE", default=[],
-                   help="run without this stage (acceptance, efficiency, resolution, covariance, pid, or a model "
-                        "name); a missing model is otherwise an error")
+                   help="run without this stage (acceptance, efficiency, resolution, covariance, pid, ecal, or a "
+                        "model name); a missing model is otherwise an error")
+    p.add_argument("--ecal", help="ECAL model of the photons (HepMC input): ecal_gnn | ecal_transformer | none "
+                                  "(default: params runtime.ecal)")
     p.add_argument("--max-particles", type=int)
     p.add_argument("--params", help="params file (default: params.yaml)")
 
 
 def run(args: argparse.Namespace) -> int:
     from flashsim.config import load_params
+    from flashsim.detector import ecal_geometry
     from flashsim.io.atomic import atomic_output
     from flashsim.progress import Progress
+    from flashsim.runtime import ecal as E
     from flashsim.runtime import hepmc, io
 
     params = load_params(args.params)
     settings = Settings.from_params(params)
-    for k in ("models", "device", "threads", "batch_size", "io", "tree_backend"):
+    for k in ("models", "device", "threads", "batch_size", "io", "tree_backend", "ecal"):
         v = getattr(args, k)
         if v is not None:
             setattr(settings, k, v)
@@ -289,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
         settings.skip = tuple(dict.fromkeys([*settings.skip, *args.skip]))
     seed = params["seed"] if args.seed is None else args.seed
     census = hepmc.Census()
+    photons: list = []
     step = params.get("prepare", {}).get("step_size", 200_000)
     if args.gun:
         cfg = io.load_gun(args.gun)
@@ -296,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
             cfg["n"] = min(int(cfg["n"]), args.max_particles)
         chunks, total = io.particle_gun(cfg, cfg.get("seed", seed), chunk=step), int(cfg["n"])
     elif args.input and all(hepmc.is_hepmc(f) for f in args.input):
-        chunks, total = hepmc.read(args.input, step, args.max_particles, census), None
+        chunks, total = hepmc.read(args.input, step, args.max_particles, census, photons), None
     elif args.input:
         if any(hepmc.is_hepmc(f) for f in args.input):
             raise ConfigError("--input: give either HepMC files or ROOT files, not both")
@@ -304,6 +325,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         chunks, total = io.read_sample(args.sample, params, step_size=step, max_entries=args.max_particles), None
     chain = build_chain(settings)
+    ecal_ref = E.resolve_model(settings.ecal, settings.models, settings.skip)
+    ecal_census = E.EcalCensus() if ecal_ref is not None else None
     log.info("chain on %s: %s", chain.device, " -> ".join(chain.stages))
     t0, n = time.perf_counter(), 0
     with atomic_output(args.output) as tmp:
@@ -323,10 +346,16 @@ def run(args: argparse.Namespace) -> int:
                              file=", ".join(args.input or [args.gun or args.sample]))
         n_cand = write_candidates(writer.file, signal_rows,
                                   tuple(params.get("physics_check", {}).get("track_types", [3])))
-        prov = {**provenance(chain, settings, seed, census, args), "entries": writer.entries, "candidates": n_cand}
+        prov = {**provenance(chain, settings, seed, census, args, ecal_ref), "entries": writer.entries,
+                "candidates": n_cand}
+        if ecal_ref is not None:
+            model = E.EcalModel(ecal_ref.onnx, E.card_geometry(ecal_ref, ecal_geometry(params)), settings.threads)
+            clusters = E.simulate(model, photons, seed, ecal_census)
+            E.write(writer.file, clusters)
+            prov["ecal"] = ecal_census.to_dict()
         writer.file[PROVENANCE_KEY] = json.dumps(prov, sort_keys=True)
         writer.close()
-    _report(census)
+    _report(census, ecal_census)
     dt = time.perf_counter() - t0
     log.info("simulated %d particles in %.1f s (%.3g particles/s) -> %s", n, dt, n / max(dt, 1e-9), args.output)
     return 0
