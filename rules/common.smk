@@ -86,3 +86,9 @@ def model_threads(wc):
 def one_of(names):
     """A wildcard constraint matching exactly ``names`` (nothing when empty)."""
     return "|".join(names) or "^$"
+
+
+def tune_workers(wc):
+    """The done-markers of the worker jobs of model NAME's study (its `tune.workers`; rules/tune.smk)."""
+    return [f"results/tune/{wc.name}/workers/{i}.done"
+            for i in range(int(scaled(MODEL_CONFIGS[wc.name]["tune"].get("workers", 1))))]

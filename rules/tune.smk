@@ -7,11 +7,6 @@
 TUNED = [n for n, e in MODEL_CONFIGS.items() if e.get("tune") and n not in BY_TRAINING["assemble"]]
 
 
-def tune_workers(wc):
-    return [f"results/tune/{wc.name}/workers/{i}.done"
-            for i in range(int(scaled(MODEL_CONFIGS[wc.name]["tune"].get("workers", 1))))]
-
-
 rule tune_study:
     input:
         lambda wc: prepared_splits(wc.name, ["train", "val"]),

@@ -27,7 +27,7 @@ from flashsim.config import flatten
 from flashsim.errors import ConfigError, GateError
 from flashsim.mlops import onnx_model
 from flashsim.mlops.provenance import file_sha256
-from flashsim.mlops.runs import FALLBACK_TAG, INTENDED_TAG, Run, Store, open_store
+from flashsim.mlops.runs import FALLBACK_TAG, INTENDED_TAG, Run, Store, open_store, warn
 
 CANDIDATE, VALIDATED, PRODUCTION = "candidate", "validated", "production"
 ARTIFACT_DIR = "model"
@@ -88,15 +88,16 @@ def register_export(run: Run, name: str, onnx: str | Path, card: str | Path | No
                 model_id = _log_mlflow_model(run, name, onnx, example, sha, card)
                 source = f"models:/{model_id}" if model_id else f"runs:/{run.run_id}/{ARTIFACT_DIR}"
                 tags["mlflow_model"] = "onnx" if model_id else "none (plain ONNX artifact)"
-                mv = store.client.create_model_version(name, source=source, run_id=run.run_id, tags=tags,
-                                                       model_id=model_id,
-                                                       description=f"exported by run {run.run_id}")
+                with onnx_model.fluent_uri(store.uri):  # a models:/<id> source resolves through the fluent URI
+                    mv = store.client.create_model_version(name, source=source, run_id=run.run_id, tags=tags,
+                                                           model_id=model_id,
+                                                           description=f"exported by run {run.run_id}")
                 version = mv.version
             store.client.set_registered_model_alias(name, CANDIDATE, version)
             if not same:
                 point_to_newest(store, name, CANDIDATE)
     except Exception as err:
-        _warn(f"could not register {name} in the MLflow registry ({err})")
+        warn(f"could not register {name} in the MLflow registry ({err})")
         return None
     run.set_tags({"registry.version": version})
     return str(version)
@@ -123,7 +124,7 @@ def _log_mlflow_model(run: Run, name: str, onnx: Path, example: Mapping[str, Any
         return onnx_model.log_onnx_model(run.store.client, run.store.uri, run.run_id, name, onnx, example,
                                          tags={SHA_TAG: sha}, card=card)
     except Exception as err:
-        _warn(f"could not log {onnx} as an MLflow ONNX model ({type(err).__name__}: {err}); registering the plain "
+        warn(f"could not log {onnx} as an MLflow ONNX model ({type(err).__name__}: {err}); registering the plain "
               f"ONNX artifact (not loadable with mlflow.pyfunc)")
         return None
 
@@ -193,17 +194,9 @@ def record_validation(run: Run, name: str, onnx: str | Path, metrics: Mapping[st
             if passed:
                 store.client.set_registered_model_alias(name, VALIDATED, version)
     except Exception as err:
-        _warn(f"could not record the validation of {name} in the MLflow registry ({err})")
+        warn(f"could not record the validation of {name} in the MLflow registry ({err})")
         return None
     return str(version)
-
-
-def _warn(msg: str) -> None:
-    import logging
-    import sys
-
-    logging.getLogger(__name__).warning(msg)
-    print(f"flashsim: WARNING: {msg}", file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------------------- queries

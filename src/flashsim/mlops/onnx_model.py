@@ -73,9 +73,11 @@ def requirements() -> list[str]:
 
 
 @contextlib.contextmanager
-def _fluent_uri(uri: str) -> Iterator[None]:
-    """``mlflow.onnx.log_model`` is a fluent API: point it at ``uri`` for the call, then restore MLflow's globals
-    and the ``MLFLOW_TRACKING_URI``/``MLFLOW_REGISTRY_URI`` variables (which ``set_tracking_uri`` overwrites)."""
+def fluent_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for a call (``mlflow.onnx.log_model``; the registry resolving a
+    ``models:/<id>`` source), then restore MLflow's globals and the ``MLFLOW_TRACKING_URI``/``MLFLOW_REGISTRY_URI``
+    variables (which ``set_tracking_uri`` overwrites): a job that fell back to the local store must not reach the
+    unreachable server given in the environment."""
     import mlflow
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
@@ -110,7 +112,7 @@ def log_onnx_model(client, uri: str, run_id: str, name: str, onnx_path: str | Pa
     exp = client.get_run(run_id).info.experiment_id
     logged = client.create_logged_model(exp, name=name, source_run_id=run_id, model_type="onnx",
                                         tags=dict(tags or {}))
-    with _fluent_uri(uri):
+    with fluent_uri(uri):
         mlflow.onnx.log_model(model, name=name, model_id=logged.model_id, run_id=run_id,
                               signature=signature(model), input_example=input_example(model, example),
                               pip_requirements=requirements(), save_as_external_data=False,

@@ -213,12 +213,16 @@ def credentials_to_env(uri: str) -> str:
     return clean
 
 
-def _warn_fallback(uri: str, reason: str, root: Path) -> None:
-    uri, reason = redact(uri), redact(reason)
-    msg = (f"MLflow tracking server {uri} is unreachable ({reason}); recording this run in the local store "
-           f"{local_uri(root)} instead (tagged {FALLBACK_TAG}).")
+def warn(msg: str) -> None:
+    """A warning in the job log and on stderr, credentials in URIs redacted (MLflow's errors quote request URLs)."""
+    msg = redact(msg)
     log.warning(msg)
     print(f"flashsim: WARNING: {msg}", file=sys.stderr)
+
+
+def _warn_fallback(uri: str, reason: str, root: Path) -> None:
+    warn(f"MLflow tracking server {uri} is unreachable ({reason}); recording this run in the local store "
+         f"{local_uri(root)} instead (tagged {FALLBACK_TAG}).")
 
 
 # --------------------------------------------------------------------------------------------------- the run
@@ -409,9 +413,7 @@ class Run:
     def _failed(self, err: Exception) -> None:
         assert self.store is not None
         if self.store.local:
-            msg = f"MLflow local store {self.store.uri} failed ({err}); MLflow disabled for the rest of this job."
-            log.warning(msg)
-            print(f"flashsim: WARNING: {msg}", file=sys.stderr)
+            warn(f"MLflow local store {self.store.uri} failed ({err}); MLflow disabled for the rest of this job.")
             self.store, self.run_id = None, None
             return
         intended = self.store.uri
@@ -572,9 +574,7 @@ def _start(kind: str, model: str, outdir: Path, params, config, inputs, device, 
     try:
         store, extra = open_store(root)
     except Exception as err:
-        log.warning("cannot open the MLflow store (%s): no MLflow run for this job", err)
-        print(f"flashsim: WARNING: cannot open the MLflow store ({err}); no MLflow run for this job",
-              file=sys.stderr)
+        warn(f"cannot open the MLflow store ({err}); no MLflow run for this job")
         return Run(model, kind, outdir, root=root)
     state = {} if new_run else _read_state(model, root)
     experiment = EXPERIMENT.format(model=model)

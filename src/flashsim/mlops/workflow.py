@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from flashsim.mlops import runs
+from flashsim.mlops.provenance import redact
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,10 @@ def start_parent(root: Path | None = None, argv: list[str] | None = None) -> str
             exp = store.experiment_id(EXPERIMENT)
             run_id = store.client.create_run(exp, run_name=name, tags={"mlflow.runName": name, **tags}).info.run_id
     except Exception as err:  # the workflow must run without MLflow
-        log.warning("no MLflow parent run for this invocation (%s)", err)
-        print(f"flashsim: WARNING: no MLflow parent run for this invocation ({err})", file=sys.stderr)
+        runs.warn(f"no MLflow parent run for this invocation ({err})")
         return None
     os.environ.update({runs.PARENT_RUN_ENV: run_id, runs.PARENT_URI_ENV: store.uri, OWNER_ENV: str(os.getpid())})
-    print(f"flashsim: MLflow parent run {run_id} ({name!r}) in {store.uri}", file=sys.stderr)
+    print(f"flashsim: MLflow parent run {run_id} ({name!r}) in {redact(store.uri)}", file=sys.stderr)
     return run_id
 
 
