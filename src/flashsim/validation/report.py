@@ -66,6 +66,11 @@ def render(template: str, path: str | Path, **context: Any) -> Path:
     return path
 
 
+MLFLOW_UI_VIEW = "machine_learning"
+"""The MLflow UI's view for links (``?workflowType=``): MLflow 3.17 opens in its GenAI view and, while its workflow
+selector is on, ignores the experiment's ``mlflow.experimentKind``; this opens the runs of a training."""
+
+
 def mlflow_info(model: str, root: str | Path | None = None, *, run_id: str | None = None,
                 tracking_uri: str | None = None, experiment: str | None = None,
                 version: str | None = None) -> dict | None:
@@ -86,10 +91,11 @@ def mlflow_info(model: str, root: str | Path | None = None, *, run_id: str | Non
     uri = str(tracking_uri or "")
     web = uri.startswith(("http://", "https://"))
     base = uri.rstrip("/")
+    view = f"?workflowType={MLFLOW_UI_VIEW}"
     return {"run_id": run_id, "tracking_uri": uri, "experiment": experiment or "",
-            "run_link": f"{base}/#/runs/{run_id}" if web else "",
+            "run_link": f"{base}/#/runs/{run_id}{view}" if web else "",
             "version": str(version) if version else "",
-            "version_link": f"{base}/#/models/{model}/versions/{version}" if web and version else ""}
+            "version_link": f"{base}/#/models/{model}/versions/{version}{view}" if web and version else ""}
 
 
 def page_header(model: str = "", scale: str | None = None, *, family: str = "", root: str | Path | None = None,
