@@ -7,7 +7,6 @@ from pathlib import Path
 SCALE = config["scale"]
 SAMPLES = list(config["detsim"]["samples"])
 PREPARED = "results/prepared"
-FLASHSIM = "flashsim"  # kept for rules written as `{FLASHSIM} verb`; new rules write `flashsim verb` directly
 
 
 # Every job runs `flashsim` from THIS checkout, in whatever environment Snakemake activates for it (the venv, a

@@ -117,7 +117,7 @@ def test_rule_commands_import_with_their_env_only(rules):
     deps = {canonicalize_name(Requirement(x).name) for x in pyproject()["project"]["dependencies"]}
     combos: dict[tuple[str, str], list[str]] = {}  # (command module, env) -> rules
     for r in rules:
-        m = re.search(r"(?:flashsim|\{FLASHSIM\})\s+([\w-]+)", r.shellcmd or "")
+        m = re.search(r"flashsim\s+([\w-]+)", r.shellcmd or "")
         assert m and m.group(1) in COMMANDS, f"rule {r.name} does not run a flashsim subcommand: {r.shellcmd}"
         combos.setdefault((COMMANDS[m.group(1)], Path(r.conda_env).stem), []).append(r.name)
     checked, absent, failed = [], [], []
