@@ -63,8 +63,9 @@ P_EDGES = [2000.0, 2500.0, 3000.0, 3500.0, 4000.0, 5000.0, 7000.0, 9000.0, 10000
 (CF4) ones of pi (~4.4), K (~15.6) and p (~29.7 GeV/c)."""
 
 EFF_SCHEMA = {
-    "p_edges": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 2,
-                "default": P_EDGES, "description": "MeV/c, momentum bins of the PID efficiency curves (increasing)"},
+    "p_edges": {"type": ["array", "null"], "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 2,
+                "default": P_EDGES, "description": "MeV/c, momentum bins of the PID efficiency curves (increasing); "
+                                                   "null: 8 equal-population bins"},
 }
 
 SWEIGHT_SCHEMA = {
@@ -115,9 +116,9 @@ def cut_efficiency_report(fam, ref: dict[str, np.ndarray], gen: dict[str, np.nda
     """Weighted efficiency of each cut in momentum bins, model vs reference: metrics and one plot.
 
     The bins are the family's ``p_edges`` (threshold-resolving, :data:`P_EDGES`); without them, ``n_bins``
-    equal-population bins; sparse bins are merged with their neighbours (:func:`merge_sparse_bins`). Metrics per
-    cut: the largest absolute difference and pull over the bins, the cut's ``chi2_ndf`` (mean squared pull) and
-    the overall efficiencies; over all cuts:
+    equal-population bins; sparse configured bins are merged with their neighbours (:func:`merge_sparse_bins`).
+    Metrics per cut: the largest absolute difference and pull over the bins, the cut's ``chi2_ndf`` (mean squared
+    pull) and the overall efficiencies; over all cuts:
     ``pid_eff.max_abs_diff``, ``pid_eff.max_pull`` and ``pid_eff.chi2_ndf`` (mean squared pull, the errors being
     the sWeighted binomial errors of reference and model added in quadrature).
 
@@ -131,10 +132,13 @@ def cut_efficiency_report(fam, ref: dict[str, np.ndarray], gen: dict[str, np.nda
     if not cuts:
         return {}, []
     cfg_edges = getattr(fam, "cfg", {}).get("p_edges")
-    edges = np.asarray(cfg_edges, np.float64) if cfg_edges else V.bin_edges(p, n_bins, log=True)
-    if len(edges) < 2 or np.any(np.diff(edges) <= 0):
-        raise ConfigError(f"models/{fam.spec.name}/p_edges: must increase, got {list(edges)}")
-    edges = merge_sparse_bins(p, edges, w)
+    if cfg_edges:
+        edges = np.asarray(cfg_edges, np.float64)
+        if len(edges) < 2 or np.any(np.diff(edges) <= 0):
+            raise ConfigError(f"models/{fam.spec.name}/p_edges: must increase, got {list(edges)}")
+        edges = merge_sparse_bins(p, edges, w)
+    else:
+        edges = V.bin_edges(p, n_bins, log=True)
     curves, metrics = [], {}
     for cut in cuts:
         col = parse_cut(cut)[0]
