@@ -6,7 +6,7 @@ metrics of :mod:`flashsim.validation` (two-sample classifier AUC, KS): the Lc+ a
 reconstructed candidates, the impact parameters of the final-state tracks and their chi2, the reconstruction
 fractions, and PID cut efficiencies in bins of momentum. Writes ``metrics.json``, PNG plots and ``index.html``
 to ``reports/physics_check/``; gates from ``params.yaml`` (``physics_check.gates``) are evaluated and, with
-``pipeline.enforce_gates``, enforced.
+``physics_check.enforce_gates``, enforced; ``--break`` (:mod:`flashsim.runtime.breaks`) tests them.
 """
 
 from __future__ import annotations
@@ -213,9 +213,9 @@ def _plots(ref, flash, r, f, pid_table, edges, track_types, outdir: Path) -> lis
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reference", help="reference file (default: params inputs.<pipeline.sample>)")
+    p.add_argument("--reference", help="reference file (default: params inputs.<physics_check.sample>)")
     p.add_argument("--reference-tree", help="tree of the reference file (default: the sample's)")
-    p.add_argument("--flash", help="flash-simulated file (default: params pipeline.flash)")
+    p.add_argument("--flash", help="flash-simulated file (default: params physics_check.flash)")
     p.add_argument("--outdir", help="report directory (default: reports/physics_check, with --break "
                    "reports/physics_check_broken/KIND)")
     p.add_argument("--break", dest="break_kind", choices=sorted(breaks.BREAKS),
