@@ -229,3 +229,7 @@ def test_physics_check_break_cli(reference_pair, tmp_path):
     args[2] = str(tmp_path / "params.yaml")
     assert main([*args, "--flash", str(tmp_path / "flash.root"), "--break", "ismuon_shift",
                  "--outdir", str(tmp_path / "unseen")]) == 3
+    params["physics_check"]["p_edges"] = [2000, 5000, 3000]  # not increasing: a config error, no report
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert main([*args, "--flash", str(tmp_path / "flash.root"), "--outdir", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()

@@ -226,6 +226,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from flashsim.config import load_params, resolve_scale
+    from flashsim.errors import ConfigError
     from flashsim.io.atomic import write_json
     from flashsim.io.contract import SIGNAL
     from flashsim.runtime.simulate import OUT_TREE
@@ -234,6 +235,9 @@ def run(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     scale = params["scale"]
     cfg = resolve_scale(params.get("physics_check", {}), scale)
+    edges = list(cfg["p_edges"])
+    if np.any(np.diff(edges) <= 0):
+        raise ConfigError(f"params.yaml: physics_check/p_edges: must increase, got {edges}")
     sample = cfg.get("sample", "signal")
     spec = params.get("inputs", {}).get(sample, {})
     ref_file = args.reference or spec.get("files", [f"data/raw/{sample}.root"])[0]
@@ -245,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
     outdir = Path(args.outdir or (f"reports/physics_check_broken/{args.break_kind}" if args.break_kind
                                   else "reports/physics_check"))
     metrics, plots = compare(ref, flash, outdir, track_types=tuple(cfg.get("track_types", [3])),
-                             p_edges=cfg["p_edges"],
+                             p_edges=edges,
                              pid_cuts=cfg.get("pid_cuts", []), seed=int(params["seed"]))
     gate_cfg = dict((params.get("physics_check", {}).get("gates") or {}).get(scale, {}))
     if not metrics["pid_table"]:  # no PID model in the chain yet: its gates are not evaluated (not failed)
