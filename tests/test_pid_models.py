@@ -29,6 +29,8 @@ def pid_models(repo_root, species: str = SPECIES, **overrides) -> dict:
     for name, entry in models.items():
         if entry["family"] in ("pid_ismuon", "pid_generator", "pid_pipeline"):
             out[name] = {**entry, "species": [species], "validation_rows": 8000, **overrides.get(name, {})}
+            if "per_species" in entry:  # only the overrides of that species
+                out[name]["per_species"] = {k: v for k, v in entry["per_species"].items() if k == species}
     return out
 
 

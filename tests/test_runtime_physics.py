@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import uproot
+import yaml
 
 from flashsim.cli import main
-from flashsim.runtime import physics
+from flashsim.config import load_params, resolve_scale
+from flashsim.runtime import breaks, physics
 from flashsim.runtime import physics_check as compare
+from flashsim.validation import evaluate_gates
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 M_LC, M_LB = 2286.46, 5619.60
 
@@ -137,6 +144,92 @@ def test_flash_simulated_signal_and_report(runtime_toy_models, tmp_path, monkeyp
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_decays_reference"] == metrics["n_decays_flash"] == 600
     assert 0 < metrics["candidate_fraction_flash"] <= 1 and metrics["candidate_fraction_reference"] == 1
-    assert {g["metric"] for g in metrics["gates"]} == {"masses.auc", "ip_ipchi2.auc", "pid.chi2_ndf_mean"}
+    assert {g["metric"] for g in metrics["gates"]} >= {"masses.auc", "ip_ipchi2.auc", "pid.chi2_ndf_mean",
+                                                       "m_lc.width_ratio", "m_lc.robust_width_ratio"}
     assert (out / "index.html").exists() and (out / "masses.png").exists()
     assert "physics_check" in (out.parent / "index.html").read_text()
+
+
+def reference_signal(n: int, seed: int) -> dict[str, np.ndarray]:
+    """Lb0 -> Lc+ mu- nu decays from the reference detector simulation (its thresholds and resolution tails)."""
+    from flashsim.detsim.signal import make_chunk
+
+    return make_chunk(0, n, n, np.random.default_rng(seed))
+
+
+@pytest.fixture(scope="module")
+def reference_pair():
+    """Two independent reference samples: the second is what a perfect flash simulation would give."""
+    return reference_signal(3000, 1), reference_signal(3000, 2)
+
+
+def _demo_gates(ref, flash) -> tuple[dict, list[str]]:
+    params = load_params(PARAMS)
+    cfg = resolve_scale(params["physics_check"], "demo")
+    m, _ = compare.compare(ref, flash, None, p_edges=cfg["p_edges"], pid_cuts=cfg["pid_cuts"], plots=False)
+    gates = params["physics_check"]["gates"]["demo"]
+    rows = evaluate_gates({k: v for k, v in m.items() if isinstance(v, int | float)}, gates)
+    return m, [r["metric"] for r in rows if not r["passed"]]
+
+
+def test_demo_gates_pass_a_faithful_flash_sample(reference_pair):
+    m, failed = _demo_gates(*reference_pair)
+    assert failed == []
+    assert abs(m["m_lc.width_ratio"] - 1) < 3 * m["m_lc.width_ratio_err"]
+    assert m["pid.bins_over_3sigma"] <= 1 and len(m["p_edges"]) > 10  # threshold-resolving bins
+
+
+@pytest.mark.parametrize(("kind", "caught_by"), [("blind_pid", "pid."), ("wide_resolution", "m_lc."),
+                                                 ("ismuon_shift", "pid.mu.")])
+def test_demo_gates_fail_each_broken_chain(reference_pair, kind, caught_by):
+    ref, flash = reference_pair
+    _, failed = _demo_gates(ref, breaks.apply(flash, kind))
+    assert any(g.startswith(caught_by) for g in failed), failed
+
+
+def test_breaks_perturb_only_their_part():
+    flash = reference_signal(1500, 3)
+    blind = breaks.apply(flash, "blind_pid", seed=1)
+    ok = flash["type"] > 0
+    mu = flash["signal_role"] == 4
+    assert np.array_equal(np.sort(blind["PIDK"][mu & ok]), np.sort(flash["PIDK"][mu & ok]))  # same marginal
+    assert not np.array_equal(blind["PIDK"][mu & ok], flash["PIDK"][mu & ok]) and blind["p"] is flash["p"]
+    wide = breaks.apply(flash, "wide_resolution")
+    mc_p = np.sqrt(flash["mc_px"].astype(float) ** 2 + flash["mc_py"] ** 2 + flash["mc_pz"] ** 2)
+    np.testing.assert_allclose((wide["p"] - mc_p)[ok], 1.3 * (flash["p"] - mc_p)[ok], rtol=1e-3, atol=0.5)
+    shifted = breaks.apply(flash, "ismuon_shift")
+    rows = np.flatnonzero(mu & ok)
+    low = rows[(flash["p"][rows] > 3000) & (flash["p"][rows] < 4500)]
+    assert shifted["isMuon"][low].mean() < flash["isMuon"][low].mean() - 0.1  # the turn-on moved up
+    assert np.array_equal(shifted["isMuon"][~mu], flash["isMuon"][~mu])
+    with pytest.raises(ValueError, match="unknown break"):
+        breaks.apply(flash, "nope")
+
+
+def test_physics_check_break_cli(reference_pair, tmp_path):
+    """``--break`` writes its own report and exits 3 only when the gates do not see the break."""
+    from flashsim.runtime.simulate import OUT_TREE
+
+    ref, flash = reference_pair
+    _write(tmp_path / "ref.root", "Signal", ref)
+    _write(tmp_path / "flash.root", OUT_TREE, flash)
+    args = ["physics-check", "--params", str(PARAMS), "--reference", str(tmp_path / "ref.root"),
+            "--reference-tree", "Signal"]
+    out = tmp_path / "broken"
+    assert main([*args, "--flash", str(tmp_path / "flash.root"), "--break", "wide_resolution",
+                 "--outdir", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["break"] == "wide_resolution" and metrics["m_lc.width_ratio"] > 1.2
+    assert not all(g["passed"] for g in metrics["gates"]) and (out / "pid_efficiencies.png").exists()
+    # gates on the masses alone cannot see a shifted isMuon turn-on
+    params = yaml.safe_load(PARAMS.read_text())
+    params["physics_check"]["gates"]["demo"] = {"masses.auc": {"max": 0.8}}
+    shutil.copytree(PARAMS.parent / "schemas", tmp_path / "schemas")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    args[2] = str(tmp_path / "params.yaml")
+    assert main([*args, "--flash", str(tmp_path / "flash.root"), "--break", "ismuon_shift",
+                 "--outdir", str(tmp_path / "unseen")]) == 3
+    params["physics_check"]["p_edges"] = [2000, 5000, 3000]  # not increasing: a config error, no report
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert main([*args, "--flash", str(tmp_path / "flash.root"), "--outdir", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()

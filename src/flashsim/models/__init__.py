@@ -193,7 +193,7 @@ def by_training(models: dict[str, dict]) -> dict[str, list[str]]:
     return out
 
 
-VALIDATION_ONLY = frozenset({"gates", "validation_rows", "bins", "parity", "oracle"})
+VALIDATION_ONLY = frozenset({"gates", "validation_rows", "bins", "parity", "oracle", "cuts", "p_edges"})
 
 
 def stage_params(entry: dict, stage: str, seed: int, scale: str, detector: dict | None = None) -> str:

@@ -6,7 +6,7 @@ metrics of :mod:`flashsim.validation` (two-sample classifier AUC, KS): the Lc+ a
 reconstructed candidates, the impact parameters of the final-state tracks and their chi2, the reconstruction
 fractions, and PID cut efficiencies in bins of momentum. Writes ``metrics.json``, PNG plots and ``index.html``
 to ``reports/physics_check/``; gates from ``params.yaml`` (``physics_check.gates``) are evaluated and, with
-``pipeline.enforce_gates``, enforced.
+``physics_check.enforce_gates``, enforced; ``--break`` (:mod:`flashsim.runtime.breaks`) tests them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from flashsim.detector import TRACK_TYPES
-from flashsim.runtime import physics
+from flashsim.runtime import breaks, physics
 
 HELP = "compare a flash-simulated signal sample with the reference detector simulation (reports/physics_check/)"
 log = logging.getLogger(__name__)
@@ -73,6 +73,27 @@ def _auc(a: np.ndarray, b: np.ndarray, seed: int) -> float:
     return two_sample_auc(a, b, seed=seed, n_estimators=100)
 
 
+def width_ratio(ref: np.ndarray, flash: np.ndarray, key: str) -> dict[str, float]:
+    """Width of a mass peak, flash over reference: the standard deviations' ratio with its uncertainty (each
+    std's relative error ``sqrt((kurtosis - 1) / 4n)``, in quadrature), ``|ratio - 1|``, and a robust ratio
+    (1.4826 x the median absolute deviation) that the tails do not move."""
+    def rel_err(a: np.ndarray) -> float:
+        s2 = np.var(a)
+        return float(np.sqrt(max(np.mean((a - a.mean()) ** 4) / s2**2 - 1.0, 0.0) / (4 * len(a))))
+
+    def mad(a: np.ndarray) -> float:
+        return float(1.4826 * np.median(np.abs(a - np.median(a))))
+
+    ref, flash = np.asarray(ref, float), np.asarray(flash, float)
+    ref, flash = ref[np.isfinite(ref)], flash[np.isfinite(flash)]
+    if min(len(ref), len(flash)) < 10:
+        return {f"{key}.width_ratio": float("nan"), f"{key}.width_ratio_err": float("nan"),
+                f"{key}.width_ratio_dev": float("nan"), f"{key}.robust_width_ratio": float("nan")}
+    r = float(np.std(flash) / np.std(ref))
+    return {f"{key}.width_ratio": r, f"{key}.width_ratio_err": r * float(np.hypot(rel_err(ref), rel_err(flash))),
+            f"{key}.width_ratio_dev": abs(r - 1.0), f"{key}.robust_width_ratio": mad(flash) / mad(ref)}
+
+
 def compare(ref: dict[str, np.ndarray], flash: dict[str, np.ndarray], outdir: Path, *, track_types=(3,),
             p_edges=(2000, 5000, 10000, 20000, 50000, 200000), pid_cuts=(), seed: int = 0,
             plots: bool = True) -> tuple[dict, list[Path]]:
@@ -92,6 +113,7 @@ def compare(ref: dict[str, np.ndarray], flash: dict[str, np.ndarray], outdir: Pa
         m[f"{key}.auc"] = _auc(a, b, seed)
         m[f"{key}.mean_reference"], m[f"{key}.mean_flash"] = _stat(np.mean, a), _stat(np.mean, b)
         m[f"{key}.std_reference"], m[f"{key}.std_flash"] = _stat(np.std, a), _stat(np.std, b)
+    m.update(width_ratio(rc.m_lc, fc.m_lc, "m_lc"))
     m["masses.auc"] = _auc(np.stack([rc.m_lc, rc.m_lb_visible], 1), np.stack([fc.m_lc, fc.m_lb_visible], 1), seed)
     lr, lf = np.log10(np.maximum(r["ipchi2"], 1e-12)), np.log10(np.maximum(f["ipchi2"], 1e-12))
     m["ip.ks"] = _ks(r["ip"], f["ip"])
@@ -111,13 +133,20 @@ def compare(ref: dict[str, np.ndarray], flash: dict[str, np.ndarray], outdir: Pa
         er, sr, nr = physics.cut_efficiency(ref, physics.pid_rows(ref, sp, track_types), cut, edges)
         ef, sf, nf = physics.cut_efficiency(flash, physics.pid_rows(flash, sp, track_types), cut, edges)
         ok = (nr > 0) & (nf > 0)
-        chi2 = float(np.sum(((er - ef) ** 2 / (sr**2 + sf**2))[ok]) / max(ok.sum(), 1))
+        pull = np.where(ok, (ef - er) / np.sqrt(sr**2 + sf**2), np.nan)
+        chi2 = float(np.sum(pull[ok] ** 2) / max(ok.sum(), 1))
         chi2s.append(chi2)
         pid_table.append({"species": sp, "cut": cut, "eff_reference": er, "err_reference": sr, "eff_flash": ef,
-                          "err_flash": sf, "n_reference": nr, "n_flash": nf, "chi2_ndf": chi2})
-        m[f"pid.{sp}.{cut.replace(' ', '')}.chi2_ndf"] = chi2
-        m[f"pid.{sp}.{cut.replace(' ', '')}.max_abs_diff"] = float(np.nanmax(np.abs(er - ef)[ok], initial=0.0))
+                          "err_flash": sf, "n_reference": nr, "n_flash": nf, "pull": pull, "chi2_ndf": chi2})
+        key = f"pid.{sp}.{cut.replace(' ', '')}"
+        m[f"{key}.chi2_ndf"] = chi2
+        m[f"{key}.max_abs_diff"] = float(np.nanmax(np.abs(er - ef)[ok], initial=0.0))
+        m[f"{key}.max_pull"] = float(np.max(np.abs(pull[ok]), initial=0.0))
     m["pid.chi2_ndf_mean"] = float(np.mean(chi2s)) if chi2s else float("nan")
+    m["pid.chi2_ndf_max"] = float(np.max(chi2s)) if chi2s else float("nan")
+    m["pid.max_pull"] = max((v for k, v in m.items() if k.endswith(".max_pull")), default=float("nan"))
+    m["pid.bins_over_3sigma"] = int(sum(np.sum(np.abs(row["pull"][np.isfinite(row["pull"])]) > 3)
+                                        for row in pid_table)) if pid_table else float("nan")
     m["pid.max_abs_diff"] = max((v for k, v in m.items() if k.endswith(".max_abs_diff")), default=float("nan"))
     paths = _plots(ref, flash, r, f, pid_table, edges, track_types, outdir) if plots else []
     m["pid_table"] = [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in row.items()}
@@ -173,7 +202,7 @@ def _plots(ref, flash, r, f, pid_table, edges, track_types, outdir: Path) -> lis
             ax.set_xlim(edges[0] / 1000, edges[-1] / 1000)
             ax.set_ylim(-0.02, 1.02)
             ax.set_xlabel("p [GeV/c]")
-            ax.set_title(f"{row['species']}: {row['cut']}")
+            ax.set_title(f"{row['species']}: {row['cut']} (chi2/ndf {row['chi2_ndf']:.2g})", fontsize=9)
             if i == 0:
                 ax.legend()
         for j in range(len(pid_table), nrow * ncol):
@@ -184,15 +213,20 @@ def _plots(ref, flash, r, f, pid_table, edges, track_types, outdir: Path) -> lis
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reference", help="reference file (default: params inputs.<pipeline.sample>)")
+    p.add_argument("--reference", help="reference file (default: params inputs.<physics_check.sample>)")
     p.add_argument("--reference-tree", help="tree of the reference file (default: the sample's)")
-    p.add_argument("--flash", help="flash-simulated file (default: params pipeline.flash)")
-    p.add_argument("--outdir", default="reports/physics_check")
+    p.add_argument("--flash", help="flash-simulated file (default: params physics_check.flash)")
+    p.add_argument("--outdir", help="report directory (default: reports/physics_check, with --break "
+                   "reports/physics_check_broken/KIND)")
+    p.add_argument("--break", dest="break_kind", choices=sorted(breaks.BREAKS),
+                   help="break the flash sample deliberately (flashsim.runtime.breaks) to test the gates: exit 3 "
+                        "when the broken sample still passes every gate")
     p.add_argument("--params", help="params file (default: params.yaml)")
 
 
 def run(args: argparse.Namespace) -> int:
     from flashsim.config import load_params, resolve_scale
+    from flashsim.errors import ConfigError
     from flashsim.io.atomic import write_json
     from flashsim.io.contract import SIGNAL
     from flashsim.runtime.simulate import OUT_TREE
@@ -201,15 +235,21 @@ def run(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     scale = params["scale"]
     cfg = resolve_scale(params.get("physics_check", {}), scale)
+    edges = list(cfg["p_edges"])
+    if np.any(np.diff(edges) <= 0):
+        raise ConfigError(f"params.yaml: physics_check/p_edges: must increase, got {edges}")
     sample = cfg.get("sample", "signal")
     spec = params.get("inputs", {}).get(sample, {})
     ref_file = args.reference or spec.get("files", [f"data/raw/{sample}.root"])[0]
     ref = read(ref_file, args.reference_tree or spec.get("tree") or SIGNAL.tree,
                None if args.reference else spec.get("branches"))
     flash = read(args.flash or cfg.get("flash", f"results/flash/{sample}.root"), OUT_TREE)
-    outdir = Path(args.outdir)
+    if args.break_kind:
+        flash = breaks.apply(flash, args.break_kind, seed=int(params["seed"]))
+    outdir = Path(args.outdir or (f"reports/physics_check_broken/{args.break_kind}" if args.break_kind
+                                  else "reports/physics_check"))
     metrics, plots = compare(ref, flash, outdir, track_types=tuple(cfg.get("track_types", [3])),
-                             p_edges=cfg.get("p_edges", (2000, 5000, 10000, 20000, 50000, 200000)),
+                             p_edges=edges,
                              pid_cuts=cfg.get("pid_cuts", []), seed=int(params["seed"]))
     gate_cfg = dict((params.get("physics_check", {}).get("gates") or {}).get(scale, {}))
     if not metrics["pid_table"]:  # no PID model in the chain yet: its gates are not evaluated (not failed)
@@ -218,12 +258,25 @@ def run(args: argparse.Namespace) -> int:
         if skipped:
             metrics["not_evaluated"] = f"{', '.join(skipped)}: the flash sample has no PID columns"
     gates = evaluate_gates({k: v for k, v in metrics.items() if isinstance(v, int | float)}, gate_cfg)
-    write_json(outdir / "metrics.json", {"family": "physics_check", "scale": scale, "gates": gates, **metrics})
-    write_model_page(outdir, "physics check: flash vs reference (Lb0 -> Lc+ mu- nu)", metrics, gates, plots,
-                     header=page_header("physics_check", scale, family="flash chain vs detailed simulation"))
+    broken = {"break": args.break_kind} if args.break_kind else {}
+    write_json(outdir / "metrics.json", {"family": "physics_check", "scale": scale, **broken, "gates": gates,
+                                         **metrics})
+    title = "physics check: flash vs reference (Lb0 -> Lc+ mu- nu)"
+    write_model_page(outdir, f"{title}, flash broken: {args.break_kind}" if args.break_kind else title, metrics,
+                     gates, plots, header=page_header("physics_check", scale,
+                                                      family="flash chain vs detailed simulation"))
+    if args.break_kind:
+        failed = [g["metric"] for g in gates if not g["passed"]]
+        log.info("physics check of the broken (%s) sample: gates failed: %s -> %s", args.break_kind,
+                 ", ".join(failed) or "none", outdir)
+        if not failed:
+            log.error("the physics-check gates do not see the %s break: every gate passed", args.break_kind)
+            return 3
+        return 0
     write_index(outdir.parent)
-    log.info("physics check: Lc mass KS %.3f, AUC(masses) %.3f, IP KS %.3f, PID chi2/ndf %.2f -> %s",
-             metrics["m_lc.ks"], metrics["masses.auc"], metrics["ip.ks"], metrics["pid.chi2_ndf_mean"], outdir)
+    log.info("physics check: Lc mass KS %.3f, width ratio %.3f, AUC(masses) %.3f, IP KS %.3f, PID chi2/ndf mean "
+             "%.2f max %.2f -> %s", metrics["m_lc.ks"], metrics["m_lc.width_ratio"], metrics["masses.auc"],
+             metrics["ip.ks"], metrics["pid.chi2_ndf_mean"], metrics["pid.chi2_ndf_max"], outdir)
     if cfg.get("enforce_gates"):
         enforce("physics_check", gates)
     return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flashsim.errors import ConfigError
 from flashsim.models.base import DERIVED_UNITS
 from flashsim.validation.cuts import apply_cut, parse_cut
 
@@ -54,6 +55,18 @@ def short(name: str) -> str:
     """Display name without the probe prefix / tune."""
     return name.replace(PROBE, "").replace("MC15TuneV1_", "")
 
+
+P_EDGES = [2000.0, 2500.0, 3000.0, 3500.0, 4000.0, 5000.0, 7000.0, 9000.0, 10000.0, 12000.0, 15000.0, 17000.0,
+           19000.0, 22000.0, 30000.0, 50000.0, 200000.0]
+"""MeV/c, LHCb-like momentum bins that resolve the thresholds of the PID response: the muon-system turn-on
+(~3-3.5 GeV/c), the RICH1 (C4F10) Cherenkov thresholds of pi (~2.6), K (~9.3) and p (~17.7 GeV/c) and the RICH2
+(CF4) ones of pi (~4.4), K (~15.6) and p (~29.7 GeV/c)."""
+
+EFF_SCHEMA = {
+    "p_edges": {"type": ["array", "null"], "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 2,
+                "default": P_EDGES, "description": "MeV/c, momentum bins of the PID efficiency curves (increasing); "
+                                                   "null: 8 equal-population bins"},
+}
 
 SWEIGHT_SCHEMA = {
     "sweights": {"type": "string", "enum": ["regressed", "direct"], "default": "regressed",
@@ -102,9 +115,12 @@ def cut_efficiency_report(fam, ref: dict[str, np.ndarray], gen: dict[str, np.nda
                           n_bins: int = 8) -> tuple[dict[str, float], list[Path]]:
     """Weighted efficiency of each cut in momentum bins, model vs reference: metrics and one plot.
 
-    Metrics per cut: the largest absolute difference and pull over the bins and the overall efficiencies; over
-    all cuts: ``pid_eff.max_abs_diff`` and ``pid_eff.chi2_ndf`` (mean squared pull, the errors being the
-    sWeighted binomial errors of reference and model added in quadrature).
+    The bins are the family's ``p_edges`` (threshold-resolving, :data:`P_EDGES`); without them, ``n_bins``
+    equal-population bins; sparse configured bins are merged with their neighbours (:func:`merge_sparse_bins`).
+    Metrics per cut: the largest absolute difference and pull over the bins, the cut's ``chi2_ndf`` (mean squared
+    pull) and the overall efficiencies; over all cuts:
+    ``pid_eff.max_abs_diff``, ``pid_eff.max_pull`` and ``pid_eff.chi2_ndf`` (mean squared pull, the errors being
+    the sWeighted binomial errors of reference and model added in quadrature).
 
     ``gen`` values may be probabilities of passing (floats in [0, 1]) under a cut's column name prefixed with
     ``P:`` (e.g. ``P:probe_Brunel_isMuon`` for a classifier), used as the expected efficiency.
@@ -115,7 +131,14 @@ def cut_efficiency_report(fam, ref: dict[str, np.ndarray], gen: dict[str, np.nda
 
     if not cuts:
         return {}, []
-    edges = V.bin_edges(p, n_bins, log=True)
+    cfg_edges = getattr(fam, "cfg", {}).get("p_edges")
+    if cfg_edges:
+        edges = np.asarray(cfg_edges, np.float64)
+        if len(edges) < 2 or np.any(np.diff(edges) <= 0):
+            raise ConfigError(f"models/{fam.spec.name}/p_edges: must increase, got {list(edges)}")
+        edges = merge_sparse_bins(p, edges, w)
+    else:
+        edges = V.bin_edges(p, n_bins, log=True)
     curves, metrics = [], {}
     for cut in cuts:
         col = parse_cut(cut)[0]
@@ -126,19 +149,52 @@ def cut_efficiency_report(fam, ref: dict[str, np.ndarray], gen: dict[str, np.nda
         label = metric_label(cut)
         diff = np.abs(eff_r - eff_g)
         pull = diff / np.sqrt(err_r**2 + err_g**2 + 1e-12)
-        metrics[f"pid_eff.{label}.max_abs_diff"] = float(np.nanmax(diff))
-        metrics[f"pid_eff.{label}.max_pull"] = float(np.nanmax(pull))
+        fin = pull[np.isfinite(pull)]
+        metrics[f"pid_eff.{label}.max_abs_diff"] = float(np.max(diff[np.isfinite(pull)], initial=0.0))
+        metrics[f"pid_eff.{label}.max_pull"] = float(np.max(fin, initial=0.0))
+        metrics[f"pid_eff.{label}.chi2_ndf"] = float(np.sum(fin**2) / len(fin)) if len(fin) else float("nan")
         metrics[f"pid_eff.{label}.reference"] = float(np.sum(_w(w, p) * ref_pass) / np.sum(_w(w, p)))
         metrics[f"pid_eff.{label}.model"] = float(np.sum(_w(w, p) * gen_pass) / np.sum(_w(w, p)))
-        curves.append({"label": short(cut).replace(" ", ""), "reference": (eff_r, err_r), "model": (eff_g, err_g),
-                       "pull": pull})
+        chi2 = metrics[f"pid_eff.{label}.chi2_ndf"]
+        curves.append({"label": f"{short(cut).replace(' ', '')} (chi2/ndf {chi2:.2g})", "reference": (eff_r, err_r),
+                       "model": (eff_g, err_g), "pull": pull})
     metrics["pid_eff.max_abs_diff"] = max(v for k, v in metrics.items() if k.endswith(".max_abs_diff"))
     pulls = np.concatenate([c["pull"] for c in curves])
     pulls = pulls[np.isfinite(pulls)]
     metrics["pid_eff.chi2_ndf"] = float(np.sum(pulls**2) / len(pulls)) if len(pulls) else float("nan")
+    metrics["pid_eff.max_pull"] = float(np.max(pulls)) if len(pulls) else float("nan")
     plot = plot_efficiency_curves(curves, edges, p, report_dir / "pid_efficiencies.png",
                                     xlabel="p [MeV/c]", title=fam.spec.name)
     return metrics, [plot]
+
+
+MIN_EFFECTIVE_ENTRIES = 25.0
+"""Fewest effective entries ``(sum w)^2 / sum w^2`` of a bin of an efficiency curve: below, the sWeighted error is
+itself too uncertain for a pull (the sparse hadron isMuon samples gave |pulls| of ~10 in such bins)."""
+
+
+def merge_sparse_bins(x: np.ndarray, edges: np.ndarray, w: np.ndarray | None,
+                      min_entries: float = MIN_EFFECTIVE_ENTRIES) -> np.ndarray:
+    """``edges`` with each bin under ``min_entries`` effective entries merged into the next one (the last such
+    bin into the previous one), so threshold-resolving bins stay where the sample fills them."""
+    w = _w(w, x)
+    idx = np.searchsorted(edges, np.asarray(x, np.float64), side="right") - 1
+    nb = len(edges) - 1
+    ok = (idx >= 0) & (idx < nb)
+    sw = np.bincount(idx[ok], weights=w[ok], minlength=nb)
+    sw2 = np.bincount(idx[ok], weights=(w * w)[ok], minlength=nb)
+    keep, a, a2 = [edges[0]], 0.0, 0.0
+    for k in range(nb):
+        a, a2 = a + sw[k], a2 + sw2[k]
+        if a2 > 0 and a > 0 and a * a / a2 >= min_entries:
+            keep.append(edges[k + 1])
+            a, a2 = 0.0, 0.0
+    if keep[-1] != edges[-1]:
+        if len(keep) > 1:
+            keep[-1] = edges[-1]
+        else:
+            keep.append(edges[-1])
+    return np.asarray(keep, np.float64)
 
 
 def truth_metrics(df, x: np.ndarray, ref: np.ndarray, gen: np.ndarray, seed: int) -> dict[str, float]:

@@ -90,7 +90,7 @@ class BlockCore(nn.Module):
 
 
 class Family(generator.Family):
-    SCHEMA: ClassVar[dict[str, Any]] = {**generator.GEN_SCHEMA, **PID_SCHEMA, **pc.SWEIGHT_SCHEMA}
+    SCHEMA: ClassVar[dict[str, Any]] = {**generator.GEN_SCHEMA, **PID_SCHEMA, **pc.SWEIGHT_SCHEMA, **pc.EFF_SCHEMA}
 
     def derive(self, df):
         return pc.derive(super().derive(df))

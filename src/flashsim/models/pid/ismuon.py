@@ -17,7 +17,8 @@ ISMUON_SCHEMA: dict[str, Any] = {
 
 
 class Family(mlp_classifier.Family):
-    SCHEMA: ClassVar[dict[str, Any]] = {**mlp_classifier.Family.SCHEMA, **ISMUON_SCHEMA, **pc.SWEIGHT_SCHEMA}
+    SCHEMA: ClassVar[dict[str, Any]] = {**mlp_classifier.Family.SCHEMA, **ISMUON_SCHEMA, **pc.SWEIGHT_SCHEMA,
+                                        **pc.EFF_SCHEMA}
 
     def training_weights(self, df, seen: list[np.ndarray]) -> np.ndarray | None:
         return pc.training_weights(self, df, seen)

@@ -35,6 +35,7 @@ PIPELINE_SCHEMA: dict[str, Any] = {
     "cuts": {"type": "array", "items": {"type": "string"}, "default": []},
     "momentum": {"type": "string", "default": "p"},
     "checkpoint_every": {"type": "integer", "minimum": 1, "default": 1},
+    **pc.EFF_SCHEMA,
 }
 
 
