@@ -114,6 +114,12 @@ def generator(fam, df, predict, report_dir: Path, seed: int | None = None) -> tu
             worst_ks = max(worst_ks, gm["ks_max"])
     m["binned.two_sample_auc_max"] = worst_auc
     m["binned.ks_max"] = worst_ks
+    if getattr(fam, "few_step", False):  # the ode_steps teacher on the same rows and noise: what the student costs
+        teacher = np.asarray(fam.teacher_predict(x, noise), dtype=np.float64)
+        m["teacher.two_sample_auc"] = V.two_sample_auc(ref, teacher, w, w, conditions=x, seed=seed)
+        m["teacher.ks_max"] = V.generator_metrics(ref, teacher, names, w, w)["ks_max"]
+        m["few_step_auc_delta"] = m["two_sample_auc"] - m["teacher.two_sample_auc"]
+        m["few_step_ks_delta"] = m["ks_max"] - m["teacher.ks_max"]
     pr, pg, pn, pu = fam.plot_variables(ref, gen)  # e.g. a covariance as log sigmas and correlations
     plots = [V.plot_distributions(pr, pg, pn, report_dir / "distributions.png", pu, w, w, title=fam.spec.name)]
     return m, plots
