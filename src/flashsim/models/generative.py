@@ -59,8 +59,8 @@ DEFAULTS: dict[str, Any] = {
     "critic_depth": 4,
     "ode_steps": 8,  # flow
     "steps": 0,  # flow: network calls of the exported sampler; 0: the ode_steps midpoint teacher, else distilled
-    "distill_epochs": 15,
-    "distill_lr": 5.0e-4,
+    "distill_epochs": 20,
+    "distill_lr": 1.0e-3,
     "ema": 0.0,  # exponential moving average of generator weights (0: off)
     "amp": True,  # bf16 autocast on CUDA
     "compile": False,  # torch.compile the training step functions (CUDA)

@@ -172,6 +172,13 @@ class Family(TorchFamily):
                                                torch.as_tensor(noise[i:i + batch_size], dtype=torch.float32)))
         return torch.cat(out).numpy()
 
+    def validate(self, df, predict, report_dir):
+        """The default generator metrics; flows also against their ``ode_steps`` teacher (a teacher itself: 0)."""
+        from flashsim.validation import default as validate_default
+
+        teacher = self.teacher_predict if self.few_step else predict if self.cfg["method"] == "flow" else None
+        return validate_default.generator(self, df, predict, report_dir, teacher=teacher)
+
     def predict(self, x: np.ndarray, noise: np.ndarray | None = None, batch_size: int = 65536) -> np.ndarray:
         if noise is None:
             noise = np.random.default_rng(self.spec.seed).standard_normal((len(x), self.noise_dim))
