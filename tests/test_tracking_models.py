@@ -241,6 +241,33 @@ def test_few_step_resolution_exports_its_distilled_student_and_validates_against
     assert "teacher.two_sample_auc" in (in_repo / "reports" / "resolution" / "index.html").read_text()
 
 
+def test_bench_variants_are_the_teacher_and_a_one_pass_gan_of_the_same_interface(in_repo, tmp_path):
+    """``flashsim bench runtime``'s chain variants of a few-step model: the 8-step teacher (16 network calls) and
+    an untrained one-pass GAN (1 call), with the deployed model's inputs and outputs."""
+    import onnx
+
+    from flashsim.bench.runtime import dense_shapes
+    from flashsim.bench.variants import write_variant
+    from flashsim.config import load_params
+    from flashsim.export import onnx_predict
+
+    fam = get_family(get_spec("resolution"))
+    if not fam.spec.onnx_path.exists():
+        assert cli.main(["train", "resolution"]) == 0 and cli.main(["export", "resolution"]) == 0
+    x = fam.features(fam.frame("test", 300))
+    noise = np.random.default_rng(4).standard_normal((len(x), fam.noise_dim)).astype(np.float32)
+    calls = {}
+    for variant, what in (("flow8", "teacher"), ("gan1", "gan (untrained)")):
+        done = write_variant(variant, load_params(), in_repo / "models", ["resolution"], tmp_path / variant)
+        assert done == {"resolution": what}
+        graph = tmp_path / variant / "resolution.onnx"
+        calls[variant] = sum(dense_shapes(onnx.load(graph)).values())
+        y = onnx_predict(graph, x, noise)
+        assert y.shape == (len(x), len(fam.output_names())) and np.isfinite(y).all()
+    deployed = sum(dense_shapes(onnx.load(fam.spec.onnx_path)).values())
+    assert calls["flow8"] == 8 * deployed and calls["gan1"] == deployed // 2
+
+
 def test_few_step_needs_a_flow(in_repo, capsys):
     """``steps`` > 0 with ``method: gan`` is a config error (exit 2) before anything runs."""
     import yaml
