@@ -23,17 +23,6 @@ VARIANTS = ("flow8", "gan1")
 GENERATOR_FAMILIES = ("generator", "covariance", "pid_generator")
 
 
-def _gan_module(fam) -> torch.nn.Module:
-    """A one-pass GAN of the family's width/depth between its trained transforms (untrained weights)."""
-    from flashsim.models import generative as G
-    from flashsim.preprocessing import QuantileTransform
-
-    s = fam.load_payload()
-    torch.manual_seed(0)
-    core = G.build_core("gan", s["n_cond"], s["n_out"], {**G.DEFAULTS, **fam.cfg, "noise_dim": s["n_out"]})
-    return fam._assemble(QuantileTransform.from_state(s["qx"]), QuantileTransform.from_state(s["qy"]), core.eval())
-
-
 def _write(fam, module: torch.nn.Module, card: dict, out: Path, variant: str) -> None:
     fam.module = module.eval()
     fam.to_onnx(out / f"{fam.spec.name}.onnx")
@@ -72,7 +61,7 @@ def write_variant(variant: str, params: dict, models_dir: Path, names: list[str]
         if variant == "flow8":
             module, what = (fam.teacher_module, "teacher") if fam.few_step else (fam.module, "as deployed")
         else:
-            module, what = _gan_module(fam), "gan (untrained)"
+            module, what = fam.gan_twin(), "gan (untrained)"
         _write(fam, module, card, out, variant)
         fam.load = lambda: None  # the pipeline below assembles this module, not the saved one
         fams[name], done[name] = fam, what
@@ -82,7 +71,7 @@ def write_variant(variant: str, params: dict, models_dir: Path, names: list[str]
         pipe = get_family(get_spec(name, params))
         for key, stage in st.items():
             if stage in fams:
-                pipe._stages[key] = fams[stage]
+                pipe.use_stage(key, fams[stage])
         pipe.load()
         _write(pipe, pipe.module, cards[name], out, variant)
         done[name] = "pipeline"

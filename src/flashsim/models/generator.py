@@ -161,6 +161,15 @@ class Family(TorchFamily):
         student.load_state_dict(state)
         return student
 
+    def gan_twin(self, seed: int = 0) -> nn.Module:
+        """A one-pass GAN generator of this model's width and depth between its trained transforms, with
+        UNTRAINED (seeded random) weights: the cost of Lamarr's deployed kind, for benchmarks only."""
+        s = self.load_payload()
+        torch.manual_seed(seed)
+        core = G.build_core("gan", s["n_cond"], s["n_out"], {**G.DEFAULTS, **self.cfg, "noise_dim": s["n_out"]})
+        return self._assemble(QuantileTransform.from_state(s["qx"]), QuantileTransform.from_state(s["qy"]),
+                              core.eval())
+
     def teacher_predict(self, x: np.ndarray, noise: np.ndarray, batch_size: int = 65536) -> np.ndarray:
         """The ``ode_steps`` teacher on the same rows and noise (few-step validation); loads the model if needed."""
         if self.teacher_module is None:
