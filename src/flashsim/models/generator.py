@@ -7,6 +7,7 @@ structured outputs subclass this and override ``targets``/``output_names``/``pos
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 import numpy as np
@@ -73,7 +74,10 @@ class Family(TorchFamily):
         """The few-step student of a trained teacher core (``steps`` > 0), else the teacher itself."""
         if not self.few_step:
             return teacher, []
-        return G.distill(teacher, data, val, cfg, device, seed, ctx, desc=f"{desc} distill")
+        t0 = time.perf_counter()
+        student, history = G.distill(teacher, data, val, cfg, device, seed, ctx, desc=f"{desc} distill")
+        history[-1]["distill_seconds"] = time.perf_counter() - t0
+        return student, history
 
     @property
     def noise_dim(self) -> int:  # type: ignore[override]
@@ -137,7 +141,8 @@ class Family(TorchFamily):
         out = {"rows": len(x), "val_rows": len(xv), "history": history, "device": str(device),
                "val_loss": history[-1].get("val_loss")}
         if dhist:
-            out |= {"distill_history": dhist, "distill.val_loss": min(h["distill.val_loss"] for h in dhist)}
+            out |= {"distill_history": dhist, "distill.val_loss": min(h["distill.val_loss"] for h in dhist),
+                    "distill_seconds": dhist[-1]["distill_seconds"]}
         return out
 
     def load(self) -> None:

@@ -204,7 +204,8 @@ class Family(generator.Family):
         out = {"rows": len(x), "val_rows": len(xv), "history": history, "device": str(device),
                "val_loss": history[-1].get("val_loss")}
         if dhist:  # the blocks' held-out distillation losses summed (each block's best state is kept)
-            out |= {"distill_history": dhist, "distill.val_loss": sum(
+            out |= {"distill_seconds": sum(h.get("distill_seconds", 0.0) for h in dhist),
+                    "distill_history": dhist, "distill.val_loss": sum(
                 min(h["distill.val_loss"] for h in dhist if h["block"] == k) for k in range(len(teachers)))}
         return out
 
