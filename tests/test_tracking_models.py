@@ -24,8 +24,8 @@ _SHORT = {"validation_rows": 2000, "bins": {"p": "mc_p", "eta": "mc_eta", "n_p":
 FAST = {  # the repository's entries, trained shorter, validated on fewer rows
     "acceptance": {"n_estimators": 40, **_SHORT},
     "efficiency": {"epochs": 2, "width": 32, **_SHORT},
-    "resolution": {"epochs": 2, "width": 32, **_SHORT},
-    "covariance": {"epochs": 2, "width": 32, **_SHORT},
+    "resolution": {"epochs": 2, "width": 32, "distill_epochs": 2, **_SHORT},  # few-step (steps) as in params
+    "covariance": {"epochs": 2, "width": 32, "distill_epochs": 2, **_SHORT},
 }
 
 
@@ -160,12 +160,17 @@ def test_generator_gates_pass_a_resampler_and_fail_a_condition_blind_model(in_re
     perfect, have = _resampled(fam, df)
     df, perfect = df[have].reset_index(drop=True), perfect[have]
     gates = _demo_gates(name)
-    m_good, _ = validate_default.generator(fam, df, lambda x, n: perfect, tmp_path / "good")
+    def good(x, n):
+        return perfect
+
+    m_good, _ = validate_default.generator(fam, df, good, tmp_path / "good", teacher=good)
     assert all(r["passed"] for r in V.evaluate_gates(m_good, gates)), m_good
     blind = fam.targets(df)[np.random.default_rng(3).permutation(len(df))]
-    m_bad, _ = validate_default.generator(fam, df, lambda x, n: blind, tmp_path / "bad")
+    # distilled from the perfect teacher: the few-step gate (params' few_step_auc_delta) catches it as well
+    m_bad, _ = validate_default.generator(fam, df, lambda x, n: blind, tmp_path / "bad", teacher=good)
     failed = {r["metric"] for r in V.evaluate_gates(m_bad, gates) if not r["passed"]}
     assert "two_sample_auc" in failed and "binned.ks_max" in failed, m_bad
+    assert "few_step_auc_delta" in failed and m_good["few_step_auc_delta"] == 0
     assert m_bad["ks_max"] < 0.03  # the marginals are right: only conditional metrics can catch it
 
 
@@ -203,6 +208,76 @@ print("ok", y.shape)
     assert cli.main(["validate", name, "--no-gates"]) == 0
     out = json.loads((in_repo / "reports" / name / "metrics.json").read_text())
     assert out["metrics"]["rows"] > 100 and (in_repo / "reports" / "index.html").exists()
+
+
+def test_few_step_resolution_exports_its_distilled_student_and_validates_against_the_teacher(in_repo, tmp_path):
+    """params.yaml: resolution has ``steps: 2``. The exported graph runs 2 network calls (the 8-step teacher 16),
+    matches the native student, and validation reports the teacher on the same rows."""
+    import onnx
+
+    from flashsim.bench.runtime import dense_shapes
+    from flashsim.export import export_torch
+
+    fam = get_family(get_spec("resolution"))
+    assert fam.few_step and fam.cfg["steps"] == 2
+    if not fam.spec.onnx_path.exists():
+        assert cli.main(["train", "resolution"]) == 0 and cli.main(["export", "resolution"]) == 0
+    fam.load()
+    summary = fam.training_summary()
+    assert summary["distill.val_loss"] < summary["distill_history"][0]["distill.val_loss"]  # it learned
+    export_torch(fam.teacher_module, tmp_path / "teacher.onnx", len(fam.feature_names), fam.noise_dim)
+    layers = [sum(dense_shapes(onnx.load(f)).values()) for f in (fam.spec.onnx_path, tmp_path / "teacher.onnx")]
+    depth_layers = layers[0] // 2
+    assert layers == [2 * depth_layers, 2 * fam.cfg["ode_steps"] * depth_layers]
+    x = fam.features(fam.frame("test", 500))
+    noise = np.random.default_rng(2).standard_normal((len(x), fam.noise_dim)).astype(np.float32)
+    from flashsim.export import onnx_predict
+
+    assert np.allclose(onnx_predict(fam.spec.onnx_path, x, noise), fam.predict(x, noise), rtol=1e-3, atol=1e-4)
+    assert not np.allclose(fam.teacher_predict(x, noise), fam.predict(x, noise), rtol=1e-3, atol=1e-4)
+    assert cli.main(["validate", "resolution", "--no-gates"]) == 0
+    m = json.loads((in_repo / "reports" / "resolution" / "metrics.json").read_text())["metrics"]
+    assert m["few_step_auc_delta"] == pytest.approx(m["two_sample_auc"] - m["teacher.two_sample_auc"])
+    assert "teacher.two_sample_auc" in (in_repo / "reports" / "resolution" / "index.html").read_text()
+
+
+def test_bench_variants_are_the_teacher_and_a_one_pass_gan_of_the_same_interface(in_repo, tmp_path):
+    """``flashsim bench runtime``'s chain variants of a few-step model: the 8-step teacher (16 network calls) and
+    an untrained one-pass GAN (1 call), with the deployed model's inputs and outputs."""
+    import onnx
+
+    from flashsim.bench.runtime import dense_shapes
+    from flashsim.bench.variants import write_variant
+    from flashsim.config import load_params
+    from flashsim.export import onnx_predict
+
+    fam = get_family(get_spec("resolution"))
+    if not fam.spec.onnx_path.exists():
+        assert cli.main(["train", "resolution"]) == 0 and cli.main(["export", "resolution"]) == 0
+    x = fam.features(fam.frame("test", 300))
+    noise = np.random.default_rng(4).standard_normal((len(x), fam.noise_dim)).astype(np.float32)
+    calls = {}
+    for variant, what in (("flow8", "teacher"), ("gan1", "gan (untrained)")):
+        done = write_variant(variant, load_params(), in_repo / "models", ["resolution"], tmp_path / variant)
+        assert done == {"resolution": what}
+        graph = tmp_path / variant / "resolution.onnx"
+        calls[variant] = sum(dense_shapes(onnx.load(graph)).values())
+        y = onnx_predict(graph, x, noise)
+        assert y.shape == (len(x), len(fam.output_names())) and np.isfinite(y).all()
+    deployed = sum(dense_shapes(onnx.load(fam.spec.onnx_path)).values())
+    assert calls["flow8"] == 8 * deployed and calls["gan1"] == deployed // 2
+
+
+def test_few_step_needs_a_flow(in_repo, capsys):
+    """``steps`` > 0 with ``method: gan`` is a config error (exit 2) before anything runs."""
+    import yaml
+
+    params = yaml.safe_load((in_repo / "params.yaml").read_text())
+    params["models"]["resolution"] |= {"method": "gan", "steps": 1}
+    bad = in_repo / "params_gan_steps.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    assert cli.main(["train", "resolution", "--params", str(bad)]) == 2
+    assert "models/resolution/steps" in capsys.readouterr().err
 
 
 def test_compiled_gbdt_matches_lightgbm_and_onnx(in_repo):

@@ -366,11 +366,91 @@ def run(quick: bool, params: dict) -> dict:
         "chain_batched_vs_c_ours_1core": chain_1core / ours["chain"],
         **({"chain_batched_vs_scikinc_1core": chain_1core / skc["chain"]} if skc else {}),
     }
+    res["cpu"]["mflop_per_particle"] = mflop_per_particle(refs, traced, n)
+    res["few_step"] = few_step_comparison(params, refs, spec, cols, settings, cfg, tools, work, res["cpu"],
+                                          toy=source.startswith("toy"))
+    res["targets"].update(res["few_step"].get("targets", {}))
     res["gpu"] = device_profile(refs, spec, cols, traced, per_model, cfg, Device("cuda")) if cuda_available() else None
     if res["gpu"]:
         res["targets"]["gpu_chain_vs_bf16"] = res["gpu"]["vs_bf16"]
     write_markdown(res, repo_root() / "reports" / "bench" / "runtime.md")
     return res
+
+
+# --- few-step vs 8-step vs Lamarr's one-pass GANs ------------------------------------------------------------------
+TARGET_FEW_VS_FLOW8 = 3.0
+TARGET_FEW_VS_SCIKINC_GAN = 10.0
+
+
+def mflop_per_particle(refs, traced, n_particles: int) -> dict:
+    """MFLOP per generated particle, per model and in all: 2 x in x out of every dense layer the ONNX graph runs per
+    row (:func:`dense_shapes`: unrolled ODE steps and chained stages included) x the model's rows per particle."""
+    import onnx
+
+    out = {}
+    for name, (_, rows) in traced.items():
+        per_row = sum(2 * a * b * k for (a, b), k in dense_shapes(onnx.load(str(refs[name].onnx))).items()) / 1e6
+        out[name] = {"mflop_per_row": per_row, "rows_per_particle": len(rows) / n_particles,
+                     "mflop_per_particle": per_row * len(rows) / n_particles}
+    out["chain"] = sum(v["mflop_per_particle"] for v in out.values())
+    return out
+
+
+def few_step_comparison(params, refs, spec, cols, settings, cfg, tools, work: Path, deployed: dict,
+                        toy: bool) -> dict:
+    """The deployed chain (few-step generators where params.yaml says ``steps``) against the same chain with the
+    8-step flow teachers and with one-pass GANs of the same widths (:mod:`flashsim.bench.variants`): MFLOP per
+    particle and particles/s batched on one core and all cores; the GAN chain also per particle through scikinC
+    (Lamarr's deployed configuration). Ratios few-step / 8-step and few-step / scikinC GAN, per core."""
+    from flashsim.bench.variants import VARIANTS, write_variant
+    from flashsim.runtime.chain import Chain
+    from flashsim.runtime.models import available
+    from flashsim.runtime.session import Device
+
+    if toy:
+        return {"skipped": "toy models (no trained generators to derive the variants from)"}
+    out: dict = {"deployed": {"mflop_per_particle": deployed["mflop_per_particle"]["chain"],
+                              "onnx_1core_batched": deployed["chain"]["onnx_1core_batched"],
+                              "onnx_allcores_batched": deployed["chain"]["onnx_allcores_batched"]},
+                 "gan1_untrained": True, "targets": {}}
+    cpu, sizes = Device("cpu"), (*cfg["cpu_sweep"], settings.cpu_batch_size)
+    for variant in VARIANTS:
+        d = work / "variants" / variant
+        written = write_variant(variant, params, Path(settings.models), spec.names(), d)
+        vrefs = available(spec.names(), d)
+        with one_core():
+            chain1 = Chain(vrefs, cpu, spec=spec, threads=1)
+            traced = _trace(chain1, cols, settings.cpu_batch_size)
+            rate1, _ = _best_chain_rate(chain1, cols, sizes, cfg["min_time"])
+            row = {"models": written, "mflop_per_particle": mflop_per_particle(vrefs, traced, len(cols["mcID"])),
+                   "onnx_1core_batched": rate1}
+            if variant == "gan1":
+                try:
+                    n_out = {name: chain1.models[name].n_out for name in traced}
+                    libs, info = _scikinc_libs(vrefs, traced, work / "variants")
+                    skc = _per_particle(tools, libs, traced, n_out, cfg["c_particles"], work / "variants",
+                                        "scikinc_gan", cfg["min_time"])
+                    row |= {"scikinc_1core_per_particle": skc["chain"], "scikinc_models": skc["models"],
+                            "scikinc": info}
+                except (ConfigError, ImportError) as err:  # scikinC/keras are the optional `bench` extra
+                    row["scikinc_error"] = str(err)
+        row["onnx_allcores_batched"], _ = _best_chain_rate(Chain(vrefs, cpu, spec=spec, threads=0), cols, sizes,
+                                                           cfg["min_time"])
+        out[variant] = row
+    few, f8, gan = out["deployed"], out["flow8"], out["gan1"]
+    ratio = few["onnx_1core_batched"] / f8["onnx_1core_batched"]
+    out["ratios"] = {"few_step_vs_flow8_1core": ratio,
+                     "few_step_vs_flow8_allcores": few["onnx_allcores_batched"] / f8["onnx_allcores_batched"],
+                     "mflop_flow8_vs_few_step": f8["mflop_per_particle"]["chain"] / few["mflop_per_particle"],
+                     "few_step_vs_gan1_onnx_1core": few["onnx_1core_batched"] / gan["onnx_1core_batched"]}
+    out["targets"]["few_step_vs_flow8_1core"] = {"value": ratio, "target": TARGET_FEW_VS_FLOW8,
+                                                 "pass": ratio >= TARGET_FEW_VS_FLOW8}
+    if gan.get("scikinc_1core_per_particle"):
+        r = few["onnx_1core_batched"] / gan["scikinc_1core_per_particle"]
+        out["ratios"]["few_step_vs_scikinc_gan1_1core"] = r
+        out["targets"]["few_step_vs_scikinc_gan1_1core"] = {"value": r, "target": TARGET_FEW_VS_SCIKINC_GAN,
+                                                            "pass": r >= TARGET_FEW_VS_SCIKINC_GAN}
+    return out
 
 
 # --- GPU ---------------------------------------------------------------------------------------------------------
@@ -506,6 +586,18 @@ def summary(res: dict) -> str:
     for cores, sweep in c.get("chain_batch_sweep", {}).items():
         lines.append(f"| chain {cores} by batch size | "
                      + ", ".join(f"{b}: {_fmt(v)}" for b, v in sweep.items()) + " |")
+    fs = res.get("few_step") or {}
+    if "flow8" in fs:
+        lines += ["", "| chain variant | MFLOP / particle | ORT 1 core | ORT all cores | scikinC / particle |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        d = fs["deployed"]
+        lines.append(f"| deployed (few-step) | {_fmt(d['mflop_per_particle'])} | {_fmt(d['onnx_1core_batched'])} "
+                     f"| {_fmt(d['onnx_allcores_batched'])} | {_fmt(c['chain']['scikinc_1core_per_particle'])} |")
+        for v, label in (("flow8", "8-step flows"), ("gan1", "one-pass GANs (untrained, timing only)")):
+            r = fs[v]
+            lines.append(f"| {label} | {_fmt(r['mflop_per_particle']['chain'])} | {_fmt(r['onnx_1core_batched'])} "
+                         f"| {_fmt(r['onnx_allcores_batched'])} | {_fmt(r.get('scikinc_1core_per_particle'))} |")
+        lines += [f"| ratio {k} | {_fmt(v)} |" for k, v in fs["ratios"].items()]
     for k, t in res["targets"].items():
         lines.append(f"| target {k} (>= {t['target']}) | {_fmt(t['value'])} {'PASS' if t['pass'] else 'FAIL'} |")
     if res.get("gpu"):

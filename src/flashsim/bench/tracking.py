@@ -8,6 +8,9 @@ sample (two-sample AUC is only comparable at a fixed size); the clock stops when
 rows: resampling training outputs from the 20 nearest neighbours in (quantile-transformed) condition space, and a
 condition-blind generator (training outputs drawn at random). Each method (``flow``, ``gan``) gets the same budget
 (``FLASHSIM_BENCH_TRACKING_MAX_S`` seconds of training, default 600; ``FLASHSIM_BENCH_TRACKING_METHODS``).
+When the flow reaches the gate and the resolution entry has ``steps`` > 0, its few-step student is distilled as
+``flashsim train`` does (``few_step``: distillation seconds, the student's AUC on the same held-out rows, time
+to the gate including the distillation).
 
 Inference: particles/s of ``models/{acceptance,efficiency,resolution,covariance}.onnx`` through ONNX Runtime on
 one core (one thread, batches of 1e5), and of ``models/acceptance.so`` (tl2cgen) when built.
@@ -88,8 +91,8 @@ def train_to_gate(method: str, params: dict, data: dict, *, gate: float, max_sec
     noise_gen = torch.Generator(device="cpu").manual_seed(seed + 5)
     state = {"train_s": 0.0, "last_eval": 0.0, "t0": time.perf_counter(), "epochs": 0, "history": []}
 
-    def evaluate() -> float:
-        core = trainer.final_core()
+    def evaluate(core: torch.nn.Module | None = None) -> float:
+        core = core if core is not None else trainer.final_core()
         with torch.no_grad():
             z = torch.randn(len(c_test), core.noise_dim, generator=noise_gen).to(device)
             y_t = torch.cat([core(c_test[i:i + 65536], z[i:i + 65536]) for i in range(0, len(c_test), 65536)])
@@ -119,13 +122,28 @@ def train_to_gate(method: str, params: dict, data: dict, *, gate: float, max_sec
         trainer.fit(train, None, GateWatch(), None, desc=f"bench {method}")
     reached = bool(state["history"]) and state["history"][-1]["auc"] <= gate
     steps = state["epochs"] * max(len(data["c"]) // int(cfg["batch_size"]), 1)
+    few = None
+    if method == "flow" and reached and int(cfg["steps"]) > 0:  # the few-step student of the params (steps)
+        t1 = time.perf_counter()
+        n_val = min(len(data["c"]), 20_000)  # early stopping on training conditions with fixed fresh noise
+        val = DeviceData(device, c=data["c"][:n_val], w=np.ones(n_val, np.float32))
+        student, dh = G.distill(trainer.final_core(), train, val, cfg, device, seed)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        distill_s = time.perf_counter() - t1
+        auc = evaluate(student)
+        few = {"steps": int(cfg["steps"]), "distill_epochs": int(cfg["distill_epochs"]), "distill_seconds": distill_s,
+               "auc": auc, "teacher_auc": state["history"][-1]["auc"], "auc_delta": auc - state["history"][-1]["auc"],
+               "reached": auc <= gate,
+               "time_to_gate_s": state["history"][-1]["train_seconds"] + distill_s if auc <= gate else None,
+               "distill_val_loss": min(h["distill.val_loss"] for h in dh)}
     return {"method": method, "config": {k: cfg[k] for k in ("width", "depth", "batch_size", "lr", "ode_steps",
                                                               "n_critic", "noise_dim")},
             "gate": gate, "reached": reached,
             "time_to_gate_s": state["history"][-1]["train_seconds"] if reached else None,
             "train_seconds": state["train_s"], "epochs": state["epochs"],
             "rows_per_s": len(data["c"]) * state["epochs"] / max(state["train_s"], 1e-9),
-            "steps_per_s": steps / max(state["train_s"], 1e-9), "auc_history": state["history"]}
+            "steps_per_s": steps / max(state["train_s"], 1e-9), "auc_history": state["history"], "few_step": few}
 
 
 def inference(params: dict, quick: bool) -> dict:
@@ -228,6 +246,11 @@ def summary(result: dict) -> str:
         auc = r["auc_history"][-1]["auc"] if r["auc_history"] else float("nan")
         lines.append(f"  {m}: AUC {auc:.3f} after {r['train_seconds']:.0f} s ({r['epochs']} epochs, "
                      f"{r['rows_per_s']:.3g} rows/s); gate {r['gate']} {'reached' if r['reached'] else 'NOT reached'}")
+        if r.get("few_step"):
+            f = r["few_step"]
+            lines.append(f"  {m} -> {f['steps']}-call student: AUC {f['auc']:.3f} (teacher {f['teacher_auc']:.3f}) "
+                         f"after {f['distill_seconds']:.0f} s of distillation; time to gate incl. distillation "
+                         f"{f['time_to_gate_s'] if f['time_to_gate_s'] is None else round(f['time_to_gate_s'])} s")
     ref = result["references"]
     lines.append(f"  references: kNN(20) {ref['knn20_auc']:.3f}, condition-blind {ref['condition_blind_auc']:.3f}")
     for name, r in result.get("inference", {}).items():

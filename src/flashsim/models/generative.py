@@ -12,10 +12,17 @@ normalised to mean 1 over the training set (see :func:`flashsim.training.normali
   + lambda GP``, generator loss ``-mean(w D(c, G(c, z)))``; ``n_critic`` critic steps per generator step.
 - ``flow``: conditional flow matching (rectified-flow path ``y_t = (1 - t) z + t y``, target velocity ``y - z``);
   sampling integrates the ODE from t=0 to 1 with ``ode_steps`` fixed midpoint steps, unrolled in the graph.
+- few-step flow (``steps`` > 0): the trained flow (the *teacher*, ``2 x ode_steps`` network calls) is distilled into a
+  *student* of ``steps`` Euler steps (``steps`` network calls), warm-started from the teacher's velocity net (one
+  Euler step ``y = z + v(z, 0, c)`` is the straight-path estimate) and trained to regress the teacher's output on
+  fixed ``(c, z)`` pairs (one noise draw per training row; weighted MSE in the transformed space), the state with
+  the lowest held-out loss kept (:func:`distill`). Same ``(c, z) -> y`` interface, same export.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
 from typing import Any
 
@@ -34,6 +41,7 @@ from flashsim.training import (
     weighted_mean,
 )
 
+log = logging.getLogger(__name__)
 METHODS = ("gan", "flow")
 
 DEFAULTS: dict[str, Any] = {
@@ -52,6 +60,9 @@ DEFAULTS: dict[str, Any] = {
     "critic_width": 128,
     "critic_depth": 4,
     "ode_steps": 8,  # flow
+    "steps": 0,  # flow: network calls of the exported sampler; 0: the ode_steps midpoint teacher, else distilled
+    "distill_epochs": 20,
+    "distill_lr": 1.0e-3,
     "ema": 0.0,  # exponential moving average of generator weights (0: off)
     "amp": True,  # bf16 autocast on CUDA
     "compile": False,  # torch.compile the training step functions (CUDA)
@@ -69,12 +80,15 @@ class GanGenerator(nn.Module):
 
 
 class FlowGenerator(nn.Module):
-    """Velocity field ``v(y_t, t, c)`` and a fixed-step midpoint ODE sampler in ``forward(c, z)``."""
+    """Velocity field ``v(y_t, t, c)`` and a fixed-step ODE sampler in ``forward(c, z)``: ``ode_steps`` midpoint
+    steps (``2 x ode_steps`` network calls), or with ``solver="euler"`` ``ode_steps`` Euler steps (one call each,
+    the distilled few-step student)."""
 
-    def __init__(self, n_cond: int, n_out: int, cfg: dict) -> None:
+    def __init__(self, n_cond: int, n_out: int, cfg: dict, solver: str = "midpoint") -> None:
         super().__init__()
         self.noise_dim = n_out
         self.steps = int(cfg["ode_steps"])
+        self.solver = solver
         self.net = MLP(n_out + n_cond + 3, n_out, cfg["width"], cfg["depth"], cfg["activation"], skip=True)
 
     @staticmethod
@@ -85,10 +99,18 @@ class FlowGenerator(nn.Module):
     def velocity(self, y: torch.Tensor, t: torch.Tensor | float, c: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([y, self._tfeat(y, t), c], dim=-1))
 
+    @property
+    def calls(self) -> int:
+        """Network calls per row."""
+        return self.steps * (1 if self.solver == "euler" else 2)
+
     def forward(self, c: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         y, h = z, 1.0 / self.steps
         for k in range(self.steps):
             t = k * h
+            if self.solver == "euler":
+                y = y + h * self.velocity(y, t, c)
+                continue
             y_mid = y + 0.5 * h * self.velocity(y, t, c)
             y = y + h * self.velocity(y_mid, t + 0.5 * h, c)
         return y
@@ -100,6 +122,71 @@ def build_core(method: str, n_cond: int, n_out: int, cfg: dict) -> nn.Module:
     if method == "flow":
         return FlowGenerator(n_cond, n_out, cfg)
     raise ValueError(f"unknown generative method {method!r}; choose from {METHODS}")
+
+
+def build_student(teacher: FlowGenerator, steps: int) -> FlowGenerator:
+    """A ``steps``-call Euler sampler with the teacher's architecture and (warm-start) weights."""
+    student = copy.deepcopy(teacher)
+    student.steps, student.solver = int(steps), "euler"
+    return student
+
+
+def distill(teacher: FlowGenerator, train: DeviceData, val: DeviceData, cfg: dict, device: torch.device,
+            seed: int, ctx: MetricsLog | None = None, desc: str = "distill") -> tuple[FlowGenerator, list[dict]]:
+    """Student of ``cfg["steps"]`` Euler calls regressing the teacher's ``y(c, z)``; the best held-out state.
+
+    Loss ``mean(w |student(c, z) - teacher(c, z)|^2)`` (transformed space, w as in training); ``distill_epochs``
+    epochs of Adam with a cosine schedule, the state with the lowest held-out loss (fixed held-out noise) kept."""
+    cfg = {**DEFAULTS, **cfg}
+    teacher = teacher.to(device).eval().requires_grad_(False)
+    torch.manual_seed(seed)
+    student = build_student(teacher, int(cfg["steps"])).to(device).requires_grad_(True).train()
+    gen = torch.Generator().manual_seed(seed + 2)
+    g = torch.Generator().manual_seed(4321)
+    n_val = min(val.n, 20000)
+    idx = torch.randperm(val.n, generator=g)[:n_val].to(device)
+    cv, wv = val["c"][idx], val["w"][idx]
+    zv = torch.randn(n_val, teacher.noise_dim, generator=g).to(device)
+    with torch.no_grad():
+        yv = teacher(cv, zv)
+
+    def val_loss() -> float:
+        student.eval()
+        with torch.no_grad():
+            out = float(weighted_mean(((student(cv, zv) - yv) ** 2).mean(-1), wv))
+        student.train()
+        return out
+
+    # the teacher's outputs once, one noise draw per training row (the teacher is 2 x ode_steps calls: drawing
+    # fresh pairs every epoch would cost several times the training itself)
+    zt = torch.randn(train.n, teacher.noise_dim, generator=gen).to(device)
+    with torch.no_grad():
+        yt = torch.cat([teacher(train["c"][i:i + 65536], zt[i:i + 65536]) for i in range(0, train.n, 65536)])
+    pairs = DeviceData(device, c=train["c"], z=zt, y=yt, w=train["w"])
+    bs = min(int(cfg["batch_size"]), train.n)
+    epochs = int(cfg["distill_epochs"])
+    opt = torch.optim.Adam(student.parameters(), lr=float(cfg["distill_lr"]))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(train.n // bs, 1) * epochs,
+                                                       eta_min=float(cfg["distill_lr"]) * 0.05)
+    best, best_state = val_loss(), copy.deepcopy(student.state_dict())
+    history = [{"epoch": 0, "distill.val_loss": best}]
+    for epoch in range(1, epochs + 1):
+        losses = []
+        for b in pairs.batches(bs, gen):
+            loss = weighted_mean(((student(b["c"], b["z"]) - b["y"]) ** 2).mean(-1), b["w"])
+            losses.append(optimizer_step(loss, opt))
+            sched.step()
+        v = val_loss()
+        row = {"epoch": epoch, "distill.loss": float(torch.stack(losses).mean()), "distill.val_loss": v}
+        history.append(row)
+        if ctx is not None:
+            ctx.log_metrics({k: x for k, x in row.items() if k != "epoch"}, step=epoch)
+        if v < best:
+            best, best_state = v, copy.deepcopy(student.state_dict())
+    student.load_state_dict(best_state)
+    log.info("%s: %d-call student, held-out distillation loss %.3g -> %.3g in %d epochs", desc, student.calls,
+             history[0]["distill.val_loss"], best, epochs)
+    return student.eval().requires_grad_(False), history
 
 
 class PhysicalGenerator(nn.Module):

@@ -7,9 +7,11 @@ structured outputs subclass this and override ``targets``/``output_names``/``pos
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from torch import nn
 
 from flashsim.models import generative as G
@@ -28,7 +30,15 @@ GEN_SCHEMA = {
     "gp_lambda": {"type": "number", "minimum": 0, "default": G.DEFAULTS["gp_lambda"]},
     "critic_width": {"type": "integer", "minimum": 1, "default": G.DEFAULTS["critic_width"]},
     "critic_depth": {"type": "integer", "minimum": 1, "default": G.DEFAULTS["critic_depth"]},
-    "ode_steps": {"type": "integer", "minimum": 1, "default": G.DEFAULTS["ode_steps"]},
+    "ode_steps": {"type": "integer", "minimum": 1, "default": G.DEFAULTS["ode_steps"],
+                  "description": "flow: midpoint steps of the trained sampler (the teacher: 2 x ode_steps calls)"},
+    "steps": {"type": "integer", "minimum": 0, "maximum": 4, "default": G.DEFAULTS["steps"],
+              "description": "flow: network calls per row of the exported sampler; 0: the ode_steps midpoint "
+                             "teacher; 1-4: a few-step student distilled from it in the same train job "
+                             "(docs/models.md 'Few-step generators'); method gan: must be 0"},
+    "distill_epochs": {"type": "integer", "minimum": 1, "default": G.DEFAULTS["distill_epochs"],
+                       "description": "flow with steps > 0: distillation epochs (best held-out state kept)"},
+    "distill_lr": {"type": "number", "exclusiveMinimum": 0, "default": G.DEFAULTS["distill_lr"]},
     "ema": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0},
     "atoms": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0,
               "description": "target values holding at least this weight fraction are generated exactly "
@@ -43,6 +53,31 @@ class Family(TorchFamily):
     task = "generator"
     REQUIRED = ("features",)
     SCHEMA: ClassVar[dict[str, Any]] = GEN_SCHEMA
+
+    teacher_module: nn.Module | None = None
+    """Few-step flows (``steps`` > 0): the ``ode_steps`` teacher in physical units, for validation (after load)."""
+
+    def __init__(self, spec) -> None:
+        super().__init__(spec)
+        if self.cfg["method"] != "flow" and self.cfg["steps"]:
+            from flashsim.errors import ConfigError
+
+            raise ConfigError(f"models/{spec.name}/steps: a few-step sampler needs method flow "
+                              f"(method {self.cfg['method']!r} has steps 0)")
+
+    @property
+    def few_step(self) -> bool:
+        return self.cfg["method"] == "flow" and self.cfg["steps"] > 0
+
+    def distilled(self, teacher: nn.Module, data: DeviceData, val: DeviceData, cfg: dict, device, seed: int,
+                  ctx, desc: str) -> tuple[nn.Module, list[dict]]:
+        """The few-step student of a trained teacher core (``steps`` > 0), else the teacher itself."""
+        if not self.few_step:
+            return teacher, []
+        t0 = time.perf_counter()
+        student, history = G.distill(teacher, data, val, cfg, device, seed, ctx, desc=f"{desc} distill")
+        history[-1]["distill_seconds"] = time.perf_counter() - t0
+        return student, history
 
     @property
     def noise_dim(self) -> int:  # type: ignore[override]
@@ -93,19 +128,70 @@ class Family(TorchFamily):
                          y=qy.transform(yv, spread).astype(np.float32), w=normalised_weights(wv, len(xv)))
         trainer = G.Trainer(self.cfg["method"], x.shape[1], y.shape[1], self.cfg, device, self.spec.seed)
         history = trainer.fit(data, val, ctx, self.checkpointer(), desc=self.spec.name)
-        core = trainer.final_core().cpu()
+        teacher = trainer.final_core()
+        core, dhist = self.distilled(teacher, data, val, self.cfg, device, self.spec.seed, ctx, self.spec.name)
+        core, teacher = core.cpu(), teacher.cpu()
         self.module = self._assemble(qx, qy, core)
-        self.save({"qx": qx.state(), "qy": qy.state(), "core": core.state_dict(), "n_cond": x.shape[1],
-                   "n_out": y.shape[1]})
-        return {"rows": len(x), "val_rows": len(xv), "history": history, "device": str(device),
-                "val_loss": history[-1].get("val_loss")}
+        payload = {"qx": qx.state(), "qy": qy.state(), "core": teacher.state_dict(), "n_cond": x.shape[1],
+                   "n_out": y.shape[1]}
+        if self.few_step:
+            self.teacher_module = self._assemble(qx, qy, teacher)
+            payload["student"] = core.state_dict()
+        self.save(payload)
+        out = {"rows": len(x), "val_rows": len(xv), "history": history, "device": str(device),
+               "val_loss": history[-1].get("val_loss")}
+        if dhist:
+            out |= {"distill_history": dhist, "distill.val_loss": min(h["distill.val_loss"] for h in dhist),
+                    "distill_seconds": dhist[-1]["distill_seconds"]}
+        return out
 
     def load(self) -> None:
         s = self.load_payload()
         core = G.build_core(self.cfg["method"], s["n_cond"], s["n_out"], {**G.DEFAULTS, **self.cfg})
         core.load_state_dict(s["core"])
-        self.module = self._assemble(QuantileTransform.from_state(s["qx"]), QuantileTransform.from_state(s["qy"]),
-                                     core.eval())
+        qx, qy = QuantileTransform.from_state(s["qx"]), QuantileTransform.from_state(s["qy"])
+        self.module = self._assemble(qx, qy, self._student(core, s.get("student")).eval())
+        self.teacher_module = self._assemble(qx, qy, core.eval()) if self.few_step else None
+
+    def _student(self, teacher: nn.Module, state: dict | None) -> nn.Module:
+        """The exported core: the teacher, or (``steps`` > 0) the distilled student saved by fit."""
+        if not self.few_step:
+            return teacher
+        if state is None:
+            from flashsim.errors import InputError
+
+            raise InputError(f"{self.spec.name}: steps {self.cfg['steps']} but the trained model has no distilled "
+                             f"student (retrain: `flashsim train {self.spec.name}`)", file=str(self.model_path))
+        student = G.build_student(teacher, self.cfg["steps"])
+        student.load_state_dict(state)
+        return student
+
+    def gan_twin(self, seed: int = 0) -> nn.Module:
+        """A one-pass GAN generator of this model's width and depth between its trained transforms, with
+        UNTRAINED (seeded random) weights: the cost of Lamarr's deployed kind, for benchmarks only."""
+        s = self.load_payload()
+        torch.manual_seed(seed)
+        core = G.build_core("gan", s["n_cond"], s["n_out"], {**G.DEFAULTS, **self.cfg, "noise_dim": s["n_out"]})
+        return self._assemble(QuantileTransform.from_state(s["qx"]), QuantileTransform.from_state(s["qy"]),
+                              core.eval())
+
+    def teacher_predict(self, x: np.ndarray, noise: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+        """The ``ode_steps`` teacher on the same rows and noise (few-step validation); loads the model if needed."""
+        if self.teacher_module is None:
+            self.load()
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                out.append(self.teacher_module(torch.as_tensor(x[i:i + batch_size], dtype=torch.float32),
+                                               torch.as_tensor(noise[i:i + batch_size], dtype=torch.float32)))
+        return torch.cat(out).numpy()
+
+    def validate(self, df, predict, report_dir):
+        """The default generator metrics; flows also against their ``ode_steps`` teacher (a teacher itself: 0)."""
+        from flashsim.validation import default as validate_default
+
+        teacher = self.teacher_predict if self.few_step else predict if self.cfg["method"] == "flow" else None
+        return validate_default.generator(self, df, predict, report_dir, teacher=teacher)
 
     def predict(self, x: np.ndarray, noise: np.ndarray | None = None, batch_size: int = 65536) -> np.ndarray:
         if noise is None:

@@ -54,7 +54,8 @@ class TorchFamily(base.Family):
         import hashlib
         import json
 
-        cfg = {k: v for k, v in self.cfg.items() if k != "epochs"}
+        # a finished trainer checkpoint stays valid when only the epochs or the few-step distillation change
+        cfg = {k: v for k, v in self.cfg.items() if k not in ("epochs", "steps", "distill_epochs", "distill_lr")}
         files = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in self.training_files() if p.exists()]
         key = hashlib.sha256(json.dumps({"cfg": cfg, "seed": self.spec.seed, "files": files}, sort_keys=True,
                                         default=str).encode()).hexdigest()

@@ -85,8 +85,13 @@ def _efficiency_vs(fam, probs, y, w, oracle, v, edges, label, path):
     return save_figure(fig, Path(path))
 
 
-def generator(fam, df, predict, report_dir: Path, seed: int | None = None) -> tuple[dict, list[Path]]:
-    """Two-sample AUC (held out), per-variable KS and Wasserstein, the same in p and eta bins; plots."""
+def generator(fam, df, predict, report_dir: Path, seed: int | None = None,
+              teacher=None) -> tuple[dict, list[Path]]:
+    """Two-sample AUC (held out), per-variable KS and Wasserstein, the same in p and eta bins; plots.
+
+    ``teacher(x, noise)``: the model a few-step generator was distilled from, run on the same rows and noise:
+    adds ``teacher.two_sample_auc``, ``teacher.ks_max`` and the ``few_step_*_delta`` (model minus teacher);
+    ``teacher is predict`` (the model is its own teacher) gives deltas of 0 without running it again."""
     x = fam.features(df)
     ref = fam.targets(df)
     w = fam.weights(df)
@@ -114,6 +119,15 @@ def generator(fam, df, predict, report_dir: Path, seed: int | None = None) -> tu
             worst_ks = max(worst_ks, gm["ks_max"])
     m["binned.two_sample_auc_max"] = worst_auc
     m["binned.ks_max"] = worst_ks
+    if teacher is predict:
+        m["teacher.two_sample_auc"], m["teacher.ks_max"] = m["two_sample_auc"], m["ks_max"]
+    elif teacher is not None:  # the ode_steps teacher on the same rows and noise: what the few-step model costs
+        t = np.asarray(teacher(x, noise), dtype=np.float64)
+        m["teacher.two_sample_auc"] = V.two_sample_auc(ref, t, w, w, conditions=x, seed=seed)
+        m["teacher.ks_max"] = V.generator_metrics(ref, t, names, w, w)["ks_max"]
+    if teacher is not None:
+        m["few_step_auc_delta"] = m["two_sample_auc"] - m["teacher.two_sample_auc"]
+        m["few_step_ks_delta"] = m["ks_max"] - m["teacher.ks_max"]
     pr, pg, pn, pu = fam.plot_variables(ref, gen)  # e.g. a covariance as log sigmas and correlations
     plots = [V.plot_distributions(pr, pg, pn, report_dir / "distributions.png", pu, w, w, title=fam.spec.name)]
     return m, plots

@@ -20,7 +20,8 @@ def needs_truth(metric: str) -> bool:
 METRICS: dict[str, tuple[str, ...]] = {
     "classifier": ("auc", "log_loss", "log_loss.baseline", "log_loss_skill", "brier", "brier.baseline",
                    "brier_skill", "calibration.*", "oracle.*", "logloss_gap", "auc_gap"),
-    "generator": ("two_sample_auc", "ks_max", "ks.*", "wasserstein_max", "wasserstein.*", "binned.*", "truth.*"),
+    "generator": ("two_sample_auc", "ks_max", "ks.*", "wasserstein_max", "wasserstein.*", "binned.*", "truth.*",
+                  "teacher.*", "few_step_*"),
     "pid": ("pid_eff.*",),
     "pid_pipeline": ("muon_nan_convention_violations",),
     "ecal": ("two_sample_auc", "multiplicity.*", "unmatched.*", "residual.*", "residual_w.*", "energy_scale.*",

@@ -23,6 +23,11 @@ METRICS: dict[str, str] = {
     "pid_eff.chi2_ndf": "mean squared pull of the PID-cut efficiencies vs p, model vs reference",
     "muon_nan_convention_violations": "rows breaking the muon convention (LLs NaN when isMuon == 0): must be 0",
     "validate_seconds": "time the validation took [s]",
+    "teacher.two_sample_auc": "two-sample AUC of the ode_steps flow (teacher) the few-step model was distilled "
+                              "from, same rows and noise",
+    "teacher.ks_max": "largest KS distance of the ode_steps flow (teacher), same rows and noise",
+    "few_step_auc_delta": "two-sample AUC of the few-step model minus its teacher's: <= 0.01 keeps the quality",
+    "few_step_ks_delta": "largest KS distance of the few-step model minus its teacher's",
 }
 SUFFIXES: list[tuple[str, str]] = [
     ("chi2_ndf", "chi2 per degree of freedom, model vs reference: ~1 when they agree within errors"),

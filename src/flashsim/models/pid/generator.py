@@ -176,7 +176,8 @@ class Family(generator.Family):
                                    max_discrete=self.cfg["max_discrete"])
         c, t = qx.transform(x).astype(np.float32), qy.transform(y, spread).astype(np.float32)
         cv, tv = qx.transform(xv).astype(np.float32), qy.transform(yv, spread).astype(np.float32)
-        cores, history, done = [], [], []
+        cores, teachers, history, done = [], [], [], []
+        dhist: list[dict] = []
         for k, block in enumerate(self._blocks()):
             cond, condv = np.hstack([c, t[:, done]]), np.hstack([cv, tv[:, done]])
             data = DeviceData(device, c=cond, y=t[:, block], w=normalised_weights(w, len(x)))
@@ -186,13 +187,27 @@ class Family(generator.Family):
             ck = Checkpointer(self.spec.train_dir / f"block{k}", self.cfg["checkpoint_every"])
             hist = trainer.fit(data, val, ctx, ck, desc=f"{self.spec.name}[{k}]")
             history += [{**h, "block": k} for h in hist]
-            cores.append(trainer.final_core().cpu())
+            teacher = trainer.final_core()
+            core, dh = self.distilled(teacher, data, val, cfg, device, self.spec.seed + k, ctx,
+                                      f"{self.spec.name}[{k}]")
+            dhist += [{**h, "block": k} for h in dh]
+            cores.append(core.cpu())
+            teachers.append(teacher.cpu())
             done += block
         self.module = self._assemble(qx, qy, BlockCore(cores, self._blocks(), y.shape[1]))
-        self.save({"qx": qx.state(), "qy": qy.state(), "cores": [m.state_dict() for m in cores],
-                   "n_cond": x.shape[1], "n_out": y.shape[1]})
-        return {"rows": len(x), "val_rows": len(xv), "history": history, "device": str(device),
-                "val_loss": history[-1].get("val_loss")}
+        payload = {"qx": qx.state(), "qy": qy.state(), "cores": [m.state_dict() for m in teachers],
+                   "n_cond": x.shape[1], "n_out": y.shape[1]}
+        if self.few_step:
+            self.teacher_module = self._assemble(qx, qy, BlockCore(teachers, self._blocks(), y.shape[1]))
+            payload["students"] = [m.state_dict() for m in cores]
+        self.save(payload)
+        out = {"rows": len(x), "val_rows": len(xv), "history": history, "device": str(device),
+               "val_loss": history[-1].get("val_loss")}
+        if dhist:  # the blocks' held-out distillation losses summed (each block's best state is kept)
+            out |= {"distill_seconds": sum(h.get("distill_seconds", 0.0) for h in dhist),
+                    "distill_history": dhist, "distill.val_loss": sum(
+                min(h["distill.val_loss"] for h in dhist if h["block"] == k) for k in range(len(teachers)))}
+        return out
 
     def load(self) -> None:
         if not self.cfg["blocks"]:
@@ -201,15 +216,19 @@ class Family(generator.Family):
         from flashsim.preprocessing import QuantileTransform
 
         s = self.load_payload()
-        cores, n_prev = [], 0
-        for block, state in zip(self._blocks(), s["cores"], strict=True):
+        cores, teachers, n_prev = [], [], 0
+        students = s.get("students") or [None] * len(s["cores"])
+        for block, state, st in zip(self._blocks(), s["cores"], students, strict=True):
             cfg = {**G.DEFAULTS, **self.cfg, "noise_dim": self._block_noise(len(block))}
             core = G.build_core(self.cfg["method"], s["n_cond"] + n_prev, len(block), cfg)
             core.load_state_dict(state)
-            cores.append(core.eval())
+            teachers.append(core.eval())
+            cores.append(self._student(core, st).eval())
             n_prev += len(block)
-        self.module = self._assemble(QuantileTransform.from_state(s["qx"]), QuantileTransform.from_state(s["qy"]),
-                                     BlockCore(cores, self._blocks(), s["n_out"]).eval())
+        qx, qy = QuantileTransform.from_state(s["qx"]), QuantileTransform.from_state(s["qy"])
+        self.module = self._assemble(qx, qy, BlockCore(cores, self._blocks(), s["n_out"]).eval())
+        self.teacher_module = (self._assemble(qx, qy, BlockCore(teachers, self._blocks(), s["n_out"]).eval())
+                               if self.few_step else None)
 
     def validate(self, df, predict, report_dir: Path) -> tuple[dict, list[Path]]:
         metrics, plots = super().validate(df, predict, report_dir)

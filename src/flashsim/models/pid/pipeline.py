@@ -106,6 +106,11 @@ class Family(TorchFamily):
         self._stages: dict[str, base.Family] = {}
 
     # ------------------------------------------------------------ stages
+    def use_stage(self, key: str, fam: base.Family) -> None:
+        """Chain this (already loaded) family as stage ``key`` instead of loading the configured one (benchmarks:
+        the same pipeline with other generators)."""
+        self._stages[key] = fam
+
     def stage(self, key: str) -> base.Family:
         if key not in self._stages:
             name = self.cfg["stages"][key]
