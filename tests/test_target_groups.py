@@ -53,6 +53,10 @@ def test_each_group_owns_the_gaussian_space_and_onnx_matches(tmp_path):
                        rtol=1e-3, atol=1e-3)
     path = export_torch(_Inverse(g, 2), tmp_path / "g.onnx", 3, noise_dim=2)
     assert np.allclose(onnx_predict(path, x, noise), back, rtol=1e-5, atol=1e-5)
+    # the C route of `flashsim cabi` takes the graph (it needs static shapes once the batch is pinned)
+    from flashsim.runtime import cabi
+
+    assert cabi.build(path, tmp_path / "g.so", name="groups").route == "emx-onnx-cgen"
     # a state round trip gives the same module; a rare group shares the pooled transform
     same = GroupQuantile.from_state(g.state())
     assert torch.equal(same.inverse(torch.from_numpy(noise), torch.from_numpy(x)), torch.from_numpy(back))

@@ -7,8 +7,9 @@ in that space becomes an electron-size momentum error (docs/physics-check.md). H
 Gaussianised per group of 0/1 condition flags, by a quantile transform fitted on that group's training rows only
 (groups with fewer than :data:`MIN_GROUP_ROWS` rows share the pooled one); every group then owns the whole
 Gaussian space, and its generated tails map onto its own. The group of a row is read from its flags in the graph
-(``sum_i [x_i > 0.5] 2^i``, a table lookup), every group's inverse is evaluated and the row's is gathered, so the
-exported ``(x, noise) -> y`` interface is unchanged; the cost is one piecewise-linear map per group and target.
+(``sum_i [x_i > 0.5] 2^i``, a table lookup), every group's inverse is evaluated and the row's is picked by a
+one-hot sum, so the exported ``(x, noise) -> y`` interface is unchanged (and `flashsim cabi` compiles it); the
+cost is one piecewise-linear map per group and target.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class GroupQuantile(nn.Module):
         self.register_buffer("pow2", torch.as_tensor([2 ** i for i in range(len(flags))], dtype=torch.int64))
         self.register_buffer("flag_idx", torch.as_tensor(self.flags, dtype=torch.int64))
         self.register_buffer("target_idx", torch.as_tensor(self.targets, dtype=torch.int64))
+        self.register_buffer("group_ids", torch.arange(len(transforms), dtype=torch.int64))
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, flags: list[int], targets: list[int], weights: np.ndarray | None,
@@ -93,7 +95,9 @@ class GroupQuantile(nn.Module):
         which = self.index[((x[:, self.flag_idx] > 0.5).to(torch.int64) * self.pow2).sum(-1)]  # [N]
         zt = z[:, self.target_idx]
         outs = torch.stack([inv(zt) for inv in self.inverses])  # [G, N, T]
-        picked = torch.gather(outs, 0, which.view(1, -1, 1).expand(1, -1, zt.shape[1])).squeeze(0)
+        # a one-hot sum, not a gather: every shape stays static once the batch is pinned (C code generation)
+        sel = (which.unsqueeze(0) == self.group_ids.unsqueeze(1)).to(outs.dtype)  # [G, N]
+        picked = (outs * sel.unsqueeze(-1)).sum(0)
         cols = [picked[:, self.targets.index(c)] if c in self.targets else z[:, c] for c in range(self.n_out)]
         return torch.stack(cols, dim=1)
 
