@@ -65,3 +65,20 @@ def test_weights_change_the_fit():
     q84_u = q_u.inverse_transform(np.ones((1, 1)))[0, 0]
     assert abs(med_w) < 0.1 and abs(q84_w - 1.0) < 0.15  # the signal's quantiles
     assert q84_u > 1.3  # unweighted: broadened by the background
+
+
+def test_tail_knots_keep_the_end_segments_to_the_samples_own_extremes():
+    """Default grid: the outermost 1/(n_knots - 1) of the weight is read linearly up to the most extreme value (a
+    Gaussian pushed through the inverse fills it uniformly); with tail knots the tails follow the sample's."""
+    rng = np.random.default_rng(2)
+    y = rng.standard_t(2, 100000)[:, None]  # heavy tails
+    z = torch.from_numpy(rng.standard_normal((200000, 1)).astype(np.float32))
+    true_q = np.quantile(np.abs(y), 0.999)
+    q = {k: np.quantile(np.abs(QuantileTransform.fit(y, n_knots=64, tail_knots=k).inverse()(z).numpy()), 0.999)
+         for k in (0, 16)}
+    assert q[0] > 3 * true_q  # the end segment spread out to the extreme
+    assert abs(q[16] / true_q - 1) < 0.15
+    # the end knots map onto the sample's own extreme quantiles: the round trip and clamping still hold
+    qt = QuantileTransform.fit(y, n_knots=64, tail_knots=16)
+    assert np.allclose(qt.inverse()(qt(torch.from_numpy(y.astype(np.float32)))).numpy(), y, rtol=1e-4, atol=1e-4)
+    assert qt.knots_t[0][0] < -4 and qt.knots_t[0][-1] > 4

@@ -53,17 +53,31 @@ def weighted_cdf(values: np.ndarray, weights: np.ndarray | None = None) -> tuple
     return xs, 0.5 * (lo + hi)
 
 
+def tail_grid(n_knots: int, tail_knots: int, u_min: float) -> np.ndarray:
+    """Quantiles of the knots: ``n_knots`` equally spaced in [0, 1], plus ``tail_knots`` per side log-spaced
+    between the first interior knot and ``u_min`` (the extreme sample quantile), so that the end segments, read
+    linearly, hold ~``u_min`` of the weight instead of ``1 / (n_knots - 1)``."""
+    grid = np.linspace(0.0, 1.0, n_knots)
+    if tail_knots <= 0 or n_knots < 3 or not 0 < u_min < grid[1]:
+        return grid
+    lo = np.exp(np.linspace(np.log(grid[1]), np.log(u_min), tail_knots + 1)[1:])
+    return np.unique(np.concatenate([grid, lo, 1.0 - lo]))
+
+
 def _column_knots(values: np.ndarray, weights: np.ndarray | None, n_knots: int, target: str,
-                  tail: float, atoms: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  tail: float, atoms: float = 0.0,
+                  tail_knots: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Forward knots ``(x, t)`` and the atoms ``[[x0, t_lo, t_hi], ...]`` (empty unless ``atoms`` > 0)."""
     xs, u = weighted_cdf(values, weights)
     no_atoms = np.empty((0, 3))
     if xs.size == 1:
         return xs, np.zeros(1), no_atoms
+    if tail_knots > 0:  # the end knots take the sample's own extreme quantiles
+        tail = min(tail, float(u[0]), 1.0 - float(u[-1]))
     if xs.size <= n_knots:  # few distinct values: one knot each
         kx, ku = xs, u
     else:
-        grid = np.linspace(0.0, 1.0, n_knots)
+        grid = tail_grid(n_knots, tail_knots, min(float(u[0]), 1.0 - float(u[-1])))
         # the end knots are the extreme values so that the full range round-trips
         kx = np.interp(grid, u, xs)
         kx[0], kx[-1] = xs[0], xs[-1]
@@ -207,11 +221,14 @@ class QuantileTransform(nn.Module):
     @classmethod
     def fit(cls, x: np.ndarray, weights: np.ndarray | None = None, n_knots: int = 256,
             target: str = "gaussian", tail: float = 1e-4, atoms: float = 0.0,
-            max_discrete: int = 0) -> QuantileTransform:
+            max_discrete: int = 0, tail_knots: int = 0) -> QuantileTransform:
         """Fit on ``x`` [N, F] with optional per-row ``weights`` (may be negative); ``atoms`` > 0 keeps values
         holding at least that fraction of the weight as exact point masses of the inverse (module doc).
         Columns with at most ``max_discrete`` distinct values are discrete: every value is an atom, so the
-        inverse is the staircase inverse CDF (only training values come out, at their frequencies)."""
+        inverse is the staircase inverse CDF (only training values come out, at their frequencies).
+        ``tail_knots`` > 0 adds that many knots per tail (:func:`tail_grid`) and maps the extreme values to their
+        own quantiles instead of ``tail``: a generator's tails then follow the sample's, where the default grid
+        fills the outermost ``1 / (n_knots - 1)`` of the weight uniformly up to the most extreme value."""
         x = np.asarray(x, dtype=np.float64)
         if x.ndim == 1:
             x = x[:, None]
@@ -221,7 +238,8 @@ class QuantileTransform(nn.Module):
                 return 1e-300  # every distinct value
             return atoms
 
-        knots = [_column_knots(x[:, j], weights, n_knots, target, tail, col_atoms(j)) for j in range(x.shape[1])]
+        knots = [_column_knots(x[:, j], weights, n_knots, target, tail, col_atoms(j), tail_knots)
+                 for j in range(x.shape[1])]
         return cls([k[0] for k in knots], [k[1] for k in knots], target, [k[2] for k in knots])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

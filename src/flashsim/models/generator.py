@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from flashsim.errors import ConfigError
 from flashsim.models import generative as G
+from flashsim.models.target_groups import GroupedGenerator, GroupQuantile
 from flashsim.models.torch_base import TORCH_SCHEMA, TorchFamily
 from flashsim.preprocessing import QuantileTransform
 from flashsim.training import DeviceData, normalised_weights
@@ -48,11 +50,25 @@ GEN_SCHEMA = {
                                     "(every value an atom: only training values, at their frequencies); 0: off"},
 }
 
+# options of the target transform, honoured by this class's fit (not by subclasses with their own fit)
+TARGET_SCHEMA: dict[str, Any] = {
+    "target_groups": {
+        "type": "object", "additionalProperties": False, "required": ["by", "targets"],
+        "description": "Gaussianise these targets per group of the 0/1 features `by` (a quantile transform per "
+                       "group, in the graph; flashsim.models.target_groups) before the pooled one, so no group's "
+                       "tails own the others' (e.g. the electrons' and upstream tracks' dp/p tails)",
+        "properties": {"by": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 8},
+                       "targets": {"type": "array", "items": {"type": "string"}, "minItems": 1}}},
+    "tail_knots": {"type": "integer", "minimum": 0, "default": 0,
+                   "description": "extra knots per tail of the target quantile transform, log-spaced in quantile "
+                                  "down to the sample's extreme (flashsim.preprocessing.tail_grid); 0: off"},
+}
+
 
 class Family(TorchFamily):
     task = "generator"
     REQUIRED = ("features",)
-    SCHEMA: ClassVar[dict[str, Any]] = GEN_SCHEMA
+    SCHEMA: ClassVar[dict[str, Any]] = {**GEN_SCHEMA, **TARGET_SCHEMA}
 
     teacher_module: nn.Module | None = None
     """Few-step flows (``steps`` > 0): the ``ode_steps`` teacher in physical units, for validation (after load)."""
@@ -60,8 +76,6 @@ class Family(TorchFamily):
     def __init__(self, spec) -> None:
         super().__init__(spec)
         if self.cfg["method"] != "flow" and self.cfg["steps"]:
-            from flashsim.errors import ConfigError
-
             raise ConfigError(f"models/{spec.name}/steps: a few-step sampler needs method flow "
                               f"(method {self.cfg['method']!r} has steps 0)")
 
@@ -103,8 +117,31 @@ class Family(TorchFamily):
         """Physical core outputs -> ONNX outputs (e.g. covariance assembly); None: identity."""
         return None
 
+    groups: GroupQuantile | None = None  # per-group target transforms (``target_groups``), fitted
+
     def _assemble(self, qx: QuantileTransform, qy: QuantileTransform, core: nn.Module) -> G.PhysicalGenerator:
+        if self.groups is not None:
+            return GroupedGenerator(qx, core, qy.inverse(), self.groups, self.post_module()).eval()
         return G.PhysicalGenerator(qx, core, qy.inverse(), self.post_module()).eval()
+
+    def _fit_groups(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> GroupQuantile | None:
+        """The ``target_groups`` transforms fitted on the training rows; unknown names or a non-0/1 flag are a
+        ConfigError naming the key."""
+        tg = self.cfg.get("target_groups")
+        if not tg:
+            return None
+        key = f"models/{self.spec.name}/target_groups"
+        feats, outs = self.feature_names, self.output_names_core()
+        for what, names, known in (("by", tg["by"], feats), ("targets", tg["targets"], outs)):
+            if bad := [n for n in names if n not in known]:
+                raise ConfigError(f"{key}/{what}: {', '.join(bad)} not among the model's "
+                                  f"{'features' if what == 'by' else 'targets'} ({', '.join(known)})")
+        flags = [feats.index(n) for n in tg["by"]]
+        try:
+            return GroupQuantile.fit(x, y, flags, [outs.index(n) for n in tg["targets"]], w, self.cfg["n_knots"],
+                                     self.cfg["tail_knots"])
+        except ValueError as err:
+            raise ConfigError(f"{key}/by: {err} ({', '.join(tg['by'])})") from err
 
     def fit(self, ctx) -> dict:
         device = self.setup()
@@ -114,14 +151,19 @@ class Family(TorchFamily):
         w = self.training_weights(tr, [x, y])
         ok = np.isfinite(y).all(axis=1)
         x, y, w = x[ok], y[ok], None if w is None else w[ok]
+        self.groups = self._fit_groups(x, y, w)
+        if self.groups is not None:
+            y = self.groups.transform(x, y)
         qx = QuantileTransform.fit(x, w, self.cfg["n_knots"])
         qy = QuantileTransform.fit(y, w, self.cfg["n_knots"], atoms=self.cfg["atoms"],
-                                 max_discrete=self.cfg["max_discrete"])
+                                 max_discrete=self.cfg["max_discrete"], tail_knots=self.cfg["tail_knots"])
         spread = np.random.default_rng(self.spec.seed + 11)  # atoms of the targets spread over their interval
         xv, yv = self.features(va), self.targets_core(va)
         wv = self.training_weights(va, [xv, yv])
         okv = np.isfinite(yv).all(axis=1)
         xv, yv, wv = xv[okv], yv[okv], None if wv is None else wv[okv]
+        if self.groups is not None:
+            yv = self.groups.transform(xv, yv)
         data = DeviceData(device, c=qx.transform(x).astype(np.float32),
                           y=qy.transform(y, spread).astype(np.float32), w=normalised_weights(w, len(x)))
         val = DeviceData(device, c=qx.transform(xv).astype(np.float32),
@@ -133,7 +175,8 @@ class Family(TorchFamily):
         core, teacher = core.cpu(), teacher.cpu()
         self.module = self._assemble(qx, qy, core)
         payload = {"qx": qx.state(), "qy": qy.state(), "core": teacher.state_dict(), "n_cond": x.shape[1],
-                   "n_out": y.shape[1]}
+                   "n_out": y.shape[1],
+                   **({"groups": self.groups.state()} if self.groups is not None else {})}
         if self.few_step:
             self.teacher_module = self._assemble(qx, qy, teacher)
             payload["student"] = core.state_dict()
@@ -149,6 +192,7 @@ class Family(TorchFamily):
         s = self.load_payload()
         core = G.build_core(self.cfg["method"], s["n_cond"], s["n_out"], {**G.DEFAULTS, **self.cfg})
         core.load_state_dict(s["core"])
+        self.groups = GroupQuantile.from_state(s["groups"]) if "groups" in s else None
         qx, qy = QuantileTransform.from_state(s["qx"]), QuantileTransform.from_state(s["qy"])
         self.module = self._assemble(qx, qy, self._student(core, s.get("student")).eval())
         self.teacher_module = self._assemble(qx, qy, core.eval()) if self.few_step else None
@@ -172,6 +216,7 @@ class Family(TorchFamily):
         s = self.load_payload()
         torch.manual_seed(seed)
         core = G.build_core("gan", s["n_cond"], s["n_out"], {**G.DEFAULTS, **self.cfg, "noise_dim": s["n_out"]})
+        self.groups = GroupQuantile.from_state(s["groups"]) if "groups" in s else None
         return self._assemble(QuantileTransform.from_state(s["qx"]), QuantileTransform.from_state(s["qy"]),
                               core.eval())
 
