@@ -63,3 +63,25 @@ def test_bad_threshold_option_is_a_config_error(tmp_path, monkeypatch, capsys, o
     err = capsys.readouterr().err
     assert words in err and "pid_rich_K" in err, err
     assert not (tmp_path / "results" / "train" / "pid_rich_K").exists()
+
+
+def test_generator_with_threshold_features_trains_and_exports(tmp_path, monkeypatch):
+    """A one-core (RICH) generator with the features: fit, reload, ONNX export within its parity gate."""
+    import json
+
+    from helpers import write_prepared_calib
+
+    entry = {"family": "pid_generator", "species": ["K"], "sample": "calib_{species}", "features": "pid_kinematics",
+             "targets": ["probe_Brunel_RichDLLk", "probe_Brunel_RichDLLp"], "threshold_features": ["rich1", "rich2"],
+             "epochs": 1, "width": 16, "depth": 2, "validation_rows": 500}
+    scratch_repo(tmp_path, {"pid_rich": entry})
+    write_prepared_calib(tmp_path, "calib_K", "dstar_d0pi_K", 3000, seed=5)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "pid_rich_K"]) == 0
+    assert cli.main(["export", "pid_rich_K"]) == 0
+    card = json.loads((tmp_path / "models" / "pid_rich_K.json").read_text())
+    assert card["parity"]["n_failing"] == 0 and card["parity"]["rows"] > 0  # torch (training formula) == ONNX
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "models" / "pid_rich_K.onnx")).graph.node}
+    assert {"Log", "Tanh"} <= ops  # the features are computed in the graph
