@@ -108,3 +108,35 @@ LHCB_ECAL = EcalGeometry()
 def ecal_geometry(params: dict | None) -> EcalGeometry:
     """The configured ECAL geometry: ``params["detector"]["ecal"]`` (defaults where absent)."""
     return EcalGeometry.from_dict(((params or {}).get("detector") or {}).get("ecal"))
+
+
+# ---------------------------------------------------------------- RICH radiators
+# |PDG| masses (MeV/c^2) of the charged species (the mass hypotheses of the PID response)
+SPECIES_MASS: dict[str, float] = {"e": 0.51099895, "mu": 105.6583755, "pi": 139.57039, "K": 493.677,
+                                  "p": 938.27208816}
+
+RICH_RADIATORS: dict[str, float] = {"rich1": 1.4e-3, "rich2": 5.0e-4}
+"""Radiator name -> refractive index - 1, LHCb-like (RICH1 C4F10, RICH2 CF4; the schema's defaults of
+``detector.rich``)."""
+
+
+def cherenkov_threshold(mass: float, n_minus_1: float) -> float:
+    """Cherenkov threshold momentum ``m / sqrt(n^2 - 1)`` (MeV/c) of a particle of ``mass`` (MeV/c^2)."""
+    n = 1.0 + n_minus_1
+    return float(mass / np.sqrt(n * n - 1.0))
+
+
+def rich_radiators(params: dict | None) -> dict[str, float]:
+    """The configured RICH radiators: name -> n - 1 (``params["detector"]["rich"]``, defaults where absent)."""
+    rich = ((params or {}).get("detector") or {}).get("rich")
+    if rich is None:
+        return dict(RICH_RADIATORS)
+    out = {}
+    for name, d in rich.items():
+        try:
+            out[name] = float(d["n_minus_1"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"detector.rich/{name}: need {{n_minus_1: number > 0}}, got {d!r}") from err
+        if not out[name] > 0:
+            raise ConfigError(f"detector.rich/{name}/n_minus_1: must be > 0, got {out[name]}")
+    return out

@@ -4,7 +4,10 @@
 - ``unit_interval`` targets (ProbNN) are clamped to [0, 1] by the output transform (the inverse quantile transform
   already stays inside the range seen in training; the clamp makes the guarantee explicit in the graph);
 - sWeights are checked (finite, positive sum) before training;
-- validation adds weighted PID cut efficiencies (``cuts``) in momentum bins, model vs reference.
+- validation adds weighted PID cut efficiencies (``cuts``) in momentum bins, model vs reference;
+- ``threshold_features`` (RICH radiators of ``detector.rich``) append, after the quantile transform of the
+  conditions, Cherenkov-threshold features of the momentum for each mass hypothesis (:class:`ThresholdFeatures`):
+  the graph computes them from the physical momentum input, as training does.
 """
 
 from __future__ import annotations
@@ -30,11 +33,58 @@ PID_SCHEMA: dict[str, Any] = {
                "description": "autoregressive blocks of targets: each block's core is conditioned on the conditions "
                               "and the earlier blocks' targets (e.g. PIDs, then ProbNNs given the PIDs); [] = one "
                               "joint core"},
+    "threshold_features": {"type": "array", "items": {"type": "string"}, "uniqueItems": True, "default": [],
+                           "description": "RICH radiators (names of params.yaml detector.rich) whose Cherenkov "
+                                          "thresholds of the mu, pi, K and p hypotheses become extra conditions: "
+                                          "the relative photon yield 1 - (p_thr/p)^2 (0 below threshold) and a "
+                                          "smooth step tanh(10 log(p/p_thr)), appended after the quantile "
+                                          "transform; [] = off"},
     "differences": {"type": "object", "additionalProperties": {"type": "string"}, "default": {},
                     "description": "target -> another target: the core generates their difference and the graph "
                                    "adds the other back (exact equalities, e.g. DLLp == DLLk below both "
                                    "thresholds, become an exact atom at 0)"},
 }
+
+
+THRESHOLD_HYPOTHESES = ("mu", "pi", "K", "p")
+"""Mass hypotheses of the threshold features (heavier than the electron, whose thresholds lie below any track)."""
+STEP_SHARPNESS = 10.0
+"""``tanh(STEP_SHARPNESS * log(p / p_thr))``: a step about 10 % of the threshold wide."""
+
+
+def threshold_momenta(radiators: dict[str, float], names: list[str]) -> list[float]:
+    """Cherenkov thresholds (MeV/c), radiator-major then :data:`THRESHOLD_HYPOTHESES`, of the named radiators."""
+    from flashsim.detector import SPECIES_MASS, cherenkov_threshold
+
+    return [cherenkov_threshold(SPECIES_MASS[h], radiators[r]) for r in names for h in THRESHOLD_HYPOTHESES]
+
+
+def threshold_features_np(p: np.ndarray, thresholds: list[float]) -> np.ndarray:
+    """Numpy reference of :class:`ThresholdFeatures`' extra columns for momenta ``p`` (MeV/c): per threshold the
+    relative photon yield ``max(0, 1 - (p_thr/p)^2)`` (``sin^2`` of the Cherenkov angle over its saturated value),
+    then per threshold the smooth step ``tanh(k log(p / p_thr))``; float32 like the graph."""
+    p = np.maximum(np.asarray(p, np.float32).reshape(-1, 1), np.float32(1.0))
+    ratio = p / np.asarray(thresholds, np.float32)[None, :]
+    yld = np.maximum(np.float32(1.0) - np.float32(1.0) / (ratio * ratio), np.float32(0.0))
+    step = np.tanh(np.float32(STEP_SHARPNESS) * np.log(ratio))
+    return np.hstack([yld, step]).astype(np.float32)
+
+
+class ThresholdFeatures(nn.Module):
+    """``x -> [x_transform(x), yield(p), step(p)]``: the conditions' transform plus the Cherenkov-threshold
+    features of the physical momentum column ``p_index`` (see :func:`threshold_features_np`)."""
+
+    def __init__(self, x_transform: nn.Module, p_index: int, thresholds: list[float]) -> None:
+        super().__init__()
+        self.x_transform, self.p_index = x_transform, p_index
+        self.register_buffer("thr", torch.tensor(thresholds, dtype=torch.float32).reshape(1, -1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.clamp(x[:, self.p_index:self.p_index + 1], min=1.0)
+        ratio = p / self.thr
+        yld = torch.clamp(1.0 - 1.0 / (ratio * ratio), min=0.0)
+        step = torch.tanh(STEP_SHARPNESS * torch.log(ratio))
+        return torch.cat([self.x_transform(x), yld, step], dim=1)
 
 
 class ClampColumns(nn.Module):
@@ -92,8 +142,50 @@ class BlockCore(nn.Module):
 class Family(generator.Family):
     SCHEMA: ClassVar[dict[str, Any]] = {**generator.GEN_SCHEMA, **PID_SCHEMA, **pc.SWEIGHT_SCHEMA, **pc.EFF_SCHEMA}
 
+    def __init__(self, spec) -> None:
+        super().__init__(spec)
+        self.thresholds()  # a bad threshold_features option fails before any work
+
     def derive(self, df):
         return pc.derive(super().derive(df))
+
+    # ------------------------------------------------------------ Cherenkov-threshold features
+    def thresholds(self) -> list[float]:
+        """Threshold momenta (MeV/c) of ``threshold_features`` ([] when off); ConfigError for an unknown
+        radiator or a momentum column that is not a feature."""
+        from flashsim.detector import rich_radiators
+        from flashsim.errors import ConfigError
+
+        names = list(self.cfg.get("threshold_features") or [])
+        if not names:
+            return []
+        radiators = rich_radiators(self.spec.params)
+        unknown = [r for r in names if r not in radiators]
+        if unknown:
+            raise ConfigError(f"models/{self.spec.name}/threshold_features: unknown radiators {unknown} "
+                              f"(detector.rich has {sorted(radiators)})")
+        if self.cfg["momentum"] not in self.feature_names:
+            raise ConfigError(f"models/{self.spec.name}/threshold_features: the momentum column "
+                              f"{self.cfg['momentum']!r} must be a feature")
+        return threshold_momenta(radiators, names)
+
+    def conditions(self, qx, x: np.ndarray) -> np.ndarray:
+        """The core's conditions (training): transformed features, then the threshold features if any."""
+        c = qx.transform(x).astype(np.float32)
+        thr = self.thresholds()
+        if not thr:
+            return c
+        return np.hstack([c, threshold_features_np(x[:, self.feature_names.index(self.cfg["momentum"])], thr)])
+
+    def _assemble(self, qx, qy, core):
+        from flashsim.models import generative as G
+
+        thr = self.thresholds()
+        xt = ThresholdFeatures(qx, self.feature_names.index(self.cfg["momentum"]), thr) if thr else qx
+        return G.PhysicalGenerator(xt, core, qy.inverse(), self.post_module()).eval()
+
+    def _own_fit(self) -> bool:
+        return bool(self.cfg["blocks"] or self.cfg.get("threshold_features"))
 
     def difference_pairs(self) -> list[tuple[int, int]]:
         names = self.output_names_core()
@@ -155,7 +247,7 @@ class Family(generator.Family):
         return sum(self._block_noise(len(b)) for b in self._blocks())
 
     def fit(self, ctx) -> dict:
-        if not self.cfg["blocks"]:
+        if not self._own_fit():
             return super().fit(ctx)
         from flashsim.models import generative as G
         from flashsim.preprocessing import QuantileTransform
@@ -174,17 +266,19 @@ class Family(generator.Family):
         qx = QuantileTransform.fit(x, w, self.cfg["n_knots"])
         qy = QuantileTransform.fit(y, w, self.cfg["n_knots"], atoms=self.cfg["atoms"],
                                    max_discrete=self.cfg["max_discrete"])
-        c, t = qx.transform(x).astype(np.float32), qy.transform(y, spread).astype(np.float32)
-        cv, tv = qx.transform(xv).astype(np.float32), qy.transform(yv, spread).astype(np.float32)
+        c, t = self.conditions(qx, x), qy.transform(y, spread).astype(np.float32)
+        cv, tv = self.conditions(qx, xv), qy.transform(yv, spread).astype(np.float32)
         cores, teachers, history, done = [], [], [], []
         dhist: list[dict] = []
+        base_key = self.checkpointer().key
         for k, block in enumerate(self._blocks()):
             cond, condv = np.hstack([c, t[:, done]]), np.hstack([cv, tv[:, done]])
             data = DeviceData(device, c=cond, y=t[:, block], w=normalised_weights(w, len(x)))
             val = DeviceData(device, c=condv, y=tv[:, block], w=normalised_weights(wv, len(xv)))
             cfg = {**self.cfg, "noise_dim": self._block_noise(len(block))}
             trainer = G.Trainer(self.cfg["method"], cond.shape[1], len(block), cfg, device, self.spec.seed + k)
-            ck = Checkpointer(self.spec.train_dir / f"block{k}", self.cfg["checkpoint_every"])
+            ck = Checkpointer(self.spec.train_dir / f"block{k}", self.cfg["checkpoint_every"],
+                              key=f"{base_key}:{self.thresholds()}")  # never resume a stale block
             hist = trainer.fit(data, val, ctx, ck, desc=f"{self.spec.name}[{k}]")
             history += [{**h, "block": k} for h in hist]
             teacher = trainer.final_core()
@@ -196,7 +290,7 @@ class Family(generator.Family):
             done += block
         self.module = self._assemble(qx, qy, BlockCore(cores, self._blocks(), y.shape[1]))
         payload = {"qx": qx.state(), "qy": qy.state(), "cores": [m.state_dict() for m in teachers],
-                   "n_cond": x.shape[1], "n_out": y.shape[1]}
+                   "n_cond": c.shape[1], "n_out": y.shape[1]}
         if self.few_step:
             self.teacher_module = self._assemble(qx, qy, BlockCore(teachers, self._blocks(), y.shape[1]))
             payload["students"] = [m.state_dict() for m in cores]
@@ -210,7 +304,7 @@ class Family(generator.Family):
         return out
 
     def load(self) -> None:
-        if not self.cfg["blocks"]:
+        if not self._own_fit():
             return super().load()
         from flashsim.models import generative as G
         from flashsim.preprocessing import QuantileTransform
