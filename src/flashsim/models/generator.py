@@ -156,7 +156,7 @@ class Family(TorchFamily):
             y = self.groups.transform(x, y)
         qx = QuantileTransform.fit(x, w, self.cfg["n_knots"])
         qy = QuantileTransform.fit(y, w, self.cfg["n_knots"], atoms=self.cfg["atoms"],
-                                 max_discrete=self.cfg["max_discrete"], tail_knots=self.cfg["tail_knots"])
+                                 max_discrete=self.cfg["max_discrete"], tail_knots=self.cfg.get("tail_knots", 0))
         spread = np.random.default_rng(self.spec.seed + 11)  # atoms of the targets spread over their interval
         xv, yv = self.features(va), self.targets_core(va)
         wv = self.training_weights(va, [xv, yv])
