@@ -63,7 +63,6 @@ def write_variant(variant: str, params: dict, models_dir: Path, names: list[str]
         else:
             module, what = fam.gan_twin(), "gan (untrained)"
         _write(fam, module, card, out, variant)
-        fam.load = lambda: None  # the pipeline below assembles this module, not the saved one
         fams[name], done[name] = fam, what
     for name, st in stages.items():
         if not st:

@@ -104,12 +104,14 @@ class Family(TorchFamily):
     def __init__(self, spec) -> None:
         super().__init__(spec)
         self._stages: dict[str, base.Family] = {}
+        self._given: set[str] = set()  # stages set by use_stage: chained as they are, not loaded from disk
 
     # ------------------------------------------------------------ stages
     def use_stage(self, key: str, fam: base.Family) -> None:
         """Chain this (already loaded) family as stage ``key`` instead of loading the configured one (benchmarks:
         the same pipeline with other generators)."""
         self._stages[key] = fam
+        self._given.add(key)
 
     def stage(self, key: str) -> base.Family:
         if key not in self._stages:
@@ -147,7 +149,9 @@ class Family(TorchFamily):
     # ------------------------------------------------------------ assemble
     def _assemble(self) -> ChainedPID:
         fams = {k: self.stage(k) for k in STAGES}
-        for f in fams.values():
+        for k, f in fams.items():
+            if k in self._given:
+                continue
             if not f.model_path.exists():
                 raise InputError(f"{self.spec.name}: stage model missing (run `flashsim train {f.spec.name}`)",
                                  file=str(f.model_path))
